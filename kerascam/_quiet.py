@@ -1,10 +1,42 @@
 """Keeps TensorFlow's start-up log lines out of the user's terminal.
 
-Must run before TensorFlow is imported, which is why ``kerascam/__init__.py``
-imports it first. A user who sets the variables themselves keeps their values.
+TensorFlow prints oneDNN, CUDA-stub and absl notices to stderr while it is
+imported and when it first enumerates devices, before ``TF_CPP_MIN_LOG_LEVEL``
+takes effect for all of them. Unless the user chose a log level themselves,
+kerascam imports TensorFlow and lists its devices with stderr pointed at
+/dev/null, then restores it, so real errors later on still reach the user.
+This module must run before anything imports TensorFlow, which is why
+``kerascam/__init__.py`` imports it first.
 """
 
+import contextlib
 import os
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def silence_tensorflow():
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return  # the user's choice, or too late to matter
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    with _stderr_to_devnull():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+silence_tensorflow()

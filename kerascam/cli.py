@@ -1,0 +1,132 @@
+"""Command lines of train.py and evaluate.py.
+
+Errors a user can fix end the program with one line on stderr and exit code 2
+(usage, bad values) or 1 (a failure while running); ``--debug`` shows the
+traceback instead.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+from kerascam import configs
+from kerascam.models import MODEL_NAMES
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see --help)")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def check_writable(folder):
+    """Fails now, not after hours of work, if ``folder`` cannot be written."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another --workdir") from None
+
+
+def run_cli(main, argv, prog):
+    """Runs ``main(argv)`` and turns expected failures into one-line errors."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        return main(argv) or 0
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (the point is to catch everything)
+        if debug:
+            raise
+        from kerascam.training import TrainingError
+
+        code = 2 if isinstance(e, (UsageError, ValueError)) else 1
+        if not isinstance(e, (UsageError, ValueError, TrainingError, OSError)):
+            message = f"{type(e).__name__}: {e}"
+        else:
+            message = str(e)
+        first_line = message.strip().splitlines()[0] if message.strip() else type(e).__name__
+        print(f"{prog}: error: {first_line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {first_line}", file=sys.stderr)
+        return code
+
+
+def train_parser():
+    p = _Parser(prog="train.py", description="Train the paper's classifiers and export them.")
+    p.add_argument("--model", default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four")
+    p.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)")
+    p.add_argument("--dataset", help="dataset (default: the preset's; demo: shapes, the embedded one)")
+    p.add_argument("--image-size", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, help="global batch size")
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
+    p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
+    p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
+    p.add_argument("--workdir", default="runs", help="folder of the runs (default: runs/)")
+    p.add_argument("--strategy", choices=("auto", "default", "mirrored"), help="tf.distribute strategy (default: auto)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def train_main(argv):
+    args = train_parser().parse_args(argv)
+    if args.weights and args.weights != "imagenet" and not os.path.isfile(args.weights):
+        raise UsageError(f"--weights {args.weights!r}: no such file (expected 'imagenet' or a .weights.h5 file)")
+    if args.weights and args.model == "all":
+        raise UsageError("--weights applies to one model; use it with --model resnet50 (or another single model)")
+    check_writable(args.workdir)
+    preset = configs.get_preset(args.preset)
+    flags = {
+        "dataset": args.dataset,
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "steps_per_epoch": args.steps_per_epoch,
+        "learning_rate": args.learning_rate,
+        "unet_filters": args.unet_filters,
+        "train_examples": args.train_examples,
+        "validation_examples": args.validation_examples,
+        "strategy": args.strategy,
+        "seed": args.seed,
+        "weights": args.weights,
+    }
+    names = MODEL_NAMES if args.model == "all" else (args.model,)
+    run_configs = [preset.for_model(name, **flags) for name in names]
+    from kerascam.models import check_image_size
+    from kerascam.training import train
+
+    for config in run_configs:  # reject sizes a model cannot take before any training
+        check_image_size(config.model, config.image_size)
+
+    started = time.time()
+    summaries = [train(config, args.workdir, verbose=0 if args.quiet else 1) for config in run_configs]
+    print()
+    for s in summaries:
+        print(
+            f"{s['model']:>13}: val_accuracy {s['val_accuracy']:.4f} after {s['epochs_completed']} epochs, "
+            f"{s['wall_seconds']:.0f} s, {s['parameters']:,} parameters -> {os.path.join(args.workdir, s['model'])}"
+        )
+    print(f"total: {time.time() - started:.0f} s")
+    return 0

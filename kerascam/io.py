@@ -1,0 +1,56 @@
+"""Atomic writes: a kill at any moment leaves either the old file or the new one.
+
+Everything is first written next to its destination (same folder, so the same
+file system) under a temporary name, then moved into place with
+``os.replace``, which POSIX guarantees to be atomic.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path beside ``path``; moves it onto ``path`` on success.
+
+    Works for files and folders (a SavedModel). ``suffix`` keeps an extension
+    that the writer insists on (Keras wants ``.keras``).
+    """
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=parent)
+    target = os.path.join(tmp, "payload" + suffix)
+    try:
+        yield target
+        if os.path.isdir(target) and os.path.isdir(path):
+            # A folder cannot replace a non-empty folder in one rename: move the
+            # old one aside first (still intact until the new one is in place).
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old.", dir=parent)
+            os.replace(path, os.path.join(old, "payload"))
+            os.replace(target, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path, data):
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,76 @@
+"""keras.applications ResNet50 and VGG16 as kerascam classifiers.
+
+The architectures are keras.applications' own, built on top of kerascam's
+preprocessing layer through ``input_tensor``, so the result is one flat graph:
+the CAM target layers (``conv5_block3_out``, ``block5_conv3``) stay reachable
+from the top-level model, which tf-keras-vis needs (a nested sub-model hides
+them). The parameter counts equal keras.applications' (25,636,712 and
+138,357,544 at 224x224 and 1000 classes): the preprocessing layer has none.
+"""
+
+import os
+
+import keras
+
+from kerascam.models.preprocessing import ImagePreprocessing
+
+_ARCHITECTURES = {
+    "resnet50": (keras.applications.ResNet50, "conv5_block3_out"),
+    "vgg16": (keras.applications.VGG16, "block5_conv3"),
+}
+MIN_IMAGE_SIZE = 32  # both networks pool by 32 before their top
+
+
+def check_image_size(name, image_size):
+    """Raises ValueError for an unknown ``name`` or an input smaller than 32."""
+    if name not in _ARCHITECTURES:
+        raise ValueError(f"name must be one of {sorted(_ARCHITECTURES)}. Received: name={name!r}")
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be at least {MIN_IMAGE_SIZE} for {name}. Received: image_size={image_size}"
+        )
+
+
+def build_application(name, image_size=224, num_classes=1000, weights=None):
+    """Builds ResNet50 or VGG16 with its full classification top, emitting logits.
+
+    Args:
+        name: ``"resnet50"`` (He et al., CVPR 2016) or ``"vgg16"`` (Simonyan
+            and Zisserman, ICLR 2015).
+        image_size: Side of the square RGB input, at least 32. Default 224.
+        num_classes: Number of output logits. Default 1000.
+        weights: ``None`` (random initialization, the default), ``"imagenet"``
+            (keras.applications downloads them: needs 1000 classes and the
+            network) or the path of a weights file (``.weights.h5``) saved from
+            a model of the same architecture, size and class count.
+
+    Returns:
+        A functional ``keras.Model`` from raw RGB pixels (0-255) to logits.
+    """
+    check_image_size(name, image_size)
+    if weights == "imagenet" and num_classes != 1000:
+        raise ValueError(
+            f"weights='imagenet' needs num_classes=1000 (the ImageNet top). Received: num_classes={num_classes}"
+        )
+    if weights not in (None, "imagenet") and not os.path.isfile(weights):
+        raise ValueError(
+            f"weights must be None, 'imagenet' or the path of a weights file. Received: weights={weights!r}"
+        )
+    constructor, _ = _ARCHITECTURES[name]
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = ImagePreprocessing("caffe", name="preprocessing")(inputs)
+    model = constructor(
+        include_top=True,
+        weights=weights,
+        input_tensor=x,
+        input_shape=(image_size, image_size, 3),
+        classes=num_classes,
+        classifier_activation=None,
+        name=name,
+    )
+    return model
+
+
+def target_layer(name):
+    """The CAM target layer of the application ``name``."""
+    return _ARCHITECTURES[name][1]

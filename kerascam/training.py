@@ -1,0 +1,287 @@
+"""Training under a tf.distribute strategy, resumable, with exports.
+
+One custom loop serves every strategy: the step runs through
+``strategy.run`` (Keras 3's ``model.fit`` fails under
+MultiWorkerMirroredStrategy, keras-team/keras#20585), the loss is averaged
+over the global batch and the optimizer sums the replicas' gradients.
+
+A run of model M lives in ``WORKDIR/M/``:
+
+- ``checkpoints/``: model, optimizer and epoch after every epoch; a run
+  started again with the same command resumes from the newest one.
+- ``history.csv`` and ``logs/`` (TensorBoard): loss and accuracy per epoch.
+- ``model.keras``, ``saved_model/``: the trained model.
+- ``run.json``: config, final validation accuracy, wall time.
+"""
+
+import csv
+import io as _io
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerascam import data, export, io
+from kerascam.data import pipeline
+from kerascam.models import build_model
+
+
+class TrainingError(RuntimeError):
+    """A problem the user can act on; train.py prints it as one line."""
+
+
+def make_strategy(name="auto", devices=None):
+    """Returns a ``tf.distribute.Strategy``.
+
+    Args:
+        name: ``"auto"`` (MirroredStrategy over all GPUs when there are two
+            or more, else the default strategy), ``"default"`` (one device) or
+            ``"mirrored"`` (MirroredStrategy over ``devices``, default all
+            GPUs, or the CPU when there is none).
+        devices: Device names for ``"mirrored"``, e.g. two logical CPUs.
+    """
+    if name == "auto":
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices)
+    raise ValueError(f"Unknown strategy {name!r}. Choose one of: auto, default, mirrored")
+
+
+def make_optimizer(config, steps_per_epoch):
+    """The optimizer with warm-up + cosine decay over the whole run."""
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    if warmup > 0:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, total - warmup, warmup_target=config.learning_rate, warmup_steps=warmup
+        )
+    else:
+        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+    weight_decay = config.weight_decay or None
+    if config.optimizer == "adam":
+        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"Unknown optimizer {config.optimizer!r}. Choose one of: adam, sgd")
+
+
+# Fields that change the model's variables: a checkpoint of another setting
+# of these cannot be resumed.
+_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm")
+
+
+def _check_compatible(run_dir, config):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    previous = io.read_json(path)
+    changed = [f for f in _ARCHITECTURE_FIELDS if previous.get(f) != getattr(config, f)]
+    if changed:
+        diffs = ", ".join(f"{f} {previous.get(f)!r} -> {getattr(config, f)!r}" for f in changed)
+        raise TrainingError(
+            f"{run_dir} holds a run with another architecture ({diffs}); "
+            "use another --workdir or remove that folder"
+        )
+
+
+class _History:
+    """Per-epoch metrics in ``history.csv`` and TensorBoard, kept consistent on resume."""
+
+    FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+    def __init__(self, run_dir, start_epoch):
+        self.path = os.path.join(run_dir, "history.csv")
+        self.rows = []
+        if os.path.exists(self.path):
+            with open(self.path, newline="", encoding="utf-8") as f:
+                # Rows past the checkpoint belong to epochs about to be redone.
+                self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < start_epoch]
+        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
+
+    def add(self, row):
+        self.rows.append(row)
+        buffer = _io.StringIO()
+        writer = csv.DictWriter(buffer, self.FIELDS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        io.write_text(self.path, buffer.getvalue())
+        with self.writer.as_default(step=row["epoch"] + 1):
+            for key in self.FIELDS[1:-1]:
+                tf.summary.scalar(key, row[key])
+        self.writer.flush()
+
+
+def train(config, workdir="runs", *, strategy=None, verbose=1):
+    """Trains ``config.model`` on ``config.dataset`` and exports it.
+
+    Args:
+        config: A ``kerascam.configs.TrainConfig``.
+        workdir: Folder of all runs; this run lives in ``workdir/config.model``.
+        strategy: A ``tf.distribute.Strategy``; default
+            ``make_strategy(config.strategy)``.
+        verbose: 1 shows progress bars and an epoch line, 0 is silent.
+
+    Returns:
+        The ``run.json`` summary as a dict.
+
+    Raises:
+        TrainingError: the loss became non-finite (the last good checkpoint is
+            kept), or ``workdir`` holds an incompatible run.
+    """
+    started = time.time()
+    run_dir = os.path.join(workdir, config.model)
+    os.makedirs(run_dir, exist_ok=True)
+    _check_compatible(run_dir, config)
+    io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+    strategy = strategy or make_strategy(config.strategy)
+
+    train_split = data.load_split(config, "train")
+    val_split = data.load_split(config, "validation")
+    global_batch = config.batch_size
+    steps = train_split.num_examples // global_batch
+    if steps == 0:
+        raise TrainingError(
+            f"the training split has {train_split.num_examples} examples, fewer than one batch "
+            f"of {global_batch}; lower --batch-size"
+        )
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(
+            config.model,
+            config.image_size,
+            train_split.num_classes,
+            weights=config.weights,
+            unet_filters=config.unet_filters,
+            batch_norm=config.batch_norm,
+        )
+        optimizer = make_optimizer(config, steps)
+        # Create the optimizer's slots now so a restore fills them directly.
+        optimizer.build(model.trainable_variables)
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
+    if manager.latest_checkpoint:
+        try:
+            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as e:
+            raise TrainingError(
+                f"cannot restore checkpoint {manager.latest_checkpoint}: {str(e).splitlines()[0]}"
+            ) from e
+        if verbose:
+            print(f"{config.model}: resuming from {manager.latest_checkpoint} (epoch {int(epoch_var)})")
+    start_epoch = int(epoch_var.numpy())
+
+    loss_fn = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing, reduction=None
+    )
+    num_classes = train_split.num_classes
+
+    def train_replica_step(batch):
+        images = tf.cast(batch["image"], tf.float32)
+        labels = batch["label"]
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = loss_fn(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.float32))
+        return loss, correct
+
+    def eval_replica_step(batch):
+        images = tf.cast(batch["image"], tf.float32)
+        labels = batch["label"]
+        logits = tf.cast(model(images, training=False), tf.float32)
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        correct = tf.cast(tf.argmax(logits, -1) == labels, tf.float32)
+        return tf.reduce_sum(per_example), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float32)
+
+    def reduce_sum(values):
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+    @tf.function
+    def train_step(batch):
+        return reduce_sum(strategy.run(train_replica_step, args=(batch,)))
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(batch):
+        return reduce_sum(strategy.run(eval_replica_step, args=(batch,)))
+
+    def evaluate():
+        totals = np.zeros(3)
+        batches = pipeline.evaluation_batches(val_split.examples, global_batch)
+        for batch in strategy.experimental_distribute_dataset(batches):
+            totals += [float(v) for v in eval_step(batch)]
+        return totals[0] / totals[2], totals[1] / totals[2]
+
+    history = _History(run_dir, start_epoch)
+    val_loss = val_acc = float("nan")
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.time()
+        batches = pipeline.training_batches(
+            train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment
+        ).take(steps)
+        bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss", "acc"])
+        if verbose:
+            print(f"{config.model} epoch {epoch + 1}/{config.epochs}")
+        loss_sum = correct_sum = 0.0
+        for step, batch in enumerate(strategy.experimental_distribute_dataset(batches)):
+            loss, correct = (float(v) for v in train_step(batch))
+            if not math.isfinite(loss):
+                raise TrainingError(
+                    f"{config.model}: the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                    f"stopped, the last good checkpoint is kept in {manager.directory} "
+                    "(try a smaller --learning-rate)"
+                )
+            loss_sum += loss
+            correct_sum += correct
+            bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("acc", correct_sum / ((step + 1) * global_batch))])
+        val_loss, val_acc = evaluate()
+        epoch_var.assign(epoch + 1)
+        manager.save(checkpoint_number=epoch + 1)
+        history.add(
+            {
+                "epoch": epoch,
+                "loss": loss_sum / steps,
+                "accuracy": correct_sum / (steps * global_batch),
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "seconds": time.time() - epoch_start,
+            }
+        )
+        if verbose:
+            print(f"  val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} ({time.time() - epoch_start:.0f} s)")
+
+    if start_epoch >= config.epochs:  # nothing left to train: report the saved model
+        val_loss, val_acc = evaluate()
+
+    export.save_keras(model, os.path.join(run_dir, "model.keras"))
+    export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
+    previous_seconds = 0.0
+    summary_path = os.path.join(run_dir, "run.json")
+    if start_epoch > 0 and os.path.exists(summary_path):
+        previous_seconds = io.read_json(summary_path).get("wall_seconds", 0.0)
+    summary = {
+        "model": config.model,
+        "config": config.to_dict(),
+        "num_classes": num_classes,
+        "class_names": list(train_split.class_names),
+        "parameters": int(model.count_params()),
+        "epochs_completed": int(epoch_var.numpy()),
+        "val_accuracy": float(val_acc),
+        "val_loss": float(val_loss),
+        "wall_seconds": previous_seconds + time.time() - started,
+        "replicas": strategy.num_replicas_in_sync,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    io.write_json(summary_path, summary)
+    return summary
