@@ -1,0 +1,327 @@
+"""The pipeline shared by every CAM method: classes, raw maps, resize, normalise.
+
+A method subclasses `BaseCAM`, names its tf-keras-vis class and, when it needs
+to, overrides the one hook `_compute_native` that turns a chunk of images into
+raw maps at the target layer. Everything else (choosing the class, chunking,
+the bilinear resize, the min-max normalisation and the bookkeeping of maps that
+cannot be normalised) lives here once.
+
+Conventions, for every method:
+
+* Models output logits. The gradient methods differentiate the class logit
+  y^c (pre-softmax, as in the Grad-CAM paper); ScoreCAM is fed those logits
+  and applies its own softmax (see `score_cam.py`).
+* Raw ("native") maps are tf-keras-vis' maps at the target layer, after its
+  ReLU, neither resized nor normalised (`expand_cam=False`,
+  `normalize_cam=False`). They keep the target layer's spatial shape (h, w).
+* Maps at input resolution are the native maps resized to (H, W) by bilinear
+  interpolation with half-pixel centres (`tf.image.resize`, the convention of
+  OpenCV's INTER_LINEAR), then min-max normalised per map to [0, 1]. The paper
+  resizes bilinearly; half-pixel centres put native cell i at the centre of
+  the input block it summarises. tf-keras-vis' own expansion
+  (`scipy.ndimage.zoom(order=1)`) aligns the corner pixels instead and shifts
+  a coarse map towards the image border, so it is not used.
+* A map that cannot be min-max normalised (all values equal, e.g. all zero,
+  or some value non-finite) comes out as all zeros; `map_status` of the native
+  maps tells the caller which ones were undefined.
+"""
+
+import contextlib
+import warnings
+
+import numpy as np
+
+from kerascam.metrics import OK, map_status
+
+DEFAULT_BATCH_SIZE = 32
+
+
+def resize_maps(maps, size):
+    """Bilinear resize of a batch of maps with half-pixel centres.
+
+    Args:
+        maps: array (N, h, w).
+        size: the output (H, W).
+
+    Returns:
+        float32 array (N, H, W). Equal to `cv2.resize(map, (W, H),
+        interpolation=cv2.INTER_LINEAR)` map by map; an identity when (h, w)
+        already equals (H, W).
+    """
+    import tensorflow as tf
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape[1:] == tuple(size):
+        return maps.copy()
+    resized = tf.image.resize(maps[..., np.newaxis], size, method="bilinear", antialias=False)
+    return resized.numpy()[..., 0]
+
+
+def normalize_maps(maps):
+    """Per-map min-max normalisation to [0, 1], as tf-keras-vis' `normalize`.
+
+    Unlike tf-keras-vis, no epsilon is added to the denominator, so the maximum
+    of every defined map is exactly 1; a map for which min-max is undefined
+    (see `map_status`) becomes all zeros instead of silently so.
+
+    Args:
+        maps: array (N, h, w).
+
+    Returns:
+        float32 array of the same shape.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    defined = map_status(maps) == OK
+    normalized = np.zeros_like(maps)
+    selected = maps[defined]
+    low = selected.min(axis=(1, 2), keepdims=True)
+    high = selected.max(axis=(1, 2), keepdims=True)
+    normalized[defined] = (selected - low) / (high - low)
+    return normalized
+
+
+@contextlib.contextmanager
+def _quiet_model_calls():
+    """Hides Keras' warning that a model got its single input as a tensor where
+    it was built with a list (keras.applications models), or the reverse
+    (tf-keras-vis always passes a list). The values are the same either way."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The structure of `inputs`")
+        yield
+
+
+def _check_images(images):
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(
+            "images must be a non-empty batch of shape (N, H, W, channels). "
+            f"Received: images.shape={images.shape}"
+        )
+    return images
+
+
+def _check_batch_size(batch_size):
+    if batch_size is None:
+        return DEFAULT_BATCH_SIZE
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def _num_classes(model):
+    return int(model.outputs[0].shape[-1])
+
+
+def predicted_classes(model, images, batch_size=None):
+    """The arg-max class of the model's output per image.
+
+    Args:
+        model: a Keras classifier.
+        images: array (N, H, W, 3) of raw pixels.
+        batch_size: images per forward pass. Defaults to 32.
+
+    Returns:
+        int64 array (N,).
+    """
+    images = _check_images(images)
+    batch_size = _check_batch_size(batch_size)
+    with _quiet_model_calls():
+        chunks = [
+            np.argmax(np.asarray(model(images[i : i + batch_size], training=False)), axis=-1)
+            for i in range(0, len(images), batch_size)
+        ]
+    return np.concatenate(chunks).astype(np.int64)
+
+
+def resolve_class_index(model, images, class_index=None, batch_size=None):
+    """The class to explain for each image.
+
+    Args:
+        model: a Keras classifier.
+        images: array (N, H, W, 3).
+        class_index: None for the model's predicted class per image, an int
+            for the same class in every image, or an int array of length N
+            (e.g. the true labels).
+        batch_size: images per forward pass when predicting. Defaults to 32.
+
+    Returns:
+        int64 array (N,).
+
+    Raises:
+        ValueError: when an index is not an integer, out of range, or the
+            array does not have one index per image.
+    """
+    images = _check_images(images)
+    if class_index is None:
+        return predicted_classes(model, images, batch_size)
+    indices = np.asarray(class_index)
+    if indices.dtype == bool or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(
+            f"class_index must be None, an int or an int array. Received dtype {indices.dtype}"
+        )
+    if indices.ndim == 0:
+        indices = np.full(len(images), int(indices))
+    if indices.shape != (len(images),):
+        raise ValueError(
+            "class_index must hold one class per image. "
+            f"Received: class_index.shape={indices.shape} for {len(images)} images"
+        )
+    num_classes = _num_classes(model)
+    if np.any((indices < 0) | (indices >= num_classes)):
+        raise ValueError(
+            f"class_index must lie in [0, {num_classes}) for this model. "
+            f"Received: {sorted(set(indices[(indices < 0) | (indices >= num_classes)].tolist()))}"
+        )
+    return indices.astype(np.int64)
+
+
+class BaseCAM:
+    """A CAM method bound to one model and one target layer.
+
+    Build it once and call it on as many batches as needed; the tf-keras-vis
+    object is made once, here. tf-keras-vis only clones a model when it is
+    given a `model_modifier`; none is given (the models output logits, so
+    `ReplaceToLinear` is not needed), so the caller's model is used as is and
+    never modified.
+
+    Subclasses set `name`, `visualizer_class` (the tf-keras-vis class) and,
+    if the method takes Faster-ScoreCAM's `max_N`, `supports_max_N`; they may
+    override `_compute_native`.
+    """
+
+    name = None
+    visualizer_class = None
+    supports_max_N = False
+
+    def __init__(self, model, target_layer=None):
+        """Binds the method to a model.
+
+        Args:
+            model: a flat functional Keras classifier whose output is logits.
+            target_layer: name of the layer whose activations the CAM is
+                computed on; None for `kerascam.models.target_layer_name(model)`.
+        """
+        if target_layer is None:
+            from kerascam.models import target_layer_name
+
+            target_layer = target_layer_name(model)
+        names = [layer.name for layer in model.layers]
+        if target_layer not in names:
+            raise ValueError(
+                f"target_layer {target_layer!r} is not a layer of model {model.name!r} "
+                f"(nested sub-models are not searched). Its layers end with: {names[-8:]}"
+            )
+        shape = model.get_layer(target_layer).output.shape
+        if len(shape) != 4:
+            raise ValueError(
+                f"target_layer must output a 4-D feature map (N, h, w, channels). "
+                f"Received: {target_layer!r} with output shape {tuple(shape)}"
+            )
+        self.model = model
+        self.target_layer = target_layer
+        self.channels = int(shape[-1])
+        self._visualizer = self.visualizer_class(model)
+
+    def _visualizer_options(self):
+        """Keyword arguments given to every tf-keras-vis call."""
+        return dict(
+            penultimate_layer=self.target_layer,
+            # tf-keras-vis would otherwise move from a non-Conv layer (ResNet50's
+            # "conv5_block3_out" is an Activation) back to the previous Conv layer,
+            # i.e. before batch norm, the residual add and the ReLU.
+            seek_penultimate_conv_layer=False,
+            expand_cam=False,
+            normalize_cam=False,
+        )
+
+    def _compute_native(self, images, class_indices, *, max_N, batch_size):
+        """Raw maps at the target layer for one chunk of images (the hook).
+
+        Args:
+            images: float32 array (n, H, W, 3), n <= batch_size.
+            class_indices: int array (n,), the class to explain per image.
+            max_N: Faster-ScoreCAM's channel count, None unless supported.
+            batch_size: the caller's batch size.
+
+        Returns:
+            array (n, h, w).
+        """
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        score = CategoricalScore([int(c) for c in class_indices])
+        return self._visualizer(score, images, **self._visualizer_options())
+
+    def _check_max_N(self, max_N):
+        if max_N is None:
+            return None
+        if not self.supports_max_N:
+            raise ValueError(
+                f"max_N applies to scorecam only; {self.name} uses all channels. "
+                f"Received: max_N={max_N!r}"
+            )
+        if isinstance(max_N, bool) or not isinstance(max_N, (int, np.integer)):
+            raise ValueError(f"max_N must be None or an int. Received: max_N={max_N!r}")
+        if not 1 <= max_N <= self.channels:
+            raise ValueError(
+                f"max_N must be in [1, {self.channels}] (channels of {self.target_layer!r}). "
+                f"Received: max_N={max_N}"
+            )
+        return int(max_N)
+
+    def native_maps(self, images, class_index=None, *, max_N=None, batch_size=None):
+        """Raw maps at the target layer's resolution.
+
+        Args: as `__call__`.
+
+        Returns:
+            float32 array (N, h, w): after the method's ReLU, not resized, not
+            normalised.
+        """
+        images = _check_images(images)
+        max_N = self._check_max_N(max_N)
+        batch_size = _check_batch_size(batch_size)
+        classes = resolve_class_index(self.model, images, class_index, batch_size)
+        with _quiet_model_calls():
+            chunks = [
+                np.asarray(
+                    self._compute_native(
+                        images[i : i + batch_size],
+                        classes[i : i + batch_size],
+                        max_N=max_N,
+                        batch_size=batch_size,
+                    ),
+                    dtype=np.float32,
+                )
+                for i in range(0, len(images), batch_size)
+            ]
+        return np.concatenate(chunks)
+
+    def __call__(self, images, class_index=None, *, max_N=None, batch_size=None, return_native=False):
+        """Explanation maps at input resolution.
+
+        Args:
+            images: array (N, H, W, 3) of raw pixels (uint8 or float, 0-255).
+            class_index: None for the predicted class per image, an int for
+                one class for all images, or an int array of length N.
+            max_N: Faster-ScoreCAM: use only the max_N channels of largest
+                spatial variance (scorecam only); None for all channels.
+            batch_size: images per model call (gradient methods), or masked
+                images per forward pass (scorecam). Defaults to 32.
+            return_native: also return the raw maps at the target layer.
+
+        Returns:
+            float32 maps (N, H, W) in [0, 1]: the native maps resized
+            bilinearly to (H, W), then min-max normalised per map; all zeros
+            where a map is undefined (see `map_status`). With
+            `return_native=True`, a tuple (maps, native_maps), native_maps of
+            shape (N, h, w).
+        """
+        images = _check_images(images)
+        native = self.native_maps(images, class_index, max_N=max_N, batch_size=batch_size)
+        maps = normalize_maps(resize_maps(native, images.shape[1:3]))
+        if return_native:
+            return maps, native
+        return maps
+
+    def __repr__(self):
+        return f"{type(self).__name__}(model={self.model.name!r}, target_layer={self.target_layer!r})"
