@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+import kerascam  # noqa: F401  (quiets TensorFlow before the tests import it)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Datasets built by the tests go to a temporary cache, never ~/.cache."""
+    previous = os.environ.get("KERASCAM_CACHE")
+    os.environ["KERASCAM_CACHE"] = str(tmp_path_factory.mktemp("kerascam-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("KERASCAM_CACHE", None)
+    else:
+        os.environ["KERASCAM_CACHE"] = previous
+
+
+def run_python(args, timeout=300, **kwargs):
+    """Runs a Python command in a fresh process from the repository root."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+    )
