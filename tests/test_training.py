@@ -1,0 +1,186 @@
+import csv
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, run_python
+from kerascam import configs
+from kerascam.data import load_split, pipeline
+from kerascam.training import TrainingError, train
+
+SMOKE = configs.smoke()
+
+
+def read_history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_steps_lower_the_loss(tmp_path):
+    config = dataclasses.replace(
+        SMOKE, model="unet", epochs=8, steps_per_epoch=None, train_examples=16, batch_size=8,
+        learning_rate=1e-2, augment=False,
+    )
+    summary = train(config, tmp_path, verbose=0)
+    rows = read_history(tmp_path / "unet")
+    losses = [float(r["loss"]) for r in rows]
+    assert [int(r["epoch"]) for r in rows] == list(range(8))
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert summary["epochs_completed"] == 8
+    saved = json.loads((tmp_path / "unet" / "run.json").read_text())
+    assert saved["val_accuracy"] == summary["val_accuracy"]
+    assert saved["config"]["learning_rate"] == 1e-2
+    assert saved["wall_seconds"] > 0
+    for name in ("model.keras", "saved_model/saved_model.pb", "checkpoints/checkpoint", "logs"):
+        assert (tmp_path / "unet" / name).exists(), name
+
+
+def test_non_finite_loss_stops_and_keeps_the_checkpoint(tmp_path):
+    good = dataclasses.replace(SMOKE, model="unet", epochs=1)
+    train(good, tmp_path, verbose=0)
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path / "unet" / "checkpoints"))
+    bad = dataclasses.replace(good, epochs=2, learning_rate=1e30)
+    with pytest.raises(TrainingError, match="loss became (nan|inf)"):
+        train(bad, tmp_path, verbose=0)
+    assert tf.train.latest_checkpoint(str(tmp_path / "unet" / "checkpoints")) == checkpoint
+
+
+def test_incompatible_workdir_is_refused(tmp_path):
+    train(dataclasses.replace(SMOKE, model="unet"), tmp_path, verbose=0)
+    with pytest.raises(TrainingError, match="image_size 32 -> 64"):
+        train(dataclasses.replace(SMOKE, model="unet", image_size=64), tmp_path, verbose=0)
+
+
+def test_training_batches_are_fixed_by_seed_and_epoch():
+    examples = load_split(SMOKE, "train").examples
+    first = lambda **kw: next(iter(pipeline.training_batches(examples, 8, **kw)))  # noqa: E731
+    a, b = first(epoch=0, seed=1), first(epoch=0, seed=1)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    c = first(epoch=1, seed=1)
+    assert not np.array_equal(a["label"], c["label"]) or not np.array_equal(a["image"], c["image"])
+
+
+def test_random_flip_eager_equals_dataset_map():
+    example = {"image": tf.cast(tf.reshape(tf.range(2 * 3 * 3), (2, 3, 3)), tf.uint8), "mask": tf.eye(2, 3, dtype=tf.uint8)}
+    seeds = [tf.constant([s, 0], tf.int64) for s in range(8)]
+    eager = [pipeline.random_flip(example, s) for s in seeds]
+    mapped = list(tf.data.Dataset.from_tensor_slices(tf.stack(seeds)).map(lambda s: pipeline.random_flip(example, s)))
+    flipped = 0
+    for e, m in zip(eager, mapped):
+        np.testing.assert_array_equal(e["image"], m["image"])
+        np.testing.assert_array_equal(e["mask"], m["mask"])
+        is_flipped = np.array_equal(e["image"], example["image"].numpy()[:, ::-1])
+        assert is_flipped == np.array_equal(e["mask"], example["mask"].numpy()[:, ::-1])
+        flipped += is_flipped
+    assert 0 < flipped < 8  # both outcomes occur
+
+
+TRAIN_CMD = ["train.py", "--model", "unet", "--preset", "smoke", "--epochs", "3", "--steps-per-epoch", "3"]
+
+
+def _final_weights(run_dir):
+    from kerascam.export import load_keras
+
+    return load_keras(os.path.join(run_dir, "model.keras")).get_weights()
+
+
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    process = subprocess.Popen(
+        [sys.executable, *TRAIN_CMD, "--workdir", str(killed)], cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    index = killed / "unet" / "checkpoints" / "ckpt-1.index"
+    deadline = time.time() + 120
+    while not index.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-run, at whatever point it has reached
+    process.wait()
+    assert index.exists(), "the run never wrote its first checkpoint"
+    assert not (killed / "unet" / "model.keras").exists()
+
+    resumed = run_python([*TRAIN_CMD, "--workdir", str(killed)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from" in resumed.stdout
+    assert "(epoch 0)" not in resumed.stdout
+    assert [int(r["epoch"]) for r in read_history(killed / "unet")] == [0, 1, 2]
+
+    done = run_python([*TRAIN_CMD, "--workdir", str(straight)])
+    assert done.returncode == 0, done.stderr
+    # Same seed, same per-epoch data order and flips: the same weights as a
+    # run that was never interrupted (float round-off of threaded CPU kernels
+    # is the only difference allowed).
+    for a, b in zip(_final_weights(killed / "unet"), _final_weights(straight / "unet")):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+RELOAD = r"""
+import sys, numpy as np, kerascam, tensorflow as tf
+from kerascam.export import load_keras
+run_dir, images_path, out = sys.argv[1:]
+images = np.load(images_path)
+keras_logits = load_keras(run_dir + "/model.keras")(images.astype("float32")).numpy()
+sm = tf.saved_model.load(run_dir + "/saved_model")
+float_logits = sm.serve(tf.constant(images, tf.float32)).numpy()
+uint8_logits = sm.serve_uint8(tf.constant(images, tf.uint8)).numpy()
+default = sm.signatures["serving_default"](images=tf.constant(images, tf.float32))
+default_logits = list(default.values())[0].numpy()
+np.savez(out, keras=keras_logits, float=float_logits, uint8=uint8_logits, default=default_logits)
+"""
+
+
+def test_keras_file_and_saved_model_reload_in_a_fresh_process(tmp_path):
+    config = dataclasses.replace(SMOKE, model="unet")
+    train(config, tmp_path, verbose=0)
+    from kerascam.export import load_keras
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+    np.save(tmp_path / "images.npy", images)
+    expected = load_keras(str(tmp_path / "unet" / "model.keras"))(images.astype("float32")).numpy()
+    result = run_python(["-c", RELOAD, str(tmp_path / "unet"), str(tmp_path / "images.npy"), str(tmp_path / "out.npz")])
+    assert result.returncode == 0, result.stderr
+    logits = np.load(tmp_path / "out.npz")
+    assert np.ptp(expected) > 0
+    for key in ("keras", "float", "uint8", "default"):
+        np.testing.assert_allclose(logits[key], expected, rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+MIRRORED = r"""
+import dataclasses, sys, numpy as np, kerascam, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from kerascam import configs
+from kerascam.export import load_keras
+from kerascam.training import make_strategy, train
+workdir = sys.argv[1]
+# No batch norm: its statistics are per replica, which would make the two runs
+# differ by design rather than by a bug.
+config = dataclasses.replace(configs.smoke(), model="unet", batch_norm=False, epochs=2, steps_per_epoch=3, augment=True)
+mirrored = make_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+a = train(config, workdir + "/mirrored", strategy=mirrored, verbose=0)
+b = train(config, workdir + "/single", strategy=make_strategy("default"), verbose=0)
+assert a["replicas"] == 2 and b["replicas"] == 1, (a["replicas"], b["replicas"])
+wa = load_keras(workdir + "/mirrored/unet/model.keras").get_weights()
+wb = load_keras(workdir + "/single/unet/model.keras").get_weights()
+w0 = [w for w in wa]
+diff = max(float(np.max(np.abs(x - y))) for x, y in zip(wa, wb))
+print("max weight difference", diff)
+assert diff < 1e-4, diff
+"""
+
+
+def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
+    result = run_python(["-c", MIRRORED, str(tmp_path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = read_history(tmp_path / "mirrored" / "unet")
+    assert len(history) == 2
+    # It trained: the weights moved away from their initialization.
+    assert float(history[-1]["loss"]) > 0
