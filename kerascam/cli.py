@@ -130,3 +130,56 @@ def train_main(argv):
         )
     print(f"total: {time.time() - started:.0f} s")
     return 0
+
+
+def evaluate_parser():
+    from kerascam.cams import available_methods
+
+    p = _Parser(prog="evaluate.py", description="Explain the trained models and score how well the maps localize.")
+    p.add_argument("--cam", default="all", choices=(*available_methods(), "all"), help="CAM method, or all three")
+    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to explain (default: all trained in --workdir)")
+    p.add_argument("--workdir", default="runs", help="folder of the trained runs (default: runs/)")
+    p.add_argument("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)")
+    p.add_argument("--dataset", help="dataset (default: the one the models were trained on)")
+    p.add_argument("--split", default="validation", help="dataset split (default: validation)")
+    p.add_argument("--batch-size", type=positive_int, default=25)
+    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
+    p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
+    p.add_argument("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain")
+    p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def evaluate_main(argv):
+    from kerascam.cams import available_methods
+    from kerascam.evaluation import EvalConfig, evaluate, markdown
+
+    args = evaluate_parser().parse_args(argv)
+    if not 0.0 < args.mask_threshold < 1.0:
+        raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
+    if args.max_n < 0:
+        raise UsageError(f"--max-n must be 0 (all channels) or positive, got {args.max_n}")
+    if not os.path.isdir(args.workdir):
+        raise UsageError(f"--workdir {args.workdir!r} does not exist; train first: python train.py --model all")
+    check_writable(os.path.join(args.workdir, "eval"))
+    config = EvalConfig(
+        workdir=args.workdir,
+        models=args.models,
+        methods=tuple(available_methods()) if args.cam == "all" else (args.cam,),
+        num_images=args.num_images,
+        split=args.split,
+        dataset=args.dataset,
+        batch_size=args.batch_size,
+        max_N=args.max_n or None,
+        mask_threshold=args.mask_threshold,
+        class_index=args.class_index,
+        num_figures=args.figures,
+    )
+    table = evaluate(config, progress=not args.quiet)
+    models = list(table["score_reference"])
+    print()
+    print(markdown(table, models, list(config.methods), table["settings"]))
+    print(f"records, tables and figures in {os.path.join(args.workdir, 'eval')} ({table['seconds']:.0f} s)")
+    return 0

@@ -22,7 +22,12 @@ def _private_cache(tmp_path_factory):
 
 
 def run_python(args, timeout=300, **kwargs):
-    """Runs a Python command in a fresh process from the repository root."""
+    """Runs a Python command in a fresh process from the repository root.
+
+    The child gets the environment a user has: without the log level that
+    importing kerascam set here, so it quiets TensorFlow itself.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
     )

@@ -1,0 +1,32 @@
+import pytest
+
+from conftest import run_python
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--model", "resnet18"], "invalid choice: 'resnet18'"),
+        (["--batch-size", "0"], "expected a positive integer, got 0"),
+        (["--batch-size", "-3"], "expected a positive integer, got -3"),
+        (["--model", "unet", "--image-size", "40"], "multiple of 16"),
+        (["--model", "vgg16", "--image-size", "16"], "at least 32"),
+        (["--weights", "missing.weights.h5", "--model", "vgg16"], "no such file"),
+        (["--preset", "huge"], "invalid choice: 'huge'"),
+        (["--workdir", "setup.cfg/runs"], "cannot write to"),
+    ],
+)
+def test_train_bad_input_is_one_line_and_exit_2(args, expected):
+    result = run_python(["train.py", *args], timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("train.py: error:")
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = run_python(["train.py", "--model", "unet", "--image-size", "40", "--debug"], timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
