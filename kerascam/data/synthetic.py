@@ -50,7 +50,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 # Bump whenever the drawing changes, so that stale caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 CLASS_NAMES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "disk_sticker")
 SPLITS: tuple[str, ...] = ("train", "validation")
@@ -101,6 +101,14 @@ class ShapesConfig:
             linear gradient from its centre to an edge, in 8-bit levels.
         background_noise: Standard deviation of the background's Gaussian
             noise, in 8-bit levels.
+        background_range: Range [low, high) of each channel of the background
+            colour. Dark by default, with ``foreground_range`` bright: objects
+            and clutter are lighter than their background in every class. A
+            fixed contrast polarity lets a CNN trained from scratch find the
+            shapes in a few epochs; hue and brightness still say nothing about
+            the class, and the clutter is as bright as the objects.
+        foreground_range: Range [low, high) of each channel of object, sticker
+            and clutter colours.
         min_contrast: Smallest Euclidean RGB distance of an object's or a
             distractor's colour from the background colour (and of a sticker's
             colour from its disk).
@@ -120,12 +128,14 @@ class ShapesConfig:
     background_gradient: float = 24.0
     background_noise: float = 4.0
     min_contrast: float = 96.0
+    background_range: tuple[int, int] = (0, 96)
+    foreground_range: tuple[int, int] = (112, 256)
 
     def __post_init__(self):
         # Lists are accepted for convenience but stored as tuples, which keeps
         # the config hashable and its cache key stable.
         for name in ("classes", "object_size_fraction", "sticker_size_fraction",
-                     "lines_per_image", "outlines_per_image"):
+                     "lines_per_image", "outlines_per_image", "background_range", "foreground_range"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _check_config(self)
 
@@ -246,7 +256,7 @@ def _polygon(shape: str, size: float, angle: float) -> np.ndarray:
     return points @ np.array([[cos, sin], [-sin, cos]])
 
 
-def _contrasting_colour(rng: np.random.Generator, avoid) -> tuple[int, int, int]:
+def _contrasting_colour(rng: np.random.Generator, avoid, levels=(0, 256)) -> tuple[int, int, int]:
     """Draws a uniform RGB colour at least a given distance from others.
 
     Args:
@@ -257,7 +267,7 @@ def _contrasting_colour(rng: np.random.Generator, avoid) -> tuple[int, int, int]
         The first of a batch of candidates that keeps every distance, or the
         candidate that comes closest when none does (rare; keeps it bounded).
     """
-    candidates = rng.integers(0, 256, size=(16, 3))
+    candidates = rng.integers(levels[0], levels[1], size=(16, 3))
     margin = np.min(
         [np.linalg.norm(candidates - np.asarray(colour), axis=1) - distance for colour, distance in avoid],
         axis=0,
@@ -347,12 +357,13 @@ def _draw_clutter(image: np.ndarray, rng: np.random.Generator, background_colour
     contrast = [(background_colour, config.min_contrast)]
     for _ in range(rng.integers(config.lines_per_image[0], config.lines_per_image[1] + 1)):
         x0, y0, x1, y1 = (int(v) for v in rng.integers(0, size, size=4))
-        cv2.line(image, (x0, y0), (x1, y1), _contrasting_colour(rng, contrast), thickness, lineType=cv2.LINE_8)
+        cv2.line(image, (x0, y0), (x1, y1), _contrasting_colour(rng, contrast, config.foreground_range), thickness,
+                 lineType=cv2.LINE_8)
     for _ in range(rng.integers(config.outlines_per_image[0], config.outlines_per_image[1] + 1)):
         kind = ("disk", "square", "triangle")[rng.integers(3)]
         outline_size = rng.uniform(*geometry.object_size)
         centre = rng.uniform(0.0, size, size=2)
-        colour = _contrasting_colour(rng, contrast)
+        colour = _contrasting_colour(rng, contrast, config.foreground_range)
         if kind == "disk":
             cv2.circle(image, (round(centre[0]), round(centre[1])), max(2, round(outline_size / 2)), colour,
                        thickness, lineType=cv2.LINE_8)
@@ -403,7 +414,7 @@ def generate(config: ShapesConfig, split: str) -> dict[str, np.ndarray]:
     multi = label_rng.permutation(count)[: round(config.multi_instance_fraction * count)]
     instances[multi] = label_rng.integers(2, 4, size=multi.size)
 
-    base_colours = background_rng.integers(0, 256, size=(count, 3))
+    base_colours = background_rng.integers(*config.background_range, size=(count, 3))
     images = np.empty((count, size, size, 3), np.uint8)
     masks = np.empty((count, size, size), np.uint8)
     layer = np.empty((size, size), np.uint8)
@@ -427,7 +438,8 @@ def generate(config: ShapesConfig, split: str) -> dict[str, np.ndarray]:
                 cluttered[near_objects] = image[near_objects]
                 image[...] = cluttered
             for value in range(1, int(instances[index]) + 1):
-                colour = _contrasting_colour(object_rng, [(background_colour, config.min_contrast)])
+                colour = _contrasting_colour(object_rng, [(background_colour, config.min_contrast)],
+                                             config.foreground_range)
                 image[layer == value] = colour
                 if shape == "disk_sticker":
                     # The sticker must stand out from its disk and must not
