@@ -72,7 +72,9 @@ def train_parser():
     p = _Parser(prog="train.py", description="Train the paper's classifiers and export them.")
     p.add_argument("--model", default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four")
     p.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)")
-    p.add_argument("--dataset", help="dataset (default: the preset's; demo: shapes, the embedded one)")
+    p.add_argument("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH")
+    p.add_argument("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)")
+    p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
     p.add_argument("--image-size", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
     p.add_argument("--epochs", type=positive_int)
@@ -98,8 +100,14 @@ def train_main(argv):
         raise UsageError("--weights applies to one model; use it with --model resnet50 (or another single model)")
     check_writable(args.workdir)
     preset = configs.get_preset(args.preset)
+    if args.dataset:
+        from kerascam.data import check_dataset_name
+
+        check_dataset_name(args.dataset)
     flags = {
         "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "manual_dir": args.manual_dir,
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "epochs": args.epochs,
@@ -142,6 +150,7 @@ def evaluate_parser():
     p.add_argument("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)")
     p.add_argument("--dataset", help="dataset (default: the one the models were trained on)")
     p.add_argument("--split", default="validation", help="dataset split (default: validation)")
+    p.add_argument("--boxes", help="ImageNet: folder of the validation box XMLs, scored as ground-truth masks")
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
     p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
@@ -176,6 +185,7 @@ def evaluate_main(argv):
         mask_threshold=args.mask_threshold,
         class_index=args.class_index,
         num_figures=args.figures,
+        boxes_dir=args.boxes,
     )
     table = evaluate(config, progress=not args.quiet)
     models = list(table["score_reference"])

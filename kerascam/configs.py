@@ -16,7 +16,11 @@ class TrainConfig:
 
     Attributes:
         model: One of ``kerascam.models.MODEL_NAMES``.
-        dataset: ``"shapes"`` (the embedded dataset, no download).
+        dataset: ``"shapes"`` (the embedded dataset, no download),
+            ``"imagenet2012"`` or ``"folder:PATH"`` (see ``kerascam.data``).
+        data_dir: tensorflow-datasets' data folder (ImageNet's TFRecords).
+        manual_dir: Folder holding ILSVRC2012_img_train.tar and
+            ILSVRC2012_img_val.tar (default: TFDS' ``data_dir/downloads/manual``).
         image_size: Side of the square input.
         batch_size: Global batch size (split over the replicas).
         epochs: Passes over the training split.
@@ -39,6 +43,8 @@ class TrainConfig:
 
     model: str = "unet"
     dataset: str = "shapes"
+    data_dir: Optional[str] = None
+    manual_dir: Optional[str] = None
     image_size: int = 64
     batch_size: int = 32
     epochs: int = 4

@@ -59,6 +59,8 @@ class EvalConfig:
         sweep_thresholds: Further thresholds reported in a sweep table.
         class_index: ``"predicted"`` or ``"true"``: which class is explained.
         num_figures: Images shown in the overview figure.
+        boxes_dir: ImageNet: folder of the validation box XMLs, whose boxes
+            become the ground-truth masks.
     """
 
     workdir: str = "runs"
@@ -73,6 +75,7 @@ class EvalConfig:
     sweep_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
     class_index: str = "predicted"
     num_figures: int = 6
+    boxes_dir: Optional[str] = None
 
 
 def find_models(workdir, names=None):
@@ -116,8 +119,11 @@ def _batches(config, data_config):
     """(image ids, images, labels, masks or None) batches of the split, streamed."""
     from kerascam.data import load_split
 
-    split = load_split(data_config, config.split)
-    examples = split.examples.take(config.num_images).batch(config.batch_size)
+    from kerascam.data.pipeline import evaluation_batches
+
+    split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
+    crop_size = data_config.image_size if split.needs_crop else None
+    examples = evaluation_batches(split.examples.take(config.num_images), config.batch_size, crop_size=crop_size)
     start = 0
     for batch in examples.as_numpy_iterator():
         n = len(batch["label"])

@@ -143,6 +143,7 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     train_split = data.load_split(config, "train")
     val_split = data.load_split(config, "validation")
     global_batch = config.batch_size
+    crop_size = config.image_size if train_split.needs_crop else None
     steps = train_split.num_examples // global_batch
     if steps == 0:
         raise TrainingError(
@@ -217,7 +218,7 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
 
     def evaluate():
         totals = np.zeros(3)
-        batches = pipeline.evaluation_batches(val_split.examples, global_batch)
+        batches = pipeline.evaluation_batches(val_split.examples, global_batch, crop_size=crop_size)
         for batch in strategy.experimental_distribute_dataset(batches):
             totals += [float(v) for v in eval_step(batch)]
         return totals[0] / totals[2], totals[1] / totals[2]
@@ -227,7 +228,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.time()
         batches = pipeline.training_batches(
-            train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment
+            train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
+            crop_size=crop_size, num_examples=train_split.num_examples,
         ).take(steps)
         bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss", "acc"])
         if verbose:

@@ -1,4 +1,4 @@
-"""Class activation maps: GradCAM, GradCAM++ and ScoreCAM through tf-keras-vis.
+"""Class activation maps: GradCAM, GradCAM++ and ScoreCAM.
 
 One call for users and for `evaluate.py`::
 
@@ -9,9 +9,14 @@ subclass); to explain many batches with the same model, build the method once
 (`METHODS["scorecam"](model)`) and call it per batch. The conventions (logits,
 bilinear resize, normalisation, undefined maps) are described in
 `kerascam/cams/base.py`.
+
+`BACKENDS` are the two implementations of every method: "kerascam" (the
+default), compiled graphs that are cached per model (`kerascam/cams/engine.py`),
+and "tf-keras-vis", the reference they reproduce.
 """
 
 from kerascam.cams.base import (
+    BACKENDS,
     BaseCAM,
     normalize_maps,
     predicted_classes,
@@ -49,6 +54,7 @@ def explain(
     max_N=None,
     batch_size=None,
     return_native=False,
+    backend="kerascam",
 ):
     """Explanation maps of a classifier for a batch of images.
 
@@ -69,6 +75,10 @@ def explain(
         batch_size: images per model call (gradient methods) or masked images
             per forward pass (scorecam). Defaults to 32.
         return_native: also return the raw maps at the target layer.
+        backend: "kerascam" (default): compiled graphs, cached per model and
+            reused across calls; "tf-keras-vis": the reference
+            implementation, which gives the same maps up to float32 rounding
+            (see `BACKENDS`).
 
     Returns:
         float32 maps (N, H, W): the raw maps at the target layer (after the
@@ -83,17 +93,23 @@ def explain(
         channels by softmax(logits)[class] of the masked images.
 
     Raises:
-        ValueError: for an unknown method, a bad class_index, max_N given to a
-            gradient method or out of range, or a target layer that is not a
-            4-D layer of the model.
+        ValueError: for an unknown method or backend, a bad class_index,
+            max_N given to a gradient method or out of range, or a target
+            layer that is not a 4-D layer of the model.
     """
     cam = get_method(method)(model, target_layer)
     return cam(
-        images, class_index, max_N=max_N, batch_size=batch_size, return_native=return_native
+        images,
+        class_index,
+        max_N=max_N,
+        batch_size=batch_size,
+        return_native=return_native,
+        backend=backend,
     )
 
 
 __all__ = [
+    "BACKENDS",
     "BaseCAM",
     "GradCAM",
     "GradCAMPlusPlus",

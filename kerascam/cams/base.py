@@ -14,6 +14,10 @@ Conventions, for every method:
 * Raw ("native") maps are tf-keras-vis' maps at the target layer, after its
   ReLU, neither resized nor normalised (`expand_cam=False`,
   `normalize_cam=False`). They keep the target layer's spatial shape (h, w).
+  Two backends compute them (`BACKENDS`): "kerascam", the default, is the
+  compiled engine of `engine.py`, which reproduces tf-keras-vis' maps to
+  float32 rounding at a fraction of the cost; "tf-keras-vis" calls the
+  reference implementation itself.
 * Maps at input resolution are the native maps resized to (H, W) by bilinear
   interpolation with half-pixel centres (`tf.image.resize`, the convention of
   OpenCV's INTER_LINEAR), then min-max normalised per map to [0, 1]. The paper
@@ -34,6 +38,7 @@ import numpy as np
 from kerascam.metrics import OK, map_status
 
 DEFAULT_BATCH_SIZE = 32
+BACKENDS = ("kerascam", "tf-keras-vis")
 
 
 def resize_maps(maps, size):
@@ -108,6 +113,12 @@ def _check_batch_size(batch_size):
     return int(batch_size)
 
 
+def _check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}. Received: backend={backend!r}")
+    return backend
+
+
 def _num_classes(model):
     return int(model.outputs[0].shape[-1])
 
@@ -179,7 +190,9 @@ class BaseCAM:
     """A CAM method bound to one model and one target layer.
 
     Build it once and call it on as many batches as needed; the tf-keras-vis
-    object is made once, here. tf-keras-vis only clones a model when it is
+    object is made once, here, and the kerascam engine comes from its
+    per-model cache (`engine.get_engine`), so its graphs are traced once.
+    tf-keras-vis only clones a model when it is
     given a `model_modifier`; none is given (the models output logits, so
     `ReplaceToLinear` is not needed), so the caller's model is used as is and
     never modified.
@@ -268,7 +281,7 @@ class BaseCAM:
             )
         return int(max_N)
 
-    def native_maps(self, images, class_index=None, *, max_N=None, batch_size=None):
+    def native_maps(self, images, class_index=None, *, max_N=None, batch_size=None, backend="kerascam"):
         """Raw maps at the target layer's resolution.
 
         Args: as `__call__`.
@@ -277,9 +290,20 @@ class BaseCAM:
             float32 array (N, h, w): after the method's ReLU, not resized, not
             normalised.
         """
+        return self._native_and_resized(images, class_index, max_N, batch_size, backend)[0]
+
+    def _native_and_resized(self, images, class_index, max_N, batch_size, backend):
+        """Raw maps (N, h, w) and the same maps resized to (H, W), not normalised."""
         images = _check_images(images)
         max_N = self._check_max_N(max_N)
         batch_size = _check_batch_size(batch_size)
+        if _check_backend(backend) == "kerascam":
+            from kerascam.cams.engine import get_engine
+
+            # None lets the engine take the predicted class from its own forward pass.
+            classes = None if class_index is None else resolve_class_index(self.model, images, class_index)
+            engine = get_engine(self.model, self.target_layer, self.name)
+            return engine.explain(images, classes, max_N=max_N, batch_size=batch_size)
         classes = resolve_class_index(self.model, images, class_index, batch_size)
         with _quiet_model_calls():
             chunks = [
@@ -294,9 +318,12 @@ class BaseCAM:
                 )
                 for i in range(0, len(images), batch_size)
             ]
-        return np.concatenate(chunks)
+        native = np.concatenate(chunks)
+        return native, resize_maps(native, images.shape[1:3])
 
-    def __call__(self, images, class_index=None, *, max_N=None, batch_size=None, return_native=False):
+    def __call__(
+        self, images, class_index=None, *, max_N=None, batch_size=None, return_native=False, backend="kerascam"
+    ):
         """Explanation maps at input resolution.
 
         Args:
@@ -308,6 +335,8 @@ class BaseCAM:
             batch_size: images per model call (gradient methods), or masked
                 images per forward pass (scorecam). Defaults to 32.
             return_native: also return the raw maps at the target layer.
+            backend: "kerascam" (default, the compiled engine) or
+                "tf-keras-vis" (the reference); see `BACKENDS`.
 
         Returns:
             float32 maps (N, H, W) in [0, 1]: the native maps resized
@@ -316,9 +345,8 @@ class BaseCAM:
             `return_native=True`, a tuple (maps, native_maps), native_maps of
             shape (N, h, w).
         """
-        images = _check_images(images)
-        native = self.native_maps(images, class_index, max_N=max_N, batch_size=batch_size)
-        maps = normalize_maps(resize_maps(native, images.shape[1:3]))
+        native, resized = self._native_and_resized(images, class_index, max_N, batch_size, backend)
+        maps = normalize_maps(resized)
         if return_native:
             return maps, native
         return maps

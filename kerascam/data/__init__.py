@@ -1,35 +1,57 @@
 """Datasets by name. Every source yields the same features:
 ``image`` (uint8 HxWx3 RGB), ``label`` (int64) and, where known, ``mask``
-(uint8 HxW, 1 on the pixels that carry the class evidence).
+(uint8 HxW, 1 on the pixels that carry the class evidence) and
+``file_name``.
+
+Names: ``shapes`` (the embedded default, no download), ``imagenet2012``
+(ILSVRC2012 through tensorflow-datasets, from the tars in ``manual_dir``) and
+``folder:PATH`` (``PATH/<split>/<class>/*.jpg|png``).
 """
 
 import dataclasses
 
-DATASETS = ("shapes",)
+DATASETS = ("shapes", "imagenet2012", "folder:PATH")
 
 
 @dataclasses.dataclass
 class Split:
-    """One split of a dataset: unbatched examples and what is known of them."""
+    """One split of a dataset: unbatched examples and what is known of them.
+
+    ``needs_crop`` is True for sources whose images have their own sizes
+    (ImageNet, folders): the pipeline crops them to the model's input size.
+    """
 
     examples: "tf.data.Dataset"
     num_examples: int
     num_classes: int
     class_names: tuple
+    needs_crop: bool = False
 
 
-def load_split(config, split):
-    """Loads ``split`` ("train" or "validation") of ``config.dataset``.
+def check_dataset_name(name):
+    """Raises ValueError unless ``name`` is a known dataset (before any work)."""
+    if name in ("shapes", "imagenet2012") or (name.startswith("folder:") and len(name) > len("folder:")):
+        return
+    raise ValueError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}")
+
+
+def load_split(config, split, *, boxes_dir=None):
+    """Loads ``split`` of ``config.dataset``.
 
     Args:
-        config: A ``TrainConfig`` (or anything with the same data fields:
+        config: A ``TrainConfig`` (or anything with its data fields:
             ``dataset``, ``image_size``, ``train_examples``,
-            ``validation_examples``). The shapes dataset keeps its own
-            default seed: a training ``seed`` changes the run, not the data.
-        split: ``"train"`` or ``"validation"``.
+            ``validation_examples``, ``data_dir``, ``manual_dir``). The shapes
+            dataset keeps its own default seed: a training ``seed`` changes
+            the run, not the data.
+        split: ``"train"`` or ``"validation"`` (TFDS slices such as
+            ``"validation[:1000]"`` for ImageNet).
+        boxes_dir: ImageNet only: folder of the validation box XML files;
+            each example then gets the ``mask`` of its boxes.
     """
     import tensorflow as tf  # here, so that importing kerascam.data stays light
 
+    check_dataset_name(config.dataset)
     if config.dataset == "shapes":
         from kerascam.data import synthetic
 
@@ -45,4 +67,16 @@ def load_split(config, split):
             num_classes=len(shapes.classes),
             class_names=tuple(shapes.classes),
         )
-    raise ValueError(f"Unknown dataset {config.dataset!r}. Choose one of: {', '.join(DATASETS)}")
+    if config.dataset == "imagenet2012":
+        from kerascam.data.imagenet import load_imagenet
+
+        examples, n, num_classes, names = load_imagenet(split, config.data_dir, config.manual_dir)
+    else:
+        from kerascam.data.folder import load_folder
+
+        examples, n, num_classes, names = load_folder(config.dataset[len("folder:"):], split)
+    if boxes_dir:
+        from kerascam.data.boxes import with_box_masks
+
+        examples = with_box_masks(examples, boxes_dir)
+    return Split(examples, n, num_classes, tuple(names), needs_crop=True)

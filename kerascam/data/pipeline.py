@@ -8,43 +8,62 @@ same whether the run went straight through or resumed from a checkpoint.
 
 import tensorflow as tf
 
+from kerascam.data.preprocessing import random_flip, resize_center_crop, train_crop_and_flip
+
 AUTOTUNE = tf.data.AUTOTUNE
+# Decoded ImageNet images average ~110 KB: 10,000 of them is ~1 GB of buffer.
+MAX_SHUFFLE_BUFFER = 10_000
+
+__all__ = ["evaluation_batches", "random_flip", "training_batches"]
 
 
-def random_flip(example, seed):
-    """Flips image (and mask, if any) left-right with probability 1/2."""
-    flip = tf.random.stateless_uniform([], seed=seed) < 0.5
-    out = dict(example)
-    out["image"] = tf.cond(flip, lambda: tf.reverse(example["image"], [1]), lambda: example["image"])
-    if "mask" in example:
-        out["mask"] = tf.cond(flip, lambda: tf.reverse(example["mask"], [1]), lambda: example["mask"])
-    return out
+def _model_features(example):
+    # Strings (file names) cannot be distributed to replicas; models need none.
+    return {k: v for k, v in example.items() if k != "file_name"}
 
 
-def training_batches(examples, batch_size, *, epoch, seed, augment=True):
+def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_size=None, num_examples=None):
     """One epoch of shuffled, augmented, batched training examples.
 
     Args:
         examples: Unbatched dataset of example dicts.
         batch_size: Global batch size; the last partial batch is dropped so
             every step sees the same number of images on every replica.
-        epoch: Epoch index; with ``seed`` it fixes this epoch's order and flips.
+        epoch: Epoch index; with ``seed`` it fixes this epoch's order and
+            augmentation, so a resumed run sees the same batches.
         seed: Run seed.
-        augment: Random horizontal flips.
+        augment: Random horizontal flips (and crops, with ``crop_size``).
+        crop_size: For images of their own sizes (ImageNet, folders):
+            random-resized-crop to this size (centre crop without ``augment``).
+        num_examples: Size of ``examples`` when its cardinality is unknown.
     """
     n = int(examples.cardinality())
-    # Order: shuffle the full index set (order depends only on seed and
-    # epoch), augment with per-example stateless seeds, then batch and
-    # prefetch so the next batch is built while the model trains.
-    ds = examples.shuffle(max(n, 1), seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
-    if augment:
-        ds = ds.enumerate().map(
-            lambda i, ex: random_flip(ex, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i])),
-            num_parallel_calls=AUTOTUNE,
-        )
+    n = n if n > 0 else (num_examples or MAX_SHUFFLE_BUFFER)
+    epoch_seed = seed * 100_003 + epoch
+    # Order: shuffle (order depends only on seed and epoch), augment with
+    # per-example stateless seeds, batch, then prefetch so the next batch is
+    # built while the model trains.
+    ds = examples.map(_model_features).shuffle(min(n, MAX_SHUFFLE_BUFFER), seed=epoch_seed, reshuffle_each_iteration=False)
+    ds = ds.enumerate()
+
+    def prepare(index, example):
+        example_seed = tf.stack([tf.cast(epoch_seed, tf.int64), index])
+        if crop_size and augment:
+            return train_crop_and_flip(example, crop_size, example_seed)
+        if crop_size:
+            return resize_center_crop(example, crop_size)
+        return random_flip(example, example_seed) if augment else example
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
-def evaluation_batches(examples, batch_size):
-    """Examples in their stored order, batched, the last partial batch kept."""
-    return examples.batch(batch_size).prefetch(AUTOTUNE)
+def evaluation_batches(examples, batch_size, *, crop_size=None):
+    """Examples in their stored order, batched, the last partial batch kept.
+
+    ``crop_size``: resize the shorter side and centre-crop (ImageNet style).
+    """
+    ds = examples.map(_model_features)
+    if crop_size:
+        ds = ds.map(lambda ex: resize_center_crop(ex, crop_size), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
