@@ -6,6 +6,8 @@ the model preprocesses its input itself, so a serving client sends the image
 as it is.
 """
 
+import os
+
 import keras
 import tensorflow as tf
 
@@ -19,10 +21,27 @@ def save_keras(model, path):
 
 
 def load_keras(path):
-    """Loads a ``.keras`` file in Keras safe mode (no arbitrary code, no Lambda)."""
+    """Loads a ``.keras`` file in Keras safe mode (no arbitrary code, no Lambda).
+
+    Raises:
+        ValueError: one line naming the file, for a missing, truncated or
+            corrupted file, or one that carries code (a Lambda layer) that
+            safe mode refuses to run.
+    """
     import kerascam.models  # noqa: F401  (registers ImagePreprocessing)
 
-    return keras.saving.load_model(path, safe_mode=True)
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such model file")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as e:  # noqa: BLE001  (Keras raises many types here)
+        text = str(e)
+        if "lambda" in text.lower() or "safe_mode" in text:
+            reason = "it carries a Lambda layer (code), which safe mode refuses to run"
+        else:
+            reason = f"not a readable .keras file ({type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''})"
+        raise ValueError(f"{path}: cannot load model: {reason}") from e
 
 
 def export_saved_model(model, path):
