@@ -68,7 +68,37 @@ def build_application(name, image_size=224, num_classes=1000, weights=None):
         classifier_activation=None,
         name=name,
     )
+    if name == "vgg16" and weights is None:
+        he_initialize(model)
     return model
+
+
+def he_initialize(model, seed=None):
+    """Re-draws VGG16's kernels so that it trains from scratch.
+
+    keras.applications' VGG16 uses Glorot initialization, which halves the
+    signal's variance at each of its 15 ReLU layers: trained from scratch, its
+    logits start out equal for every image and its loss sits at log(classes)
+    for epochs (seen here on the shapes dataset). He initialization ("Delving
+    Deep into Rectifiers", ICCV 2015) keeps the variance through the ReLUs.
+    Two adjustments for the caffe-style inputs, which span about +-128 instead
+    of +-1: the first convolution's He weights are divided by the standard
+    deviation of such inputs (128 / sqrt(3), a uniform spread over +-128), so
+    activations start near unit scale; and the classifier layer starts at
+    zero, so every class starts equally likely. Biases stay zero; the
+    architecture and parameter count are unchanged. Pretrained weights are
+    never touched.
+    """
+    initializer = keras.initializers.HeNormal(seed=seed)
+    input_std = 128.0 / 3**0.5
+    for layer in model.layers:
+        if layer.name == "predictions":
+            layer.kernel.assign(keras.ops.zeros(layer.kernel.shape, dtype=layer.kernel.dtype))
+        elif isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel = initializer(layer.kernel.shape, dtype=layer.kernel.dtype)
+            if layer.name == "block1_conv1":
+                kernel = kernel / input_std
+            layer.kernel.assign(kernel)
 
 
 def target_layer(name):
