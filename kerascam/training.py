@@ -72,7 +72,7 @@ def make_optimizer(config, steps_per_epoch):
 
 # Fields that change the model's variables: a checkpoint of another setting
 # of these cannot be resumed.
-_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm")
+_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm", "vgg_batch_norm")
 
 
 def _check_compatible(run_dir, config):
@@ -162,6 +162,7 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             weights=config.weights,
             unet_filters=config.unet_filters,
             batch_norm=config.batch_norm,
+            vgg_batch_norm=config.vgg_batch_norm,
         )
         optimizer = make_optimizer(config, steps)
         # Create the optimizer's slots now so a restore fills them directly.

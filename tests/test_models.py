@@ -44,6 +44,18 @@ def test_paper_parameter_counts():
     # 9 * (512 + 256 + 128 + 64) * (512 + 256 + 128 + 64)... per level 9*f*f fewer.
     fewer = sum(9 * f * f for f in (512, 256, 128, 64))
     assert build_model("unet_ablated", batch_norm=False).count_params() == 31_096_680 - fewer
+    # VGG16 with batch norm: same layers, each conv trades its bias for BN's 4.
+    vgg_channels = 2 * 64 + 2 * 128 + 3 * 256 + 6 * 512
+    assert build_model("vgg16", vgg_batch_norm=True).count_params() == 138_357_544 + 3 * vgg_channels
+
+
+def test_vgg16_batch_norm_variant_keeps_names_and_declares_its_activation():
+    plain, bn = build_model("vgg16", 64, 3), build_model("vgg16", 64, 3, vgg_batch_norm=True)
+    conv_names = lambda m: [l.name for l in m.layers if isinstance(l, keras.layers.Conv2D)]  # noqa: E731
+    assert conv_names(plain) == conv_names(bn)
+    assert target_layer_name(plain) == "block5_conv3"
+    assert target_layer_name(bn) == "block5_relu3"
+    assert tuple(bn.get_layer("block5_relu3").output.shape[1:]) == (4, 4, 512)
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,19 @@ from kerascam.models.preprocessing import ImagePreprocessing
 
 MODEL_NAMES = ("unet", "unet_ablated", "resnet50", "vgg16")
 
+# Candidates in order: the first one the model has is its target.
 _TARGET_LAYERS = {
-    "unet": unet.TARGET_LAYER,
-    "unet_ablated": unet.TARGET_LAYER,
-    "resnet50": applications.target_layer("resnet50"),
-    "vgg16": applications.target_layer("vgg16"),
+    "unet": (unet.TARGET_LAYER,),
+    "unet_ablated": (unet.TARGET_LAYER,),
+    "resnet50": (applications.target_layer("resnet50"),),
+    # With batch norm, block5_conv3's activation comes after its BN layer.
+    "vgg16": ("block5_relu3", applications.target_layer("vgg16")),
 }
 
 
-def build_model(name, image_size=224, num_classes=1000, *, weights=None, unet_filters=64, batch_norm=True):
+def build_model(
+    name, image_size=224, num_classes=1000, *, weights=None, unet_filters=64, batch_norm=True, vgg_batch_norm=False
+):
     """Builds one of ``MODEL_NAMES``.
 
     Args:
@@ -29,12 +33,22 @@ def build_model(name, image_size=224, num_classes=1000, *, weights=None, unet_fi
             For the U-Nets: None or a weights file of the same configuration.
         unet_filters: U-Net filters at the first level (64 in the paper).
         batch_norm: U-Net batch normalization (see ``build_unet``).
+        vgg_batch_norm: VGG16 with batch normalization after each conv
+            (``applications.build_vgg16_bn``) instead of keras.applications'
+            plain VGG16. Default False.
 
     Returns:
         A functional ``keras.Model`` from raw RGB pixels (0-255) to logits,
         whose ``name`` is ``name``.
     """
     check_image_size(name, image_size)
+    if name == "vgg16" and vgg_batch_norm:
+        model = applications.build_vgg16_bn(image_size, num_classes)
+        if weights == "imagenet":
+            raise ValueError("There are no ImageNet weights for VGG16 with batch norm. Received: weights='imagenet'")
+        if weights is not None:
+            model.load_weights(weights)
+        return model
     if name in ("resnet50", "vgg16"):
         return applications.build_application(name, image_size, num_classes, weights=weights)
     if weights == "imagenet":
@@ -68,13 +82,14 @@ def target_layer_name(model):
     the output of its last residual block (1/32 of the input). VGG16:
     ``block5_conv3`` (1/16 of the input).
     """
-    try:
-        return _TARGET_LAYERS[model.name]
-    except KeyError:
-        raise ValueError(
-            f"No CAM target layer is declared for a model named {model.name!r}; "
-            f"pass target_layer=... explicitly (known models: {', '.join(MODEL_NAMES)})"
-        ) from None
+    names = {layer.name for layer in model.layers}
+    for candidate in _TARGET_LAYERS.get(model.name, ()):
+        if candidate in names:
+            return candidate
+    raise ValueError(
+        f"No CAM target layer is declared for a model named {model.name!r}; "
+        f"pass target_layer=... explicitly (known models: {', '.join(MODEL_NAMES)})"
+    )
 
 
 __all__ = ["MODEL_NAMES", "ImagePreprocessing", "build_model", "check_image_size", "target_layer_name"]
