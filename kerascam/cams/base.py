@@ -322,7 +322,14 @@ class BaseCAM:
         return native, resize_maps(native, images.shape[1:3])
 
     def __call__(
-        self, images, class_index=None, *, max_N=None, batch_size=None, return_native=False, backend="kerascam"
+        self,
+        images,
+        class_index=None,
+        *,
+        max_N=None,
+        batch_size=None,
+        return_native=False,
+        backend="kerascam",
     ):
         """Explanation maps at input resolution.
 

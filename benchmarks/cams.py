@@ -1,0 +1,373 @@
+"""Time and peak memory of the CAM backends ("kerascam" and "tf-keras-vis").
+
+The paper's setting (several minutes on a 2-core CPU):
+
+    python benchmarks/cams.py
+
+A quick check (under a minute):
+
+    python benchmarks/cams.py --image-size 64 --models unet --repeats 1 --scorecam-max-n 8
+
+Every (model, backend) pair runs in its own Python process so that memory
+peaks do not mix. In it: a compiled forward pass of the batch (the unit of the
+ratios), then GradCAM and GradCAM++ of the batch and ScoreCAM of its first
+image, all through `kerascam.cams.explain` with explicit classes (the
+predicted ones), each after one untimed warm-up call. Peak memory is the
+process' peak resident set size during the timed runs (Linux: VmHWM, reset
+through /proc/self/clear_refs before each case; elsewhere psutil sampled every
+5 ms). ScoreCAM is compared with the time of its N + 1 forward passes (N masked
+images in chunks of --scorecam-batch-size, plus the image itself).
+
+tf-keras-vis' ScoreCAM holds all N masked images (and two more arrays of the
+same size) in memory at once; when that would exceed --reference-memory-gb, or
+its time --reference-time-s, it is measured with a smaller max_N, the table
+says so, and its speed-up is compared per forward pass.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
+GRADIENT_METHODS = ("gradcam", "gradcam++")
+MIB = 2**20
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--unet-filters", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per gradient-method call")
+    parser.add_argument("--scorecam-batch-size", type=int, default=32, help="masked images per forward pass")
+    parser.add_argument("--scorecam-max-n", type=int, default=None, help="Faster-ScoreCAM's N; default all")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of forward and gradient methods")
+    parser.add_argument("--reference-memory-gb", type=float, default=4.0)
+    parser.add_argument("--reference-time-s", type=float, default=300.0)
+    parser.add_argument("--json", help="also write the raw measurements to this file")
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker-max-n", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    return args
+
+
+# ----------------------------------------------------------------- memory
+
+
+class PeakMemory:
+    """Peak resident set size of this process during a `measure()` block, in bytes."""
+
+    def __init__(self):
+        self.peak = None
+        self.before = None
+
+    @staticmethod
+    def _status(field):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise OSError(f"no {field} in /proc/self/status")
+
+    @staticmethod
+    def _reset_high_water_mark():
+        """Linux: resets VmHWM to the current RSS; False where that is impossible."""
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")
+            return True
+        except OSError:
+            return False
+
+    @contextlib.contextmanager
+    def measure(self):
+        if self._reset_high_water_mark():
+            self.before = self._status("VmRSS")
+            yield self
+            self.peak = self._status("VmHWM")
+            return
+        import psutil
+
+        process = psutil.Process()
+        self.before = process.memory_info().rss
+        peak = [self.before]
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.005):
+                peak[0] = max(peak[0], process.memory_info().rss)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+            self.peak = max(peak[0], process.memory_info().rss)
+
+
+# ----------------------------------------------------------------- worker
+
+
+def _call(function):
+    """Wall and CPU seconds of one call, and the peak memory during it."""
+    memory = PeakMemory()
+    with memory.measure():
+        wall, cpu = time.perf_counter(), time.process_time()
+        function()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak, rise = memory.peak / MIB, (memory.peak - memory.before) / MIB
+    return dict(seconds=wall, cpu_seconds=cpu, peak_mib=peak, rise_mib=rise)
+
+
+def _summary(samples):
+    """Median times and largest memory of several calls of one case."""
+    return dict(
+        seconds=statistics.median(s["seconds"] for s in samples),
+        cpu_seconds=statistics.median(s["cpu_seconds"] for s in samples),
+        peak_mib=max(s["peak_mib"] for s in samples),
+        rise_mib=max(s["rise_mib"] for s in samples),
+    )
+
+
+def _interleaved(functions, repeats, warm_up=2):
+    """Calls the functions in turn, `repeats` rounds, after `warm_up` rounds.
+
+    A slow spell of the shared machine then slows every case alike, and the
+    ratios between them hold.
+    """
+    for _ in range(warm_up):
+        for function in functions.values():
+            function()
+    samples = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            samples[name].append(_call(function))
+    return samples
+
+
+def run_worker(args):
+    """Measures one (model, backend) pair; prints one JSON line."""
+    from kerascam import cams  # first: it quiets TensorFlow's start-up logs
+    from kerascam.models import build_model
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    name, backend = args.worker
+    keras.utils.set_random_seed(0)
+    model = build_model(name, args.image_size, args.num_classes, unet_filters=args.unet_filters)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    forward = tf.function(
+        lambda x: model(x, training=False),
+        input_signature=[tf.TensorSpec((None, args.image_size, args.image_size, 3), tf.float32)],
+    )
+    classes = np.argmax(forward(images).numpy(), axis=-1)
+    batch = tf.constant(images)
+
+    def explainer(method):
+        return lambda: cams.explain(model, images, method, classes, backend=backend)
+
+    cases = {"forward": lambda: forward(batch).numpy()}
+    cases.update((method, explainer(method)) for method in GRADIENT_METHODS)
+    result = dict(model=name, backend=backend)
+    result.update((case, _summary(samples)) for case, samples in _interleaved(cases, args.repeats).items())
+
+    # ScoreCAM's unit: its N masked images, in the same chunks, plus the image,
+    # as compiled forward passes timed just before and just after its run.
+    channels = cams.get_method("scorecam")(model).channels
+    n = min(args.worker_max_n or args.scorecam_max_n or channels, channels)
+    full_chunks, remainder = divmod(n, args.scorecam_batch_size)
+    sizes = ((args.scorecam_batch_size, full_chunks), (remainder, 1), (1, 1))
+    counts = {size: count for size, count in sizes if size and count}
+    chunks = {size: tf.constant(np.resize(images, (size, *images.shape[1:]))) for size in counts}
+    passes = {size: (lambda chunk=chunk: forward(chunk).numpy()) for size, chunk in chunks.items()}
+
+    def scorecam(max_N):
+        options = dict(max_N=max_N, batch_size=args.scorecam_batch_size, backend=backend)
+        return cams.explain(model, images[:1], "scorecam", classes[:1], **options)
+
+    scorecam(1)  # warm-up with one channel: the same graphs in a fraction of the time
+    before = _interleaved(passes, args.repeats)
+    record = _call(lambda: scorecam(n))
+    after = _interleaved(passes, args.repeats, warm_up=0)
+    pass_times = {size: _summary(before[size] + after[size]) for size in counts}
+    record.update(
+        n=n,
+        channels=channels,
+        reduced=n < min(args.scorecam_max_n or channels, channels),
+        passes_seconds=sum(counts[size] * pass_times[size]["seconds"] for size in counts),
+        passes_cpu_seconds=sum(counts[size] * pass_times[size]["cpu_seconds"] for size in counts),
+    )
+    result["scorecam"] = record
+    print(json.dumps(result))
+
+
+# ----------------------------------------------------------------- parent
+
+
+def _run_worker(args, argv, name, backend, max_n=None):
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--worker", name, backend]
+    if max_n is not None:
+        command += ["--worker-max-n", str(max_n)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise RuntimeError(f"worker {name}/{backend} failed with exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _reference_estimate(args, ours):
+    """Estimated memory (GiB) and time (s) of tf-keras-vis' ScoreCAM at the
+    requested N, and the N to run it with: all of them, or the largest power
+    of two within the limits."""
+    scorecam = ours["scorecam"]
+    # Float32 arrays it holds at once, per channel: the upsampled and the
+    # normalised channel (H x W each), tiled copies of the image, the masks tiled
+    # over the colours, the masked images and model.predict's copy of them
+    # (H x W x 3 each).
+    gib_per_channel = args.image_size**2 * 4 * (2 + 4 * 3) / 2**30
+    seconds_per_channel = 1.5 * scorecam["seconds"] / (scorecam["n"] + 1)  # 1.5: its own overhead
+    n = scorecam["n"]
+    fits = min(args.reference_memory_gb / gib_per_channel, args.reference_time_s / seconds_per_channel)
+    max_n = n if fits >= n else 2 ** max(0, int(fits).bit_length() - 1)
+    return n * gib_per_channel, n * seconds_per_channel, max_n
+
+
+def _ratios(record):
+    """Wall and CPU time of each case over its unit, within one process."""
+    ratios = {}
+    for case in GRADIENT_METHODS:
+        ratios[case] = tuple(record[case][key] / record["forward"][key] for key in ("seconds", "cpu_seconds"))
+    scorecam = record["scorecam"]
+    ratios["scorecam"] = (
+        scorecam["seconds"] / scorecam["passes_seconds"],
+        scorecam["cpu_seconds"] / scorecam["passes_cpu_seconds"],
+    )
+    return ratios
+
+
+def _row(cells):
+    return "  ".join(f"{cell:<12}" for cell in cells)
+
+
+def _format_table(results, args):
+    header = ("model", "case", "backend", "N", "time (s)", "x unit", "x unit CPU")
+    header += ("speed-up", "(CPU)", "peak RSS MiB")
+    lines = [_row(header)]
+    for name in args.models:
+        ours, reference = results[name]["kerascam"], results[name]["tf-keras-vis"]
+        ratios = {"kerascam": _ratios(ours), "tf-keras-vis": _ratios(reference)}
+        forward = ours["forward"]
+        memory = f"{forward['peak_mib']:.0f} (+{forward['rise_mib']:.0f})"
+        cells = (name, "forward", "compiled", f"b={args.batch_size}", f"{forward['seconds']:.3f}", "1", "1")
+        lines.append(_row((*cells, "", "", memory)))
+        for case in (*GRADIENT_METHODS, "scorecam"):
+            speedups = [ratios["tf-keras-vis"][case][i] / ratios["kerascam"][case][i] for i in (0, 1)]
+            for record in (ours, reference):
+                backend = record["backend"]
+                wall, cpu = ratios[backend][case]
+                n = f"b={args.batch_size}"
+                if case == "scorecam":
+                    reduced = "*" if record[case]["reduced"] else ""
+                    n = f"{record[case]['n']}{reduced}/{record[case]['channels']}"
+                memory = f"{record[case]['peak_mib']:.0f} (+{record[case]['rise_mib']:.0f})"
+                shown = [f"{x:.1f}x" if backend == "kerascam" else "" for x in speedups]
+                cells = (name, case, backend, n, f"{record[case]['seconds']:.3f}", f"{wall:.2f}", f"{cpu:.2f}")
+                lines.append(_row((*cells, *shown, memory)))
+    return "\n".join(lines)
+
+
+def _verdict(wall_ok, cpu_ok):
+    return f"{'PASS' if wall_ok else 'FAIL'}/{'PASS' if cpu_ok else 'FAIL'}"
+
+
+def _targets(results, args):
+    """PASS/FAIL lines for the engine's targets, in wall-clock / CPU time."""
+    lines = ["targets, judged in wall-clock / CPU time:"]
+    for name in args.models:
+        ours, reference = results[name]["kerascam"], results[name]["tf-keras-vis"]
+        ratios, reference_ratios = _ratios(ours), _ratios(reference)
+        for method in GRADIENT_METHODS:
+            (wall, cpu), reference_wall_cpu = ratios[method], reference_ratios[method]
+            speedups = (reference_wall_cpu[0] / wall, reference_wall_cpu[1] / cpu)
+            verdict = _verdict(wall <= 1.2 and speedups[0] >= 3.0, cpu <= 1.2 and speedups[1] >= 3.0)
+            lines.append(
+                f"{verdict}  {name} {method}: {wall:.2f}x / {cpu:.2f}x a forward pass (<= 1.2), "
+                f"{speedups[0]:.1f}x / {speedups[1]:.1f}x faster than tf-keras-vis (>= 3)"
+            )
+        (wall, cpu), case = ratios["scorecam"], ours["scorecam"]
+        lines.append(
+            f"{_verdict(wall <= 1.15, cpu <= 1.15)}  {name} scorecam (N={case['n']}): "
+            f"{wall:.2f}x / {cpu:.2f}x its N+1 forward passes (<= 1.15)"
+        )
+        if name == "resnet50" and case["n"] == case["channels"]:
+            verdict = "PASS" if case["peak_mib"] < 2048 else "FAIL"
+            lines.append(
+                f"{verdict}       resnet50 scorecam, all {case['channels']} channels: "
+                f"peak RSS {case['peak_mib']:.0f} MiB (< 2048)"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(args)
+        return
+    print("$ python benchmarks/cams.py " + " ".join(shlex.quote(a) for a in argv), flush=True)
+    print(
+        f"image {args.image_size}x{args.image_size}, {args.num_classes} classes, random weights, "
+        f"U-Net filters {args.unet_filters}, gradient methods on a batch of {args.batch_size}, "
+        f"ScoreCAM on one image in chunks of {args.scorecam_batch_size}, {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    results, notes = {}, []
+    started = time.perf_counter()
+    for name in args.models:
+        ours = _run_worker(args, argv, name, "kerascam")
+        gib, seconds, max_n = _reference_estimate(args, ours)
+        if max_n < ours["scorecam"]["n"]:
+            notes.append(
+                f"* {name}: tf-keras-vis' ScoreCAM with N={ours['scorecam']['n']} would need about "
+                f"{gib:.1f} GiB and {seconds:.0f} s here (limits {args.reference_memory_gb:g} GB, "
+                f"{args.reference_time_s:g} s), so it ran with max_N={max_n}; speed-up per masked image."
+            )
+        reference = _run_worker(args, argv, name, "tf-keras-vis", max_n)
+        results[name] = {"kerascam": ours, "tf-keras-vis": reference}
+        print(f"... {name} measured ({time.perf_counter() - started:.0f} s)", flush=True)
+    print()
+    print(_format_table(results, args))
+    print("\n".join(notes))
+    print(
+        "x unit: time over the compiled forward pass of the batch (gradient methods) or over the N+1\n"
+        "  forward passes in chunks (scorecam), both measured in the same process, in wall-clock and in\n"
+        "  CPU time (the machine is shared: CPU time is what other processes disturb least).\n"
+        "speed-up: tf-keras-vis' 'x unit' over kerascam's (each backend runs in its own process).\n"
+        "peak RSS: the process' peak resident memory during the case (+ its rise during the case)."
+    )
+    print()
+    print(_targets(results, args))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
