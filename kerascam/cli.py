@@ -156,6 +156,8 @@ def evaluate_parser():
     p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
     p.add_argument("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain")
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
+    p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
+                   help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -186,6 +188,7 @@ def evaluate_main(argv):
         class_index=args.class_index,
         num_figures=args.figures,
         boxes_dir=args.boxes,
+        backend=args.backend,
     )
     table = evaluate(config, progress=not args.quiet)
     models = list(table["score_reference"])

@@ -90,7 +90,7 @@ def demo():
     return TrainConfig(
         image_size=48,
         epochs=5,
-        model_overrides={"vgg16": {"vgg_batch_norm": True}},
+        model_overrides={"vgg16": {"vgg_batch_norm": True, "learning_rate": 1e-4}},
     )
 
 

@@ -61,6 +61,8 @@ class EvalConfig:
         num_figures: Images shown in the overview figure.
         boxes_dir: ImageNet: folder of the validation box XMLs, whose boxes
             become the ground-truth masks.
+        backend: ``"kerascam"`` (the compiled engine) or ``"tf-keras-vis"``
+            (the reference implementation); they give the same maps.
     """
 
     workdir: str = "runs"
@@ -76,6 +78,7 @@ class EvalConfig:
     class_index: str = "predicted"
     num_figures: int = 6
     boxes_dir: Optional[str] = None
+    backend: str = "kerascam"
 
 
 def find_models(workdir, names=None):
@@ -131,7 +134,8 @@ def _batches(config, data_config):
         start += n
 
 
-def explain_batch(models, methods, images, labels, class_index="predicted", max_N=None, batch_size=None):
+def explain_batch(models, methods, images, labels, class_index="predicted", max_N=None, batch_size=None,
+                  backend="kerascam"):
     """Maps of every model x method for one batch.
 
     Returns:
@@ -150,7 +154,8 @@ def explain_batch(models, methods, images, labels, class_index="predicted", max_
             # max_N at or above the channel count means all channels.
             kwargs = {"max_N": max_N} if method == "scorecam" and max_N and max_N < channels else {}
             maps, native = cams.explain(
-                model, images, method, class_index=target, return_native=True, batch_size=batch_size, **kwargs
+                model, images, method, class_index=target, return_native=True, batch_size=batch_size,
+                backend=backend, **kwargs
             )
             out[(name, method)] = (maps, native, metrics.map_status(native))
     return out, predictions
@@ -277,12 +282,16 @@ def evaluate(config, *, progress=True):
     bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
     done = 0
     for ids, images, labels, masks in _batches(config, data_config):
-        results, predictions = explain_batch(models, config.methods, images, labels, config.class_index, config.max_N)
+        results, predictions = explain_batch(
+            models, config.methods, images, labels, config.class_index, config.max_N, backend=config.backend
+        )
         if reference_needed:
             if REFERENCE[1] in config.methods:
                 ref_maps, _, ref_status = results[REFERENCE]
             else:
-                ref = explain_batch(reference_model, [REFERENCE[1]], images, labels, config.class_index)[0]
+                ref = explain_batch(
+                    reference_model, [REFERENCE[1]], images, labels, config.class_index, backend=config.backend
+                )[0]
                 ref_maps, _, ref_status = ref[REFERENCE]
             ref_masks = {t: metrics.reference_mask(ref_maps, t) for t in {config.mask_threshold, *config.sweep_thresholds}}
         for (name, method), (maps, native, status) in results.items():
@@ -333,6 +342,7 @@ def evaluate(config, *, progress=True):
         "images": done, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
         "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,
         "reference": "+".join(REFERENCE) if reference_needed else "none (resnet50 not evaluated)",
+        "backend": config.backend,
     }
     table["settings"] = settings
     table["seconds"] = time.time() - started

@@ -86,3 +86,19 @@ def test_evaluate_cli_end_to_end_and_bad_input(workdir):
         bad = run_python(["evaluate.py", *args])
         assert bad.returncode == 2, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
+
+
+def test_both_backends_give_the_same_maps_for_trained_models(workdir):
+    from kerascam.data import load_split
+    from kerascam.evaluation import explain_batch, find_models
+
+    models = {name: model for name, (model, _) in find_models(str(workdir), ["unet", "resnet50"]).items()}
+    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation").examples.batch(3).as_numpy_iterator())
+    args = (models, ("gradcam", "gradcam++", "scorecam"), batch["image"], batch["label"], "predicted", 3)
+    ours, predicted = explain_batch(*args, backend="kerascam")
+    reference, predicted_ref = explain_batch(*args, backend="tf-keras-vis")
+    for key in ours:
+        np.testing.assert_array_equal(ours[key][2], reference[key][2])
+        np.testing.assert_allclose(ours[key][0], reference[key][0], atol=1e-4, err_msg=str(key))
+    for name in models:
+        np.testing.assert_array_equal(predicted[name], predicted_ref[name])
