@@ -223,6 +223,8 @@ def markdown(table, models, methods, settings):
         lines += [f"### {description}", "", "| model | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for m in models:
             lines.append(f"| {m} | " + " | ".join(_percent(table[score][m][k]) for k in methods) + " |")
+        if score in table.get("chance", {}):
+            lines.append(f"| uniform map (chance) | " + " | ".join(_percent(table["chance"][score]) for _ in methods) + " |")
         lines.append("")
     for score, rows in table.get("paired_unet_minus_ablated", {}).items():
         lines += [
@@ -278,6 +280,8 @@ def evaluate(config, *, progress=True):
 
     records, figure_parts = [], []
     sweep_sums = {}
+    # What a uniform map scores: the mask's share of the image.
+    chance = {"score_reference": [], "score_ground_truth": []}
     total = min(config.num_images, _split_size(data_config, config.split))
     bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
     done = 0
@@ -294,6 +298,10 @@ def evaluate(config, *, progress=True):
                 )[0]
                 ref_maps, _, ref_status = ref[REFERENCE]
             ref_masks = {t: metrics.reference_mask(ref_maps, t) for t in {config.mask_threshold, *config.sweep_thresholds}}
+            ref_fraction = ref_masks[config.mask_threshold].reshape(len(ids), -1).mean(axis=1)
+            chance["score_reference"] += [float(f) for f, st in zip(ref_fraction, ref_status) if st == "ok"]
+        if masks is not None:
+            chance["score_ground_truth"] += [float(f) for f in (masks > 0).reshape(len(ids), -1).mean(axis=1)]
         for (name, method), (maps, native, status) in results.items():
             s_ref = metrics.localization_score(maps, ref_masks[config.mask_threshold]) if reference_needed else None
             s_gt = metrics.localization_score(maps, masks) if masks is not None else None
@@ -338,6 +346,7 @@ def evaluate(config, *, progress=True):
         sweep = {m: {k: {t: _mean_or_none(*sweep_sums[(m, k, t)]) for t in config.sweep_thresholds}
                      for k in config.methods} for m in model_names}
     table = aggregate(records, model_names, config.methods, sweep)
+    table["chance"] = {score: _cell(values) for score, values in chance.items() if values}
     settings = {
         "images": done, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
         "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,

@@ -62,6 +62,12 @@ def test_table_equals_what_the_records_give(workdir, evaluated):
                     assert cell["mean"] == pytest.approx(np.mean(values), abs=1e-6)
                 assert table[score][model][method]["n"] == cell["n"]
     assert "paired_unet_minus_ablated" in on_disk
+    # The chance row: a uniform map scores the mask's share of the image.
+    from kerascam.data import load_split
+
+    masks = np.stack([ex["mask"] for ex in load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation")
+                      .examples.take(6).as_numpy_iterator()])
+    assert on_disk["chance"]["score_ground_truth"]["mean"] == pytest.approx(masks.reshape(6, -1).mean(axis=1).mean())
     text = (workdir / "eval" / "table.md").read_text()
     assert "| unet |" in text and "scorecam_max_N=3" in text
 
