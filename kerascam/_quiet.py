@@ -37,6 +37,9 @@ def silence_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    # TensorFlow's Python warnings too (e.g. the retracing notice that counts
+    # one trace per cached CAM engine as "frequent retracing").
+    tf.get_logger().setLevel("ERROR")
 
 
 silence_tensorflow()
