@@ -173,9 +173,11 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     if manager.latest_checkpoint:
         try:
             checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        except (tf.errors.OpError, AssertionError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds of errors)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TrainingError(
-                f"cannot restore checkpoint {manager.latest_checkpoint}: {str(e).splitlines()[0]}"
+                f"cannot restore checkpoint {manager.latest_checkpoint} ({reason}); it is damaged or from "
+                "another run: remove it to resume from the previous one, or use another --workdir"
             ) from e
         if verbose:
             print(f"{config.model}: resuming from {manager.latest_checkpoint} (epoch {int(epoch_var)})")

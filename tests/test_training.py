@@ -184,3 +184,15 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     assert len(history) == 2
     # It trained: the weights moved away from their initialization.
     assert float(history[-1]["loss"]) > 0
+
+
+def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    config = dataclasses.replace(SMOKE, model="unet", epochs=1)
+    train(config, tmp_path, verbose=0)
+    data_files = list((tmp_path / "unet" / "checkpoints").glob("ckpt-1.data-*"))
+    assert data_files
+    data_files[0].write_bytes(data_files[0].read_bytes()[:100])
+    with pytest.raises(TrainingError, match="ckpt-1"):
+        train(dataclasses.replace(config, epochs=2), tmp_path, verbose=0)
+    # Nothing was overwritten: the history still holds the one finished epoch.
+    assert len(read_history(tmp_path / "unet")) == 1
