@@ -84,7 +84,8 @@ def train_parser():
     p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
     p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
     p.add_argument("--workdir", default="runs", help="folder of the runs (default: runs/)")
-    p.add_argument("--strategy", choices=("auto", "default", "mirrored"), help="tf.distribute strategy (default: auto)")
+    p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
+                   help="tf.distribute strategy (default: auto; multiworker reads TF_CONFIG)")
     p.add_argument("--seed", type=int)
     p.add_argument("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -18,6 +18,8 @@ import csv
 import io as _io
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -41,15 +43,35 @@ def make_strategy(name="auto", devices=None):
             or more, else the default strategy), ``"default"`` (one device) or
             ``"mirrored"`` (MirroredStrategy over ``devices``, default all
             GPUs, or the CPU when there is none).
+            ``"multiworker"``: MultiWorkerMirroredStrategy over the cluster
+            in the ``TF_CONFIG`` environment variable (on SLURM, build one
+            with ``tf.distribute.cluster_resolver.SlurmClusterResolver``
+            and pass the strategy to ``train``).
         devices: Device names for ``"mirrored"``, e.g. two logical CPUs.
     """
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto":
         name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices)
-    raise ValueError(f"Unknown strategy {name!r}. Choose one of: auto, default, mirrored")
+    raise ValueError(f"Unknown strategy {name!r}. Choose one of: auto, default, mirrored, multiworker")
+
+
+def is_chief(strategy):
+    """True unless ``strategy`` spans a cluster in which this task is not the chief.
+
+    The chief is the task of type ``chief``, or worker 0 when the cluster
+    names no chief. Only the chief writes checkpoints, logs and exports.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 def make_optimizer(config, steps_per_epoch):
@@ -135,10 +157,12 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     """
     started = time.time()
     run_dir = os.path.join(workdir, config.model)
-    os.makedirs(run_dir, exist_ok=True)
-    _check_compatible(run_dir, config)
-    io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
     strategy = strategy or make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    _check_compatible(run_dir, config)
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
+        io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
     train_split = data.load_split(config, "train")
     val_split = data.load_split(config, "validation")
@@ -169,18 +193,24 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
-    if manager.latest_checkpoint:
+    shared_dir = os.path.join(run_dir, "checkpoints")
+    # Every worker takes part in saving (the variables are read collectively),
+    # but only the chief's copy lands in the run folder; the others write to
+    # a scratch folder of their own. All of them resume from the chief's.
+    save_dir = shared_dir if chief else tempfile.mkdtemp(prefix="kerascam-worker-ckpt-")
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=2)
+    latest = tf.train.latest_checkpoint(shared_dir)
+    if latest:
         try:
-            checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            checkpoint.restore(latest).assert_existing_objects_matched()
         except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds of errors)
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TrainingError(
-                f"cannot restore checkpoint {manager.latest_checkpoint} ({reason}); it is damaged or from "
+                f"cannot restore checkpoint {latest} ({reason}); it is damaged or from "
                 "another run: remove it to resume from the previous one, or use another --workdir"
             ) from e
         if verbose:
-            print(f"{config.model}: resuming from {manager.latest_checkpoint} (epoch {int(epoch_var)})")
+            print(f"{config.model}: resuming from {latest} (epoch {int(epoch_var)})")
     start_epoch = int(epoch_var.numpy())
 
     loss_fn = keras.losses.CategoricalCrossentropy(
@@ -226,7 +256,7 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             totals += [float(v) for v in eval_step(batch)]
         return totals[0] / totals[2], totals[1] / totals[2]
 
-    history = _History(run_dir, start_epoch)
+    history = _History(run_dir, start_epoch) if chief else None
     val_loss = val_acc = float("nan")
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.time()
@@ -252,6 +282,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         val_loss, val_acc = evaluate()
         epoch_var.assign(epoch + 1)
         manager.save(checkpoint_number=epoch + 1)
+        if history is None:
+            continue
         history.add(
             {
                 "epoch": epoch,
@@ -268,6 +300,10 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
 
     if start_epoch >= config.epochs:  # nothing left to train: report the saved model
         val_loss, val_acc = evaluate()
+    if not chief:
+        shutil.rmtree(save_dir, ignore_errors=True)
+        return {"model": config.model, "val_accuracy": float(val_acc), "chief": False,
+                "epochs_completed": int(epoch_var.numpy()), "replicas": strategy.num_replicas_in_sync}
 
     export.save_keras(model, os.path.join(run_dir, "model.keras"))
     export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
