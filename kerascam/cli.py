@@ -133,6 +133,9 @@ def train_main(argv):
     summaries = [train(config, args.workdir, verbose=0 if args.quiet else 1) for config in run_configs]
     print()
     for s in summaries:
+        if s.get("chief") is False:  # another worker of a cluster: the chief reports
+            print(f"{s['model']}: worker done, val_accuracy {s['val_accuracy']:.4f}")
+            continue
         print(
             f"{s['model']:>13}: val_accuracy {s['val_accuracy']:.4f} after {s['epochs_completed']} epochs, "
             f"{s['wall_seconds']:.0f} s, {s['parameters']:,} parameters -> {os.path.join(args.workdir, s['model'])}"
