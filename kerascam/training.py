@@ -160,10 +160,9 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     _check_compatible(run_dir, config)
-    if chief:
-        os.makedirs(run_dir, exist_ok=True)
-        io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
+    # Load the data before writing anything: a dataset that fails to load
+    # leaves no trace of a run that never started.
     train_split = data.load_split(config, "train")
     val_split = data.load_split(config, "validation")
     global_batch = config.batch_size
@@ -176,6 +175,9 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         )
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
+    if chief:
+        os.makedirs(run_dir, exist_ok=True)
+        io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():

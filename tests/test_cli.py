@@ -14,6 +14,8 @@ from conftest import run_python
         (["--weights", "missing.weights.h5", "--model", "vgg16"], "no such file"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--workdir", "setup.cfg/runs"], "cannot write to"),
+        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'"),
+        (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
     ],
 )
 def test_train_bad_input_is_one_line_and_exit_2(args, expected):
@@ -30,3 +32,17 @@ def test_debug_shows_the_traceback():
     result = run_python(["train.py", "--model", "unet", "--image-size", "40", "--debug"], timeout=120)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+def test_empty_folder_dataset_and_too_few_images_fail_before_training(tmp_path):
+    (tmp_path / "images" / "train" / "cat").mkdir(parents=True)
+    result = run_python(["train.py", "--dataset", f"folder:{tmp_path / 'images'}", "--workdir", str(tmp_path / "runs")],
+                        timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "train.py: error:" in result.stderr
+    assert not (tmp_path / "runs" / "unet").exists()  # nothing written for a run that never started
+
+    few = run_python(["train.py", "--preset", "smoke", "--train-examples", "5", "--batch-size", "8",
+                      "--workdir", str(tmp_path / "runs")], timeout=120)
+    assert few.returncode == 1, few.stderr
+    assert "fewer than one batch" in few.stderr and "Traceback" not in few.stderr
