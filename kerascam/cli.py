@@ -162,6 +162,10 @@ def evaluate_parser():
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
     p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
                    help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
+    p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
+    p.add_argument("--num-shards", type=positive_int, default=1,
+                   help="split the images into this many shards (run each, e.g. on its own machine)")
+    p.add_argument("--merge", action="store_true", help="only build the tables from the finished shards")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -169,11 +173,13 @@ def evaluate_parser():
 
 def evaluate_main(argv):
     from kerascam.cams import available_methods
-    from kerascam.evaluation import EvalConfig, evaluate, markdown
+    from kerascam.evaluation import EvalConfig, evaluate, markdown  # noqa: F401
 
     args = evaluate_parser().parse_args(argv)
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
+    if not 0 <= args.shard < args.num_shards:
+        raise UsageError(f"--shard must lie in 0..{args.num_shards - 1} for --num-shards {args.num_shards}, got {args.shard}")
     if args.max_n < 0:
         raise UsageError(f"--max-n must be 0 (all channels) or positive, got {args.max_n}")
     if not os.path.isdir(args.workdir):
@@ -193,10 +199,21 @@ def evaluate_main(argv):
         num_figures=args.figures,
         boxes_dir=args.boxes,
         backend=args.backend,
+        shard=args.shard,
+        num_shards=args.num_shards,
     )
-    table = evaluate(config, progress=not args.quiet)
+    if args.merge:
+        from kerascam.evaluation import merge_shards
+
+        table = merge_shards(config)
+    else:
+        table = evaluate(config, progress=not args.quiet)
+    if "missing_shards" in table:
+        print(f"shard {args.shard} of {args.num_shards} done; still to run: {table['missing_shards']}")
+        return 0
     models = list(table["score_reference"])
     print()
     print(markdown(table, models, list(config.methods), table["settings"]))
-    print(f"records, tables and figures in {os.path.join(args.workdir, 'eval')} ({table['seconds']:.0f} s)")
+    seconds = f" ({table['seconds']:.0f} s)" if table.get("seconds") else ""
+    print(f"records, tables and figures in {os.path.join(args.workdir, 'eval')}{seconds}")
     return 0

@@ -63,6 +63,10 @@ class EvalConfig:
             become the ground-truth masks.
         backend: ``"kerascam"`` (the compiled engine) or ``"tf-keras-vis"``
             (the reference implementation); they give the same maps.
+        shard, num_shards: This run explains the images whose index i (in
+            the first ``num_images``) has ``i % num_shards == shard``; each
+            shard saves its results, and once all exist the tables are built
+            from them (the same tables as one unsharded run).
     """
 
     workdir: str = "runs"
@@ -79,6 +83,8 @@ class EvalConfig:
     num_figures: int = 6
     boxes_dir: Optional[str] = None
     backend: str = "kerascam"
+    shard: int = 0
+    num_shards: int = 1
 
 
 def find_models(workdir, names=None):
@@ -126,12 +132,13 @@ def _batches(config, data_config):
 
     split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
     crop_size = data_config.image_size if split.needs_crop else None
-    examples = evaluation_batches(split.examples.take(config.num_images), config.batch_size, crop_size=crop_size)
-    start = 0
-    for batch in examples.as_numpy_iterator():
-        n = len(batch["label"])
-        yield np.arange(start, start + n), batch["image"], batch["label"], batch.get("mask")
-        start += n
+    examples = split.examples.take(config.num_images).enumerate()
+    if config.num_shards > 1:
+        examples = examples.filter(lambda i, _: i % config.num_shards == config.shard)
+    ids = examples.map(lambda i, _: i).batch(config.batch_size)
+    batches = evaluation_batches(examples.map(lambda _, ex: ex), config.batch_size, crop_size=crop_size)
+    for image_ids, batch in zip(ids.as_numpy_iterator(), batches.as_numpy_iterator()):
+        yield image_ids, batch["image"], batch["label"], batch.get("mask")
 
 
 def explain_batch(models, methods, images, labels, class_index="predicted", max_N=None, batch_size=None,
@@ -283,6 +290,8 @@ def evaluate(config, *, progress=True):
     # What a uniform map scores: the mask's share of the image.
     chance = {"score_reference": [], "score_ground_truth": []}
     total = min(config.num_images, _split_size(data_config, config.split))
+    if config.num_shards > 1:
+        total = len(range(config.shard, total, config.num_shards))
     bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
     done = 0
     for ids, images, labels, masks in _batches(config, data_config):
@@ -329,7 +338,7 @@ def evaluate(config, *, progress=True):
                     "reference_status": ref_status[i] if reference_needed else "missing",
                     "max_N": config.max_N if method == "scorecam" else "",
                 })
-        if sum(len(p[0]) for p in figure_parts) < config.num_figures:
+        if config.shard == 0 and sum(len(p[0]) for p in figure_parts) < config.num_figures:
             keep = config.num_figures - sum(len(p[0]) for p in figure_parts)
             figure_parts.append((
                 images[:keep], None if masks is None else masks[:keep], labels[:keep],
@@ -340,24 +349,62 @@ def evaluate(config, *, progress=True):
         done += len(ids)
         bar.update(done)
 
-    model_names = list(models)
-    sweep = None
-    if sweep_sums:
-        sweep = {m: {k: {t: _mean_or_none(*sweep_sums[(m, k, t)]) for t in config.sweep_thresholds}
-                     for k in config.methods} for m in model_names}
-    table = aggregate(records, model_names, config.methods, sweep)
-    table["chance"] = {score: _cell(values) for score, values in chance.items() if values}
     settings = {
         "images": done, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
         "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,
         "reference": "+".join(REFERENCE) if reference_needed else "none (resnet50 not evaluated)",
         "backend": config.backend,
     }
-    table["settings"] = settings
-    table["seconds"] = time.time() - started
-    _write_outputs(out_dir, records, table, model_names, config.methods, settings)
+    partial = {
+        "models": list(models), "records": records, "chance": chance, "settings": settings,
+        "sweep_sums": [[m, k, t, total, count] for (m, k, t), (total, count) in sweep_sums.items()],
+    }
     if figure_parts:
         _write_figures(out_dir, figure_parts, runs)
+    if config.num_shards > 1:
+        io.write_json(_shard_path(out_dir, config.shard, config.num_shards), partial)
+        missing = [i for i in range(config.num_shards) if not os.path.exists(_shard_path(out_dir, i, config.num_shards))]
+        if missing:
+            return {"settings": settings, "missing_shards": missing}
+        return merge_shards(config, started)
+    return _finish(out_dir, [partial], config, started)
+
+
+def _shard_path(out_dir, shard, num_shards):
+    return os.path.join(out_dir, "shards", f"shard-{shard}-of-{num_shards}.json")
+
+
+def merge_shards(config, started=None):
+    """Builds the tables from the saved results of all ``config.num_shards`` shards."""
+    out_dir = os.path.join(config.workdir, "eval")
+    paths = [_shard_path(out_dir, i, config.num_shards) for i in range(config.num_shards)]
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) not evaluated yet, e.g. {missing[0]}")
+    return _finish(out_dir, [io.read_json(p) for p in paths], config, started)
+
+
+def _finish(out_dir, partials, config, started=None):
+    """Tables from one or more partial results (records, sweep sums, chance values)."""
+    model_names = partials[0]["models"]
+    records = sorted((r for p in partials for r in p["records"]), key=lambda r: (int(r["image_id"]), r["model"], r["method"]))
+    sweep_sums = {}
+    for p in partials:
+        for m, k, t, total, count in p["sweep_sums"]:
+            acc = sweep_sums.setdefault((m, k, float(t)), [0.0, 0])
+            acc[0] += total
+            acc[1] += count
+    sweep = None
+    if sweep_sums:
+        sweep = {m: {k: {t: _mean_or_none(*sweep_sums[(m, k, float(t))]) for t in config.sweep_thresholds}
+                     for k in config.methods} for m in model_names}
+    table = aggregate(records, model_names, config.methods, sweep)
+    chance = {score: [v for p in partials for v in p["chance"][score]] for score in partials[0]["chance"]}
+    table["chance"] = {score: _cell(values) for score, values in chance.items() if values}
+    settings = dict(partials[0]["settings"], images=sum(p["settings"]["images"] for p in partials))
+    table["settings"] = settings
+    table["seconds"] = time.time() - started if started else None
+    _write_outputs(out_dir, records, table, model_names, config.methods, settings)
     return table
 
 

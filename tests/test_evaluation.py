@@ -88,6 +88,7 @@ def test_evaluate_cli_end_to_end_and_bad_input(workdir):
         (["--workdir", "no-such-dir"], "does not exist"),
         (["--mask-threshold", "1.5", "--workdir", str(workdir)], "must lie in (0, 1)"),
         (["--batch-size", "0"], "positive integer"),
+        (["--shard", "2", "--num-shards", "2", "--workdir", str(workdir)], "--shard must lie in 0..1"),
     ]:
         bad = run_python(["evaluate.py", *args])
         assert bad.returncode == 2, bad.stderr
@@ -108,3 +109,21 @@ def test_both_backends_give_the_same_maps_for_trained_models(workdir):
         np.testing.assert_allclose(ours[key][0], reference[key][0], atol=1e-4, err_msg=str(key))
     for name in models:
         np.testing.assert_array_equal(predicted[name], predicted_ref[name])
+
+
+def test_sharded_evaluation_merges_into_the_unsharded_table(workdir):
+    base = dict(workdir=str(workdir), num_images=5, batch_size=2, max_N=3, num_figures=1, methods=("gradcam", "scorecam"))
+    whole = evaluate(EvalConfig(**base), progress=False)
+    first = evaluate(EvalConfig(**base, shard=1, num_shards=2), progress=False)
+    assert first["missing_shards"] == [0]
+    merged = evaluate(EvalConfig(**base, shard=0, num_shards=2), progress=False)
+    for key in ("score_reference", "score_ground_truth", "pointing_hit", "chance", "paired_unet_minus_ablated"):
+        assert json.dumps(merged[key], sort_keys=True, default=str) == json.dumps(whole[key], sort_keys=True, default=str), key
+    assert merged["settings"]["images"] == whole["settings"]["images"] == 5
+    records = read_records(workdir)
+    assert sorted({int(r["image_id"]) for r in records}) == [0, 1, 2, 3, 4]
+    # --merge rebuilds the same table from the saved shards alone.
+    from kerascam.evaluation import merge_shards
+
+    again = merge_shards(EvalConfig(**base, num_shards=2))
+    assert json.dumps(again["score_ground_truth"], sort_keys=True) == json.dumps(whole["score_ground_truth"], sort_keys=True)
