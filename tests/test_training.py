@@ -170,7 +170,6 @@ b = train(config, workdir + "/single", strategy=make_strategy("default"), verbos
 assert a["replicas"] == 2 and b["replicas"] == 1, (a["replicas"], b["replicas"])
 wa = load_keras(workdir + "/mirrored/unet/model.keras").get_weights()
 wb = load_keras(workdir + "/single/unet/model.keras").get_weights()
-w0 = [w for w in wa]
 diff = max(float(np.max(np.abs(x - y))) for x, y in zip(wa, wb))
 print("max weight difference", diff)
 assert diff < 1e-4, diff
