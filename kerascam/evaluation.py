@@ -125,20 +125,29 @@ def _data_config(runs, dataset):
 
 
 def _batches(config, data_config):
-    """(image ids, images, labels, masks or None) batches of the split, streamed."""
-    from kerascam.data import load_split
+    """The number of images this run explains, and their batches.
 
+    Returns:
+        ``(count, iterator)``; the iterator streams (image ids, images,
+        labels, masks or None) batches of the split (this shard's part).
+    """
+    from kerascam.data import load_split
     from kerascam.data.pipeline import evaluation_batches
 
     split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
+    count = len(range(config.shard, min(config.num_images, split.num_examples), config.num_shards))
     crop_size = data_config.image_size if split.needs_crop else None
     examples = split.examples.take(config.num_images).enumerate()
     if config.num_shards > 1:
         examples = examples.filter(lambda i, _: i % config.num_shards == config.shard)
     ids = examples.map(lambda i, _: i).batch(config.batch_size)
     batches = evaluation_batches(examples.map(lambda _, ex: ex), config.batch_size, crop_size=crop_size)
-    for image_ids, batch in zip(ids.as_numpy_iterator(), batches.as_numpy_iterator()):
-        yield image_ids, batch["image"], batch["label"], batch.get("mask")
+
+    def iterate():
+        for image_ids, batch in zip(ids.as_numpy_iterator(), batches.as_numpy_iterator()):
+            yield image_ids, batch["image"], batch["label"], batch.get("mask")
+
+    return count, iterate()
 
 
 def explain_batch(models, methods, images, labels, class_index="predicted", max_N=None, batch_size=None,
@@ -289,12 +298,10 @@ def evaluate(config, *, progress=True):
     sweep_sums = {}
     # What a uniform map scores: the mask's share of the image.
     chance = {"score_reference": [], "score_ground_truth": []}
-    total = min(config.num_images, _split_size(data_config, config.split))
-    if config.num_shards > 1:
-        total = len(range(config.shard, total, config.num_shards))
+    total, batches = _batches(config, data_config)
     bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
     done = 0
-    for ids, images, labels, masks in _batches(config, data_config):
+    for ids, images, labels, masks in batches:
         results, predictions = explain_batch(
             models, config.methods, images, labels, config.class_index, config.max_N, backend=config.backend
         )
@@ -406,12 +413,6 @@ def _finish(out_dir, partials, config, started=None):
     table["seconds"] = time.time() - started if started else None
     _write_outputs(out_dir, records, table, model_names, config.methods, settings)
     return table
-
-
-def _split_size(data_config, split):
-    from kerascam.data import load_split
-
-    return load_split(data_config, split).num_examples
 
 
 def _write_outputs(out_dir, records, table, models, methods, settings):

@@ -173,16 +173,22 @@ wb = load_keras(workdir + "/single/unet/model.keras").get_weights()
 diff = max(float(np.max(np.abs(x - y))) for x, y in zip(wa, wb))
 print("max weight difference", diff)
 assert diff < 1e-4, diff
+# It trained: train() seeds the initialization with config.seed, so the same
+# seed rebuilds the starting weights, and they must have moved.
+import keras
+from kerascam.models import build_model
+keras.utils.set_random_seed(config.seed)
+initial = build_model("unet", config.image_size, 5, unet_filters=config.unet_filters, batch_norm=False).get_weights()
+moved = max(float(np.max(np.abs(x - y))) for x, y in zip(wa, initial))
+print("largest change from initialization", moved)
+assert moved > 1e-3, moved
 """
 
 
 def test_mirrored_strategy_on_two_logical_cpus_matches_one_device(tmp_path):
     result = run_python(["-c", MIRRORED, str(tmp_path)])
     assert result.returncode == 0, result.stdout + result.stderr
-    history = read_history(tmp_path / "mirrored" / "unet")
-    assert len(history) == 2
-    # It trained: the weights moved away from their initialization.
-    assert float(history[-1]["loss"]) > 0
+    assert len(read_history(tmp_path / "mirrored" / "unet")) == 2
 
 
 def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
