@@ -98,13 +98,17 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         [sys.executable, *TRAIN_CMD, "--workdir", str(killed)], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    index = killed / "unet" / "checkpoints" / "ckpt-1.index"
+    # TF writes the checkpoint's data and index first and then, atomically, the
+    # "checkpoint" state file that names it: only then is epoch 1 committed. A
+    # kill between the two leaves an uncommitted ckpt-1 that a resume rightly
+    # ignores, so wait for the state file.
+    state = killed / "unet" / "checkpoints" / "checkpoint"
     deadline = time.time() + 120
-    while not index.exists() and process.poll() is None and time.time() < deadline:
+    while not state.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)  # mid-run, at whatever point it has reached
     process.wait()
-    assert index.exists(), "the run never wrote its first checkpoint"
+    assert state.exists(), "the run never committed its first checkpoint"
     assert not (killed / "unet" / "model.keras").exists()
 
     resumed = run_python([*TRAIN_CMD, "--workdir", str(killed)])
