@@ -19,6 +19,9 @@ class Split:
 
     ``needs_crop`` is True for sources whose images have their own sizes
     (ImageNet, folders): the pipeline crops them to the model's input size.
+    ``skipped`` names the files left out because they cannot be decoded
+    (folders only), relative to the split folder (``"cat/broken.jpg"``),
+    sorted; they are not in ``examples`` nor counted in ``num_examples``.
     """
 
     examples: "tf.data.Dataset"
@@ -26,6 +29,26 @@ class Split:
     num_classes: int
     class_names: tuple
     needs_crop: bool = False
+    skipped: tuple = ()
+
+
+def describe_skipped(skipped, limit=10):
+    """One line naming the skipped files, for the end of a run.
+
+    Args:
+        skipped: File names, e.g. ``Split.skipped``.
+        limit: Most names written; the rest are counted ("and K more").
+
+    Returns:
+        ``"skipped 3 unreadable files: cat/a.jpg, cat/b.jpg and 1 more"``
+        (with ``limit=2``), or ``""`` when nothing was skipped.
+    """
+    if not skipped:
+        return ""
+    shown = ", ".join(skipped[:limit])
+    more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    noun = "file" if len(skipped) == 1 else "files"
+    return f"skipped {len(skipped)} unreadable {noun}: {shown}{more}"
 
 
 def check_dataset_name(name):
@@ -67,6 +90,7 @@ def load_split(config, split, *, boxes_dir=None):
             num_classes=len(shapes.classes),
             class_names=tuple(shapes.classes),
         )
+    skipped = ()
     if config.dataset == "imagenet2012":
         from kerascam.data.imagenet import load_imagenet
 
@@ -74,9 +98,10 @@ def load_split(config, split, *, boxes_dir=None):
     else:
         from kerascam.data.folder import load_folder
 
-        examples, n, num_classes, names = load_folder(config.dataset[len("folder:"):], split)
+        # Unreadable files are found (and left out) here, before any step.
+        examples, n, num_classes, names, skipped = load_folder(config.dataset[len("folder:"):], split)
     if boxes_dir:
         from kerascam.data.boxes import with_box_masks
 
         examples = with_box_masks(examples, boxes_dir)
-    return Split(examples, n, num_classes, tuple(names), needs_crop=True)
+    return Split(examples, n, num_classes, tuple(names), needs_crop=True, skipped=tuple(skipped))

@@ -1,23 +1,68 @@
 """Image classification folders: ``PATH/<split>/<class>/*.jpg|jpeg|png``.
 
-Files are listed, labelled and decoded by ``tfds.folder_dataset.ImageFolder``,
-which keeps each image at its original size (Keras'
-``image_dataset_from_directory`` always resizes, which would make the
-ImageNet-style crops of :mod:`kerascam.data.preprocessing` crop an already
-distorted image).
+Images keep their original size (Keras' ``image_dataset_from_directory``
+always resizes, which would make the ImageNet-style crops of
+:mod:`kerascam.data.preprocessing` crop an already distorted image). Classes
+and their label ids are those of ``tfds.folder_dataset.ImageFolder`` (the
+sorted class folder names), and so is the unshuffled order.
+
+Users' folders hold bad files, so every file of a split is checked once,
+before any training or evaluation step, by :func:`scan_split`:
+
+* It decodes each file eagerly with :func:`decode_image`, the very function
+  the dataset maps over the files, so the check and the pipeline agree: a file
+  that passes the check decodes in every epoch, and a file that fails is left
+  out of the dataset from the start (the same files in every epoch, no error
+  in the middle of one).
+* Unreadable files are skipped and reported by name: files that cannot be
+  opened (broken links, folders named ``x.jpg``), empty files, files that are
+  not images whatever their extension (text, macOS ``._x.jpg`` resource
+  forks, TIFF) and damaged images. A truncated JPEG or PNG needs no rule of
+  its own (such as a missing 0xFFD9 end marker): TensorFlow's decoders fail
+  on data that ends early, anywhere before the end marker, rather than
+  return a partly grey image (``decode_jpeg``'s ``try_recover_truncated``
+  is off). Bytes after a JPEG's end marker, which some cameras write, are
+  harmless and such files are kept.
+* Readable odd formats become uint8 RGB: grey levels ``g`` become
+  ``(g, g, g)``, alpha is dropped (the stored RGB is kept, not blended),
+  16-bit PNGs are scaled to 8 bits (65535 -> 255, ``257 * v`` -> ``v``), CMYK
+  JPEGs are converted to RGB, palette PNGs are expanded, GIFs give their
+  first frame; BMP and WebP content under a ``.jpg`` name decodes too.
+
+Checking decodes every image once (about a millisecond for a 256x256 JPEG,
+spread over a thread pool). The result is cached in
+``$KERASCAM_CACHE`` (default ``~/.cache/kerascam``), one file per split
+folder, keyed by each file's name, size and modification time: a second
+load checks only the files that are new or changed since.
 """
 
+import concurrent.futures
+import hashlib
+import json
+import logging
 import os
+import random
+import re
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the ones ImageFolder reads, any case
+
+# Bump when what makes a file readable changes, so that stale scans are not
+# reused. The TensorFlow version is part of the cache too: its decoders decide.
+SCAN_FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def _subfolders(path):
     return sorted(name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name)))
 
 
+def _image_names(path):
+    return sorted(name for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS))
+
+
 def _count_images(path):
-    return sum(1 for name in os.listdir(path) if name.lower().endswith(IMAGE_EXTENSIONS))
+    return len(_image_names(path))
 
 
 def _check_layout(root, split):
@@ -55,8 +100,147 @@ def _check_layout(root, split):
     return tuple(classes)
 
 
+def decode_image(contents):
+    """Decodes an encoded image (JPEG, PNG, GIF, BMP or WebP) to uint8 RGB.
+
+    The one decoder of folder images: :func:`scan_split` runs it eagerly on
+    every file and the dataset maps it over the files that passed.
+
+    Args:
+        contents: Scalar string tensor, the bytes of the file.
+
+    Returns:
+        uint8 ``(H, W, 3)``: grey levels repeated on the three channels, alpha
+        dropped, 16-bit samples scaled to 8 bits, CMYK converted, the first
+        frame of an animation.
+
+    Raises:
+        tf.errors.InvalidArgumentError: The bytes are empty, not an image
+            of a known format, or damaged (truncated data included). Inside
+            a dataset, the iterator raises it.
+    """
+    import tensorflow as tf
+
+    return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+
+
+def _decode_error(error):
+    # "{{function_node __wrapped__DecodeImage_device_...}} Invalid PNG data,
+    # size 7752 [Op:DecodeImage]" -> "Invalid PNG data, size 7752"
+    return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message).strip()
+
+
+def check_file(path):
+    """Why ``path`` cannot be used as an image, or None when it decodes.
+
+    Reads the file and decodes it with :func:`decode_image`, exactly as the
+    dataset will. Never raises for a bad file: the reason is returned, e.g.
+    ``"empty file"``, ``"cannot be read: Is a directory"`` or ``"not a
+    decodable image: Unknown image file format. ..."``.
+    """
+    import tensorflow as tf
+
+    try:
+        with open(path, "rb") as f:
+            contents = f.read()
+    except OSError as error:
+        return f"cannot be read: {error.strerror or error}"
+    if not contents:
+        return "empty file"
+    try:
+        decode_image(contents)
+    except tf.errors.OpError as error:
+        return f"not a decodable image: {_decode_error(error)}"
+    return None
+
+
+def _file_key(path):
+    """``[size, mtime_ns]``, or None for a path that cannot be stat'ed (a broken link)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _cache_path(split_dir):
+    from kerascam.data.synthetic import default_cache_dir
+
+    digest = hashlib.sha256(split_dir.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(default_cache_dir(), f"folder-scan-{digest}.json")
+
+
+def _read_cache(path, split_dir, tf_version):
+    """The cached ``{name: [size, mtime_ns, reason]}`` of ``split_dir``, or {}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cache = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        logger.warning("Ignoring the unreadable scan cache %s (%s)", path, error)
+        return {}
+    if (
+        not isinstance(cache, dict)
+        or cache.get("format") != SCAN_FORMAT
+        or cache.get("tensorflow") != tf_version
+        or cache.get("split_dir") != split_dir
+        or not isinstance(cache.get("files"), dict)
+    ):
+        return {}
+    return cache["files"]
+
+
+def scan_split(split_dir, names):
+    """Finds the files of a split that cannot be decoded, each checked once.
+
+    Args:
+        split_dir: Absolute path of the split folder.
+        names: File names relative to ``split_dir`` (``"cat/0001.jpg"``).
+
+    Returns:
+        ``{name: reason}`` of the unreadable files (see :func:`check_file`);
+        empty when every file decodes. Results are cached (see the module
+        docstring); files whose size and modification time are unchanged
+        are not read again.
+    """
+    import tensorflow as tf
+    from kerascam.io import write_text
+
+    cache_path = _cache_path(split_dir)
+    cached = _read_cache(cache_path, split_dir, tf.__version__)
+    results = {}
+    to_check = []
+    for name in names:
+        key = _file_key(os.path.join(split_dir, name))
+        entry = cached.get(name)
+        if key is not None and isinstance(entry, list) and len(entry) == 3 and entry[:2] == key:
+            results[name] = entry
+        else:
+            to_check.append((name, key))
+    if to_check:
+        logger.info("Checking %d images of %s (once; cached in %s)", len(to_check), split_dir, cache_path)
+        paths = [os.path.join(split_dir, name) for name, _ in to_check]
+        # Decoding releases the GIL: threads use every core.
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            reasons = list(pool.map(check_file, paths))
+        for (name, key), reason in zip(to_check, reasons):
+            results[name] = (key or [None, None]) + [reason]
+    if to_check or len(cached) != len(results):
+        cache = {"format": SCAN_FORMAT, "tensorflow": tf.__version__, "split_dir": split_dir, "files": results}
+        try:
+            write_text(cache_path, json.dumps(cache, separators=(",", ":")) + "\n")
+        except OSError as error:  # a read-only home must not stop training
+            logger.warning("Could not cache the image check in %s (%s)", cache_path, error)
+    return {name: entry[2] for name, entry in results.items() if entry[2] is not None}
+
+
 def load_folder(path, split, *, shuffle_files=False):
-    """Loads one split of an image classification folder.
+    """Loads one split of an image classification folder, bad files left out.
+
+    Every file is checked before this returns (see :func:`scan_split`), so the
+    dataset holds exactly ``num_examples`` examples in every epoch, and the
+    skipped files are known before the first step.
 
     Args:
         path: Root folder holding one folder per split, each holding one
@@ -66,33 +250,70 @@ def load_folder(path, split, *, shuffle_files=False):
             classes but not add any. Other files are ignored.
         split: Split folder name, e.g. ``"train"`` or ``"validation"``.
         shuffle_files: Shuffle the file order (each epoch anew). Unshuffled,
-            ImageFolder's order is a fixed pseudo-random permutation.
+            the order is ImageFolder's fixed pseudo-random permutation of all
+            the split's files, the skipped ones left out.
 
     Returns:
-        ``(examples, num_examples, num_classes, class_names)``: an unbatched
-        dataset of ``{"image": uint8 (H, W, 3) at the file's own size,
-        "label": int64, "file_name": "<class>/<file>"}``.
+        ``(examples, num_examples, num_classes, class_names, skipped)``: an
+        unbatched dataset of ``{"image": uint8 (H, W, 3) at the file's own
+        size, "label": int64, "file_name": "<class>/<file>"}``, the number
+        of readable files, and the sorted names (``"<class>/<file>"``) of the
+        unreadable files, which are logged with their reasons.
 
     Raises:
         ValueError: The folder or the split is missing, there are no class
             folders, a split has a class the reference split lacks, a class
-            folder of ``split`` has no images, or there are no images at all.
+            folder of ``split`` has no images or no readable ones, or there
+            are no images or no readable ones at all.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
 
     root = os.path.abspath(os.fspath(path))
     class_names = _check_layout(root, split)
-    builder = tfds.folder_dataset.ImageFolder(root)
-    assert tuple(builder.info.features["label"].names) == class_names  # ensured by _check_layout
-    prefix_length = len((os.path.join(root, split) + os.sep).encode())
+    split_dir = os.path.join(root, split)
+    names = [
+        f"{class_name}/{file_name}"
+        for class_name in _subfolders(split_dir)
+        for file_name in _image_names(os.path.join(split_dir, class_name))
+    ]
+    unreadable = scan_split(split_dir, names)
+    skipped = tuple(sorted(unreadable))
+    if skipped:
+        listed = ", ".join(f"{name} ({unreadable[name]})" for name in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning("Skipping %d unreadable files of %s: %s%s", len(skipped), split_dir, listed, more)
+    if len(skipped) == len(names):
+        raise ValueError(f"No readable images in {split_dir}: all {len(names)} files failed to decode.")
+    readable_classes = {name.split("/", 1)[0] for name in names if name not in unreadable}
+    for class_name in _subfolders(split_dir):
+        if class_name not in readable_classes:
+            raise ValueError(
+                f"Class folder {os.path.join(split_dir, class_name)} has no readable images "
+                f"(all its files failed to decode)."
+            )
 
-    def rename(example):
-        # ImageFolder's "image/filename" is the full path; keep what names the
-        # example within the split.
-        full_path = example["image/filename"]
-        file_name = tf.strings.substr(full_path, prefix_length, tf.strings.length(full_path) - prefix_length)
-        return {"image": example["image"], "label": example["label"], "file_name": file_name}
+    # ImageFolder's order: its fixed permutation of every file, taken before
+    # the unreadable ones are dropped so that fixing a file does not move the
+    # others.
+    random.Random(split).shuffle(names)
+    kept = [name for name in names if name not in unreadable]
+    label_ids = {class_name: label for label, class_name in enumerate(class_names)}
+    # Built from the checked list rather than ImageFolder's dataset, which
+    # reads every listed file inside its own map, before any filter could
+    # drop one that cannot even be opened.
+    files = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": [os.fsencode(os.path.join(split_dir, name)) for name in kept],
+            "label": tf.constant([label_ids[name.split("/", 1)[0]] for name in kept], tf.int64),
+            "file_name": [os.fsencode(name) for name in kept],
+        }
+    )
+    if shuffle_files:
+        files = files.shuffle(len(kept), reshuffle_each_iteration=True)
 
-    examples = builder.as_dataset(split=split, shuffle_files=shuffle_files).map(rename)
-    return examples, builder.info.splits[split].num_examples, len(class_names), class_names
+    def read(example):
+        image = decode_image(tf.io.read_file(example["path"]))
+        return {"image": image, "label": example["label"], "file_name": example["file_name"]}
+
+    examples = files.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return examples, len(kept), len(class_names), class_names, skipped
