@@ -34,6 +34,16 @@ def positive_int(text):
     return value
 
 
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def check_writable(folder):
     """Fails now, not after hours of work, if ``folder`` cannot be written."""
     try:
@@ -79,7 +89,17 @@ def train_parser():
     p.add_argument("--batch-size", type=positive_int, help="global batch size")
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch")
-    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--learning-rate", type=positive_float,
+                   help="peak learning rate per --reference-batch-size images (preset: demo 1e-3 per 32, imagenet 0.1 per 256)")
+    p.add_argument("--reference-batch-size", type=positive_int,
+                   help="the batch size --learning-rate is given for")
+    p.add_argument("--lr-scaling", choices=configs.LR_SCALINGS,
+                   help="how the learning rate follows the global batch: linear (SGD, the imagenet preset), "
+                        "sqrt (Adam, the demo preset) or none")
+    p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=configs.MIXED_PRECISION_POLICIES,
+                   help="train in mixed precision (GPUs): mixed_float16 (the default when the flag has no value) "
+                        "or mixed_bfloat16")
+    p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
     p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
     p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
     p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
@@ -114,6 +134,10 @@ def train_main(argv):
         "epochs": args.epochs,
         "steps_per_epoch": args.steps_per_epoch,
         "learning_rate": args.learning_rate,
+        "reference_batch_size": args.reference_batch_size,
+        "lr_scaling": args.lr_scaling,
+        "mixed_precision": args.mixed_precision,
+        "jit": args.jit or None,
         "unet_filters": args.unet_filters,
         "train_examples": args.train_examples,
         "validation_examples": args.validation_examples,
@@ -140,6 +164,11 @@ def train_main(argv):
             f"{s['model']:>13}: val_accuracy {s['val_accuracy']:.4f} after {s['epochs_completed']} epochs, "
             f"{s['wall_seconds']:.0f} s, {s['parameters']:,} parameters -> {os.path.join(args.workdir, s['model'])}"
         )
+    skipped = sorted({name for s in summaries for name in s.get("skipped_files", ())})
+    if skipped:
+        from kerascam.data import describe_skipped
+
+        print(f"{describe_skipped(skipped)} (listed in run.json)")
     print(f"total: {time.time() - started:.0f} s")
     return 0
 

@@ -26,7 +26,14 @@ class TrainConfig:
         epochs: Passes over the training split.
         steps_per_epoch: Optional cap on the steps of one epoch.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9, Nesterov).
-        learning_rate: Peak learning rate for ``batch_size``.
+        learning_rate: Peak learning rate for ``reference_batch_size``
+            images; the run uses ``effective_learning_rate``, scaled to the
+            global ``batch_size`` by ``lr_scaling``.
+        reference_batch_size: The batch size ``learning_rate`` was tuned for.
+        lr_scaling: How the learning rate follows the global batch:
+            ``"linear"`` (lr x batch / reference, Goyal et al. 2017: the SGD
+            rule), ``"sqrt"`` (lr x sqrt(batch / reference), Hoffer et al.
+            2017; for Adam) or ``"none"``.
         warmup_epochs: Linear warm-up before the cosine decay.
         weight_decay: Decoupled weight decay (0 disables it).
         label_smoothing: Label smoothing of the cross-entropy.
@@ -38,7 +45,13 @@ class TrainConfig:
         train_examples / validation_examples: Size of the embedded dataset.
         seed: Seeds the weights, the data order and the augmentation.
         weights: Initial weights: None, ``"imagenet"`` or a weights file.
-        strategy: ``"auto"``, ``"default"`` or ``"mirrored"``.
+        strategy: ``"auto"``, ``"default"``, ``"mirrored"`` or
+            ``"multiworker"``.
+        mixed_precision: None (float32), ``"mixed_float16"`` (GPUs; with
+            dynamic loss scaling) or ``"mixed_bfloat16"`` (GPUs from Ampere
+            on, TPUs, recent CPUs). Variables stay float32 and the exported
+            model is float32.
+        jit: Compile the forward and backward pass with XLA.
         model_overrides: Per-model field overrides, e.g. a smaller learning
             rate for VGG16, which has no batch normalization.
     """
@@ -53,6 +66,8 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
+    reference_batch_size: int = 32
+    lr_scaling: str = "sqrt"
     warmup_epochs: float = 0.0
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
@@ -65,6 +80,8 @@ class TrainConfig:
     seed: int = 0
     weights: Optional[str] = None
     strategy: str = "auto"
+    mixed_precision: Optional[str] = None
+    jit: bool = False
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
     def for_model(self, model, **flags):
@@ -73,8 +90,24 @@ class TrainConfig:
         fields.update({k: v for k, v in flags.items() if v is not None})
         return dataclasses.replace(self, model=model, **fields)
 
+    @property
+    def effective_learning_rate(self):
+        """``learning_rate`` scaled from ``reference_batch_size`` to ``batch_size``."""
+        ratio = self.batch_size / self.reference_batch_size
+        if self.lr_scaling == "linear":
+            return self.learning_rate * ratio
+        if self.lr_scaling == "sqrt":
+            return self.learning_rate * ratio ** 0.5
+        if self.lr_scaling == "none":
+            return self.learning_rate
+        raise ValueError(f"Unknown lr_scaling {self.lr_scaling!r}. Choose one of: {', '.join(LR_SCALINGS)}")
+
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+LR_SCALINGS = ("linear", "sqrt", "none")
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def demo():
@@ -97,8 +130,9 @@ def demo():
 def imagenet():
     """ILSVRC2012 at 224x224, 1000 classes: the paper's setting.
 
-    SGD with Nesterov momentum 0.9, peak learning rate 0.1 per 256 images
-    (Goyal et al. 2017's linear scaling rule), 5 epochs of linear warm-up,
+    SGD with Nesterov momentum 0.9, peak learning rate 0.1 per 256 images,
+    scaled linearly to the global batch (Goyal et al. 2017: 0.4 for a batch
+    of 1024), 5 epochs of linear warm-up,
     then cosine decay to zero; weight decay 1e-4; label smoothing 0.1; 90
     epochs. U-Nets at the paper's width (64 filters). VGG16 starts at 0.01 per
     256 images, since without batch normalization it does not survive 0.1.
@@ -110,6 +144,8 @@ def imagenet():
         epochs=90,
         optimizer="sgd",
         learning_rate=0.1,
+        reference_batch_size=256,
+        lr_scaling="linear",
         warmup_epochs=5,
         weight_decay=1e-4,
         label_smoothing=0.1,
@@ -123,6 +159,7 @@ def smoke():
     return TrainConfig(
         image_size=32,
         batch_size=8,
+        reference_batch_size=8,
         epochs=1,
         steps_per_epoch=2,
         unet_filters=4,

@@ -14,6 +14,7 @@ A run of model M lives in ``WORKDIR/M/``:
 - ``run.json``: config, final validation accuracy, wall time.
 """
 
+import contextlib
 import csv
 import io as _io
 import math
@@ -27,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerascam import data, export, io
+from kerascam.configs import MIXED_PRECISION_POLICIES
 from kerascam.data import pipeline
 from kerascam.models import build_model
 
@@ -75,26 +77,49 @@ def is_chief(strategy):
 
 
 def make_optimizer(config, steps_per_epoch):
-    """The optimizer with warm-up + cosine decay over the whole run."""
+    """The optimizer with warm-up + cosine decay over the whole run.
+
+    The peak is ``config.effective_learning_rate`` (the learning rate scaled
+    to the global batch). Under ``mixed_float16`` it is wrapped in Keras'
+    ``LossScaleOptimizer`` (dynamic loss scaling: steps whose gradients
+    overflow are skipped and the scale lowered).
+    """
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
+    peak = config.effective_learning_rate
     if warmup > 0:
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, total - warmup, warmup_target=config.learning_rate, warmup_steps=warmup
-        )
+        schedule = keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=peak, warmup_steps=warmup)
     else:
-        schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+        schedule = keras.optimizers.schedules.CosineDecay(peak, total)
     weight_decay = config.weight_decay or None
     if config.optimizer == "adam":
-        return keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    raise ValueError(f"Unknown optimizer {config.optimizer!r}. Choose one of: adam, sgd")
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
+    elif config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"Unknown optimizer {config.optimizer!r}. Choose one of: adam, sgd")
+    if config.mixed_precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets Keras' global dtype policy to ``name`` (None: float32) for a block."""
+    previous = keras.config.dtype_policy()
+    if name is not None and name not in MIXED_PRECISION_POLICIES:
+        raise ValueError(f"Unknown mixed precision {name!r}. Choose one of: {', '.join(MIXED_PRECISION_POLICIES)}")
+    keras.config.set_dtype_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 # Fields that change the model's variables: a checkpoint of another setting
 # of these cannot be resumed.
-_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm", "vgg_batch_norm")
+# (mixed_float16 adds the loss scale to the optimizer's variables.)
+_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm", "vgg_batch_norm", "mixed_precision")
 
 
 def _check_compatible(run_dir, config):
@@ -155,6 +180,11 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         TrainingError: the loss became non-finite (the last good checkpoint is
             kept), or ``workdir`` holds an incompatible run.
     """
+    with dtype_policy(config.mixed_precision):
+        return _train(config, workdir, strategy, verbose)
+
+
+def _train(config, workdir, strategy, verbose):
     started = time.time()
     run_dir = os.path.join(workdir, config.model)
     strategy = strategy or make_strategy(config.strategy)
@@ -213,6 +243,13 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             ) from e
         if verbose:
             print(f"{config.model}: resuming from {latest} (epoch {int(epoch_var)})")
+    if verbose:
+        precision = f", {config.mixed_precision}" if config.mixed_precision else ""
+        print(
+            f"{config.model}: {strategy.num_replicas_in_sync} replica(s), global batch {global_batch}, "
+            f"peak learning rate {config.effective_learning_rate:.3g} ({config.lr_scaling} scaling from "
+            f"{config.learning_rate:g} per {config.reference_batch_size}){precision}{', XLA' if config.jit else ''}"
+        )
     start_epoch = int(epoch_var.numpy())
 
     loss_fn = keras.losses.CategoricalCrossentropy(
@@ -220,16 +257,28 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     )
     num_classes = train_split.num_classes
 
-    def train_replica_step(batch):
-        images = tf.cast(batch["image"], tf.float32)
-        labels = batch["label"]
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(images, labels):
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example = loss_fn(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            # mixed_float16: the gradients of the scaled loss, unscaled by the optimizer.
+            scaled = optimizer.scale_loss(loss) if scales_loss else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.float32))
+        return loss, correct, grads
+
+    if config.jit:
+        # XLA compiles each replica's forward and backward pass; the
+        # cross-replica gradient sum and the update stay outside, where every
+        # strategy supports them.
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def train_replica_step(batch):
+        loss, correct, grads = forward_backward(tf.cast(batch["image"], tf.float32), batch["label"])
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss, correct
 
     def eval_replica_step(batch):
@@ -307,6 +356,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         return {"model": config.model, "val_accuracy": float(val_acc), "chief": False,
                 "epochs_completed": int(epoch_var.numpy()), "replicas": strategy.num_replicas_in_sync}
 
+    if config.mixed_precision:
+        model = _float32_copy(model, config, train_split.num_classes)
     export.save_keras(model, os.path.join(run_dir, "model.keras"))
     export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
     previous_seconds = 0.0
@@ -319,6 +370,9 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         "num_classes": num_classes,
         "class_names": list(train_split.class_names),
         "parameters": int(model.count_params()),
+        "effective_learning_rate": config.effective_learning_rate,
+        # Unreadable image files left out of the data (folders), by split.
+        "skipped_files": [f"train/{n}" for n in train_split.skipped] + [f"validation/{n}" for n in val_split.skipped],
         "epochs_completed": int(epoch_var.numpy()),
         "val_accuracy": float(val_acc),
         "val_loss": float(val_loss),
@@ -328,3 +382,18 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     }
     io.write_json(summary_path, summary)
     return summary
+
+
+def _float32_copy(model, config, num_classes):
+    """The float32 twin of a mixed-precision model, with its weights.
+
+    Mixed precision is for training speed; explanations take gradients of the
+    exported model, which should not be computed in float16.
+    """
+    with dtype_policy(None):
+        twin = build_model(
+            config.model, config.image_size, num_classes, unet_filters=config.unet_filters,
+            batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
+        )
+    twin.set_weights(model.get_weights())
+    return twin

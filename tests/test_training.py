@@ -205,3 +205,71 @@ def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
         train(dataclasses.replace(config, epochs=2), tmp_path, verbose=0)
     # Nothing was overwritten: the history still holds the one finished epoch.
     assert len(read_history(tmp_path / "unet")) == 1
+
+
+@pytest.mark.parametrize(
+    "scaling, batch, expected", [("linear", 1024, 0.4), ("linear", 64, 0.025), ("sqrt", 1024, 0.2), ("none", 1024, 0.1)]
+)
+def test_learning_rate_follows_the_global_batch(scaling, batch, expected):
+    from kerascam.training import make_optimizer
+
+    config = dataclasses.replace(configs.imagenet(), lr_scaling=scaling, batch_size=batch, epochs=2, warmup_epochs=1)
+    assert config.effective_learning_rate == pytest.approx(expected)
+    optimizer = make_optimizer(config, steps_per_epoch=10)
+    optimizer.iterations.assign(10)  # the end of the warm-up: the peak
+    assert float(optimizer.learning_rate) == pytest.approx(expected, rel=1e-6)
+    optimizer.iterations.assign(20)  # cosine decay to zero
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_demo_learning_rate_is_the_one_it_was_tuned_with():
+    demo = configs.demo()
+    assert demo.effective_learning_rate == demo.learning_rate == 1e-3
+    assert dataclasses.replace(demo, batch_size=128).effective_learning_rate == pytest.approx(2e-3)
+
+
+def _checkpoint_arrays(run_dir):
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    arrays = (reader.get_tensor(name) for name, _ in tf.train.list_variables(str(run_dir / "checkpoints")))
+    return [a for a in arrays if isinstance(a, np.ndarray)]  # (not the object graph)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_and_exports_a_float32_model(tmp_path, policy):
+    import keras
+
+    from kerascam.export import load_keras
+
+    config = dataclasses.replace(
+        SMOKE, model="unet", epochs=8, steps_per_epoch=None, train_examples=16, batch_size=8,
+        learning_rate=1e-2, augment=False, mixed_precision=policy,
+    )
+    train(config, tmp_path, verbose=0)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    losses = [float(r["loss"]) for r in read_history(tmp_path / "unet")]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+
+    model = load_keras(str(tmp_path / "unet" / "model.keras"))
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    # The export carries the trained weights: each is a variable of the final checkpoint.
+    saved = _checkpoint_arrays(tmp_path / "unet")
+    for weight in model.get_weights():
+        assert any(a.shape == weight.shape and np.array_equal(a, weight) for a in saved)
+    with pytest.raises(TrainingError, match=f"mixed_precision '{policy}' -> None"):
+        train(dataclasses.replace(config, mixed_precision=None, epochs=9), tmp_path, verbose=0)
+
+
+def test_xla_gives_the_same_training_as_without(tmp_path):
+    import keras
+
+    from kerascam.models import build_model
+
+    config = dataclasses.replace(SMOKE, model="unet", epochs=1, steps_per_epoch=3, optimizer="sgd", augment=False)
+    train(config, tmp_path / "eager", verbose=0)
+    train(dataclasses.replace(config, jit=True), tmp_path / "xla", verbose=0)
+    plain, compiled = _final_weights(tmp_path / "eager" / "unet"), _final_weights(tmp_path / "xla" / "unet")
+    for a, b in zip(plain, compiled):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    keras.utils.set_random_seed(config.seed)  # the initialization both runs started from
+    initial = build_model("unet", config.image_size, 5, unet_filters=config.unet_filters).get_weights()
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, initial)) > 1e-3  # training moved them
