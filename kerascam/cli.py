@@ -195,6 +195,9 @@ def evaluate_parser():
     p.add_argument("--num-shards", type=positive_int, default=1,
                    help="split the images into this many shards (run each, e.g. on its own machine)")
     p.add_argument("--merge", action="store_true", help="only build the tables from the finished shards")
+    p.add_argument("--chunk", type=positive_int, default=10,
+                   help="batches per saved part of the results: the same command after a kill resumes "
+                        "after the last saved part (default: 10)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
@@ -230,6 +233,7 @@ def evaluate_main(argv):
         backend=args.backend,
         shard=args.shard,
         num_shards=args.num_shards,
+        chunk=args.chunk,
     )
     if args.merge:
         from kerascam.evaluation import merge_shards

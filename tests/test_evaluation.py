@@ -1,11 +1,16 @@
 import csv
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from conftest import run_python
+from conftest import ROOT, run_python
 from kerascam import configs
 from kerascam.evaluation import EvalConfig, evaluate
 from kerascam.models import MODEL_NAMES
@@ -127,3 +132,105 @@ def test_sharded_evaluation_merges_into_the_unsharded_table(workdir):
 
     again = merge_shards(EvalConfig(**base, num_shards=2))
     assert json.dumps(again["score_ground_truth"], sort_keys=True) == json.dumps(whole["score_ground_truth"], sort_keys=True)
+
+
+def _linked_workdir(trained, path, models):
+    """A workdir of its own (its own eval/) whose model folders link to the trained ones."""
+    path.mkdir()
+    for name in models:
+        (path / name).symlink_to(trained / name, target_is_directory=True)
+    return path
+
+
+def _run_in_process(argv, capsys):
+    from kerascam.cli import evaluate_main, run_cli
+
+    code = run_cli(evaluate_main, argv, "evaluate.py")
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def _table_without_time(workdir):
+    table = json.loads((workdir / "eval" / "table.json").read_text())
+    assert table.pop("seconds") > 0
+    return table
+
+
+def test_killed_evaluation_resumes_to_the_same_table(workdir, tmp_path, capsys):
+    models = ("unet", "unet_ablated")
+    # 12 parts of one batch of two images: long enough to be killed midway.
+    flags = ["--models", *models, "--cam", "gradcam", "--split", "train", "--num-images", "24", "--batch-size", "2",
+             "--chunk", "1", "--figures", "3", "--quiet"]
+    whole = _linked_workdir(workdir, tmp_path / "whole", models)
+    _run_in_process(["--workdir", str(whole), *flags], capsys)
+
+    killed = _linked_workdir(workdir, tmp_path / "killed", models)
+    parts = killed / "eval" / "shards" / "shard-0-of-1"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    child = subprocess.Popen([sys.executable, "evaluate.py", "--workdir", str(killed), *flags], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (parts / "chunk-00000.json").exists():
+            assert child.poll() is None and time.monotonic() < deadline, "evaluate.py ended before saving a part"
+            time.sleep(0.002)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    saved = sorted(parts.glob("chunk-*.json"))
+    assert 1 <= len(saved) < 12 and not (killed / "eval" / "table.json").exists()
+    assert [p.name for p in saved] == [f"chunk-{i:05d}.json" for i in range(len(saved))]
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in saved}
+
+    out = _run_in_process(["--workdir", str(killed), *flags], capsys)
+    assert f"resuming: {len(saved)} of 12 chunks done" in out
+    # The saved parts were not written again (atomic writes would give new inodes).
+    assert {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in saved} == before
+    assert len(list(parts.glob("chunk-*.json"))) == 12
+    # Exactly equal: the same batches through the same computations, records
+    # rounded to 6 decimals, sums added in the same order whatever was resumed.
+    assert _table_without_time(killed) == _table_without_time(whole)
+    for name in ("records.csv", "table.md", "figures/explanations.png", "figures/native_maps.png"):
+        assert (killed / "eval" / name).read_bytes() == (whole / "eval" / name).read_bytes(), name
+
+    # Again, after the end: nothing left to explain, the same table.
+    out = _run_in_process(["--workdir", str(killed), *flags], capsys)
+    assert "resuming: 12 of 12 chunks done" in out
+    assert _table_without_time(killed) == _table_without_time(whole)
+
+
+def test_parts_of_other_settings_are_set_aside_and_never_merged(workdir, tmp_path, capsys):
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet",))
+    base = dict(workdir=str(path), models=["unet"], methods=("gradcam",), num_images=4, batch_size=1, chunk=1,
+                num_figures=0, shard=1, num_shards=2)
+    assert evaluate(EvalConfig(**base), progress=False)["missing_shards"] == [0]  # images 1 and 3: two parts
+    assert evaluate(EvalConfig(**dict(base, num_images=2)), progress=False)["missing_shards"] == [0]
+    out = capsys.readouterr().out
+    assert "not resuming" in out and "settings changed (num_images)" in out and "resuming:" not in out
+    assert len(list((path / "eval" / "stale" / "shard-1-of-2").glob("chunk-*.json"))) == 2
+    assert len(list((path / "eval" / "shards" / "shard-1-of-2").glob("chunk-*.json"))) == 1
+    # Shards run with other settings are not merged into one table.
+    with pytest.raises(ValueError, match=r"shard-1-of-2 was evaluated with other settings .*\(methods differ\)"):
+        evaluate(EvalConfig(**dict(base, num_images=2, methods=("gradcam++",), shard=0)), progress=False)
+    assert not (path / "eval" / "table.json").exists()
+
+
+def test_dataset_with_more_classes_than_the_model_fails_before_any_work(workdir, tmp_path, capsys):
+    from helpers_ilsvrc import solid_image, write_image_folder
+
+    from kerascam.cli import evaluate_main, run_cli
+
+    folder = tmp_path / "seven"
+    write_image_folder(folder, {"validation": {f"class{i}": [solid_image(12, 12, 30 * i)] for i in range(7)}})
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet",))
+    code = run_cli(evaluate_main, ["--workdir", str(path), "--dataset", f"folder:{folder}", "--quiet"], "evaluate.py")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"evaluate.py: error: model 'unet' has 5 outputs but dataset 'folder:{folder}' has 7 classes, so labels 5 to 6 "
+        "have no output; evaluate it on the data it was trained on"
+    ]
+    assert not (path / "eval" / "shards").exists()
