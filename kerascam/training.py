@@ -136,6 +136,68 @@ def _check_compatible(run_dir, config):
         )
 
 
+def _reduce_sum(strategy, values):
+    return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
+
+
+def make_train_step(
+    model, optimizer, strategy, *, num_classes, global_batch, label_smoothing=0.0, jit_compile=False
+):
+    """The training step of :func:`train`, a ``tf.function`` of one distributed batch.
+
+    Each replica computes the cross-entropy of its images averaged over the
+    *global* batch (the optimizer sums the replicas' gradients) and applies
+    the gradients; the loss and the number of correct top-1 predictions are
+    summed over the replicas. ``benchmarks/pipeline.py`` times this same step.
+
+    Args:
+        model: The classifier, built in ``strategy.scope()``.
+        optimizer: Its optimizer, built in the same scope. A Keras
+            ``LossScaleOptimizer`` (mixed_float16) gets the gradients of the
+            scaled loss, which it unscales.
+        strategy: The ``tf.distribute.Strategy`` the step runs under.
+        num_classes: Number of classes of the one-hot labels.
+        global_batch: Global batch size, the loss' divisor.
+        label_smoothing: Label smoothing of the cross-entropy. Default 0.
+        jit_compile: Compile each replica's forward and backward pass with
+            XLA. Default False.
+
+    Returns:
+        ``step(batch)`` for a batch of ``{"image", "label"}``, returning
+        ``[loss, correct]`` as scalar tensors.
+    """
+    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=None)
+    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example = loss_fn(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            # mixed_float16: the gradients of the scaled loss, unscaled by the optimizer.
+            scaled = optimizer.scale_loss(loss) if scales_loss else loss
+        grads = tape.gradient(scaled, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.float32))
+        return loss, correct, grads
+
+    if jit_compile:
+        # XLA compiles each replica's forward and backward pass; the
+        # cross-replica gradient sum and the update stay outside, where every
+        # strategy supports them.
+        forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def train_replica_step(batch):
+        loss, correct, grads = forward_backward(tf.cast(batch["image"], tf.float32), batch["label"])
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss, correct
+
+    @tf.function
+    def train_step(batch):
+        return _reduce_sum(strategy, strategy.run(train_replica_step, args=(batch,)))
+
+    return train_step
+
+
 class _History:
     """Per-epoch metrics in ``history.csv`` and TensorBoard, kept consistent on resume."""
 
@@ -252,34 +314,11 @@ def _train(config, workdir, strategy, verbose):
         )
     start_epoch = int(epoch_var.numpy())
 
-    loss_fn = keras.losses.CategoricalCrossentropy(
-        from_logits=True, label_smoothing=config.label_smoothing, reduction=None
-    )
     num_classes = train_split.num_classes
-
-    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    def forward_backward(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = loss_fn(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            # mixed_float16: the gradients of the scaled loss, unscaled by the optimizer.
-            scaled = optimizer.scale_loss(loss) if scales_loss else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.float32))
-        return loss, correct, grads
-
-    if config.jit:
-        # XLA compiles each replica's forward and backward pass; the
-        # cross-replica gradient sum and the update stay outside, where every
-        # strategy supports them.
-        forward_backward = tf.function(forward_backward, jit_compile=True)
-
-    def train_replica_step(batch):
-        loss, correct, grads = forward_backward(tf.cast(batch["image"], tf.float32), batch["label"])
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, correct
+    train_step = make_train_step(
+        model, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
+        label_smoothing=config.label_smoothing, jit_compile=config.jit,
+    )
 
     def eval_replica_step(batch):
         images = tf.cast(batch["image"], tf.float32)
@@ -289,16 +328,9 @@ def _train(config, workdir, strategy, verbose):
         correct = tf.cast(tf.argmax(logits, -1) == labels, tf.float32)
         return tf.reduce_sum(per_example), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float32)
 
-    def reduce_sum(values):
-        return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
-
-    @tf.function
-    def train_step(batch):
-        return reduce_sum(strategy.run(train_replica_step, args=(batch,)))
-
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
-        return reduce_sum(strategy.run(eval_replica_step, args=(batch,)))
+        return _reduce_sum(strategy, strategy.run(eval_replica_step, args=(batch,)))
 
     def evaluate():
         totals = np.zeros(3)
