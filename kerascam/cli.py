@@ -217,6 +217,13 @@ def evaluate_main(argv):
     if not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} does not exist; train first: python train.py --model all")
     check_writable(os.path.join(args.workdir, "eval"))
+    from kerascam.io import check_free_space
+
+    # Records and their saved parts (a few hundred bytes per image, model and
+    # method, twice), tables and figures.
+    methods = len(available_methods()) if args.cam == "all" else 1
+    check_free_space(os.path.join(args.workdir, "eval"), args.num_images * 4 * methods * 600 + 32 * 2**20,
+                     "the evaluation's records, tables and figures")
     config = EvalConfig(
         workdir=args.workdir,
         models=args.models,

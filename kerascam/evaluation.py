@@ -379,6 +379,8 @@ def evaluate(config, *, progress=True):
         "reference": "+".join(REFERENCE) if reference_needed else "none (resnet50 not evaluated)",
         "backend": config.backend,
     }
+    if split.skipped:  # folders: unreadable image files left out of the split
+        settings["unreadable_files_skipped"] = len(split.skipped)
     manifest = {
         "identity": _identity(config, runs, data_config, split),
         "models": list(models),
@@ -461,6 +463,10 @@ def evaluate(config, *, progress=True):
             part.save(shard_dir)
             part = _Part(part.index + 1)
 
+    if split.skipped:
+        from kerascam.data import describe_skipped
+
+        print(describe_skipped(split.skipped), flush=True)
     if config.num_shards > 1:
         missing = [i for i in range(config.num_shards)
                    if not _is_complete(_shard_dir(out_dir, i, config.num_shards))]

@@ -39,6 +39,20 @@ def atomic_path(path, suffix=""):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_free_space(folder, needed_bytes, what):
+    """Raises ``OSError`` (one sentence) if ``folder``'s disk has less than ``needed_bytes`` free.
+
+    Called before long work, so that a full disk is reported at the start
+    instead of by a failed save hours later.
+    """
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes:
+        raise OSError(
+            f"not enough free space in {folder}: {what} need about {needed_bytes / 2**20:,.0f} MiB, "
+            f"{free / 2**20:,.0f} MiB free; free some space or choose another folder"
+        )
+
+
 def write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

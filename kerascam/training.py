@@ -286,6 +286,11 @@ def _train(config, workdir, strategy, verbose):
         # Create the optimizer's slots now so a restore fills them directly.
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    if chief:
+        # Two kept checkpoints and one being written (weights and optimizer
+        # slots), model.keras, the SavedModel, and room for logs.
+        copies = 3 * (1 + len(optimizer.variables) // max(1, len(model.trainable_variables))) + 2
+        io.check_free_space(run_dir, copies * 4 * model.count_params() + 64 * 2**20, "checkpoints and exports")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     shared_dir = os.path.join(run_dir, "checkpoints")
     # Every worker takes part in saving (the variables are read collectively),

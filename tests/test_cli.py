@@ -16,6 +16,8 @@ from conftest import run_python
         (["--workdir", "setup.cfg/runs"], "cannot write to"),
         (["--dataset", "cifar10"], "Unknown dataset 'cifar10'"),
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
+        (["--model", "all", "--weights", "setup.cfg"], "--weights applies to one model"),  # conflicting flags
+        (["--learning-rate", "-0.1"], "expected a positive number, got -0.1"),
     ],
 )
 def test_train_bad_input_is_one_line_and_exit_2(args, expected):
@@ -46,3 +48,19 @@ def test_empty_folder_dataset_and_too_few_images_fail_before_training(tmp_path):
                       "--workdir", str(tmp_path / "runs")], timeout=120)
     assert few.returncode == 1, few.stderr
     assert "fewer than one batch" in few.stderr and "Traceback" not in few.stderr
+
+
+def test_evaluate_reports_a_full_disk_before_any_work(tmp_path, monkeypatch, capsys):
+    import collections
+    import shutil
+
+    from kerascam.cli import evaluate_main, run_cli
+
+    (tmp_path / "runs").mkdir()
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    code = run_cli(evaluate_main, ["--workdir", str(tmp_path / "runs")], "evaluate.py")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "not enough free space" in err[0] and "1 MiB free" in err[0]
+    assert not (tmp_path / "runs" / "eval" / "shards").exists()

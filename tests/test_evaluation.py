@@ -234,3 +234,24 @@ def test_dataset_with_more_classes_than_the_model_fails_before_any_work(workdir,
         "have no output; evaluate it on the data it was trained on"
     ]
     assert not (path / "eval" / "shards").exists()
+
+
+def test_evaluation_of_a_folder_with_bad_files_goes_on_and_names_them(workdir, tmp_path, capsys):
+    from helpers_ilsvrc import solid_image, write_image_folder
+
+    folder = tmp_path / "five"
+    write_image_folder(folder, {"validation": {f"class{i}": [solid_image(40, 50, 40 * i)] * 2 for i in range(5)}})
+    (folder / "validation" / "class1" / "empty.jpg").write_bytes(b"")
+    (folder / "validation" / "class3" / "..jpg").write_bytes(b"not an image")  # a name that looks like a path
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet",))
+    before = {p for p in tmp_path.rglob("*")}
+    out = _run_in_process(
+        ["--workdir", str(path), "--dataset", f"folder:{folder}", "--cam", "gradcam", "--figures", "2", "--quiet"], capsys
+    )
+    assert "skipped 2 unreadable files: class1/empty.jpg, class3/..jpg" in out
+    table = _table_without_time(path)
+    assert table["settings"]["unreadable_files_skipped"] == 2 and table["settings"]["images"] == 10
+    assert table["score_ground_truth"]["unet"]["gradcam"]["n"] == 0  # folders have no masks
+    # Every output lands in the eval folder, whatever the dataset's file names.
+    written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
+    assert written and all((path / "eval") in p.parents for p in written), sorted(map(str, written))

@@ -273,3 +273,14 @@ def test_xla_gives_the_same_training_as_without(tmp_path):
     keras.utils.set_random_seed(config.seed)  # the initialization both runs started from
     initial = build_model("unet", config.image_size, 5, unet_filters=config.unet_filters).get_weights()
     assert max(float(np.abs(a - b).max()) for a, b in zip(plain, initial)) > 1e-3  # training moved them
+
+
+def test_a_full_disk_is_reported_before_the_first_step(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    with pytest.raises(OSError, match=r"not enough free space in \S+unet: checkpoints and exports need about 6\d MiB, 1 MiB free"):
+        train(dataclasses.replace(SMOKE, model="unet"), tmp_path, verbose=0)
+    assert not (tmp_path / "unet" / "checkpoints").exists() and not (tmp_path / "unet" / "history.csv").exists()
