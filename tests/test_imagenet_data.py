@@ -106,6 +106,14 @@ def test_missing_archive_names_the_expected_file(tmp_path):
     assert "\n" not in str(error.value)
 
 
+def test_train_alone_is_refused_since_the_builder_opens_the_val_tar(tmp_path):
+    (tmp_path / "manual").mkdir()
+    (tmp_path / "manual" / "ILSVRC2012_img_train.tar").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="needs \\S+ILSVRC2012_img_val.tar .*to prepare any split"):
+        imagenet.load_imagenet("train", tmp_path / "tfds", tmp_path / "manual")
+    assert not (tmp_path / "tfds").exists()  # nothing prepared
+
+
 def test_unknown_split():
     with pytest.raises(ValueError, match="Unknown ImageNet split 'val'"):
         imagenet.load_imagenet("val")

@@ -102,7 +102,8 @@ def load_imagenet(split, data_dir=None, manual_dir=None, *, shuffle_files=False,
             that lacks ``split`` because its archive was missing when it was
             prepared.
         FileNotFoundError: The dataset is not prepared and the archive of
-            ``split`` is not in ``manual_dir``.
+            ``split``, or the val archive (which TFDS' builder opens to
+            prepare any split), is not in ``manual_dir``.
     """
     import tensorflow_datasets as tfds
 
@@ -114,12 +115,15 @@ def load_imagenet(split, data_dir=None, manual_dir=None, *, shuffle_files=False,
         if manual_dir is None:
             manual_dir = os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
         manual_dir = os.fspath(manual_dir)
-        archive = os.path.join(manual_dir, ARCHIVES[base])
-        if not os.path.isfile(archive):
-            raise FileNotFoundError(
-                f"ImageNet split {base!r} needs {archive} (manual_dir holds "
-                f"{ARCHIVES['train']} and {ARCHIVES['validation']}, downloaded by hand from https://image-net.org)."
-            )
+        # The builder opens the val tar whatever split it prepares.
+        for name in dict.fromkeys((ARCHIVES[base], ARCHIVES["validation"])):
+            archive = os.path.join(manual_dir, name)
+            if not os.path.isfile(archive):
+                raise FileNotFoundError(
+                    f"ImageNet split {base!r} needs {archive} (manual_dir holds {ARCHIVES['train']} and "
+                    f"{ARCHIVES['validation']}, downloaded by hand from https://image-net.org; TFDS' builder "
+                    "reads the val tar to prepare any split)."
+                )
         # Fail in seconds on a wrong layout rather than after hours of writing.
         if os.path.isfile(os.path.join(manual_dir, ARCHIVES["validation"])):
             check_validation_tar(os.path.join(manual_dir, ARCHIVES["validation"]))
