@@ -40,6 +40,11 @@ def silence_tensorflow():
     # TensorFlow's Python warnings too (e.g. the retracing notice that counts
     # one trace per cached CAM engine as "frequent retracing").
     tf.get_logger().setLevel("ERROR")
+    # tensorflow-datasets' notices go through absl's logger ("Variant folder
+    # ... has no dataset_info.json" before every first preparation).
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 silence_tensorflow()

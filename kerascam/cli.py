@@ -68,7 +68,9 @@ def run_cli(main, argv, prog):
             raise
         from kerascam.training import TrainingError
 
-        code = 2 if isinstance(e, (UsageError, ValueError)) else 1
+        # A missing file or folder the user named (data, a trained model) is
+        # bad input too: exit code 2.
+        code = 2 if isinstance(e, (UsageError, ValueError, FileNotFoundError)) else 1
         if not isinstance(e, (UsageError, ValueError, TrainingError, OSError)):
             message = f"{type(e).__name__}: {e}"
         else:

@@ -18,6 +18,8 @@ from conftest import run_python
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
         (["--model", "all", "--weights", "setup.cfg"], "--weights applies to one model"),  # conflicting flags
         (["--learning-rate", "-0.1"], "expected a positive number, got -0.1"),
+        (["--dataset", "imagenet2012", "--data-dir", "/no/such/tfds", "--manual-dir", "/no/such/manual"],
+         "needs /no/such/manual/ILSVRC2012_img_train.tar"),
     ],
 )
 def test_train_bad_input_is_one_line_and_exit_2(args, expected):
@@ -64,3 +66,21 @@ def test_evaluate_reports_a_full_disk_before_any_work(tmp_path, monkeypatch, cap
     assert code == 1 and len(err) == 1
     assert "not enough free space" in err[0] and "1 MiB free" in err[0]
     assert not (tmp_path / "runs" / "eval" / "shards").exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], "no trained model in"),
+        (["--models", "vgg16"], "vgg16/model.keras does not exist; train it with: python train.py --model vgg16"),
+        (["--cam", "lime"], "invalid choice: 'lime'"),
+    ],
+)
+def test_evaluate_without_trained_models_or_with_a_bad_method_exits_2(tmp_path, capsys, args, expected):
+    from kerascam.cli import evaluate_main, run_cli
+
+    (tmp_path / "runs").mkdir()
+    code = run_cli(evaluate_main, ["--workdir", str(tmp_path / "runs"), *args], "evaluate.py")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("evaluate.py: error:"), err
+    assert expected in err[0]
