@@ -22,8 +22,9 @@ from conftest import run_python
          "needs /no/such/manual/ILSVRC2012_img_train.tar"),
     ],
 )
-def test_train_bad_input_is_one_line_and_exit_2(args, expected):
-    result = run_python(["train.py", *args], timeout=120)
+def test_train_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
+    # (a --workdir in args comes last and wins)
+    result = run_python(["train.py", "--workdir", str(tmp_path / "runs"), *args], timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
