@@ -30,9 +30,11 @@ def _stderr_to_devnull():
 
 def silence_tensorflow():
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    ours = os.environ.get("_KERASCAM_QUIET") == "1"  # set by a parent process's kerascam (train.py --jobs)
+    if ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours) or "tensorflow" in sys.modules:
         return  # the user's choice, or too late to matter
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    os.environ["_KERASCAM_QUIET"] = "1"
     with _stderr_to_devnull():
         import tensorflow as tf
 

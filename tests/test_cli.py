@@ -18,6 +18,7 @@ from conftest import run_python
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
         (["--model", "all", "--weights", "setup.cfg"], "--weights applies to one model"),  # conflicting flags
         (["--learning-rate", "-0.1"], "expected a positive number, got -0.1"),
+        (["--model", "all", "--jobs", "2", "--strategy", "mirrored"], "with --strategy mirrored train them one at a time"),
         (["--dataset", "imagenet2012", "--data-dir", "/no/such/tfds", "--manual-dir", "/no/such/manual"],
          "needs /no/such/manual/ILSVRC2012_img_train.tar"),
     ],

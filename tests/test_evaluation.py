@@ -17,14 +17,30 @@ from kerascam.models import MODEL_NAMES
 from kerascam.training import train
 
 
+SMOKE_64 = dict(image_size=64, steps_per_epoch=1)  # ResNet50's map is 2x2 at 64x64
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """The four models trained for two steps at 64x64 (ResNet50's map is 2x2 there)."""
+    """The four smoke models, one step each at 64x64, trained two at a time by train.py --jobs 2."""
     path = tmp_path_factory.mktemp("runs")
-    for name in MODEL_NAMES:
-        config = dataclasses.replace(configs.smoke(), model=name, image_size=64, steps_per_epoch=1)
-        train(config, path, verbose=0)
+    result = run_python(["train.py", "--model", "all", "--preset", "smoke", "--image-size", "64", "--steps-per-epoch", "1",
+                         "--jobs", "2", "--workdir", str(path)])
+    assert result.returncode == 0, result.stderr
+    assert "2 at a time, each in its own process" in result.stdout
+    assert result.stderr == ""  # TensorFlow's start-up noise stays quiet in the child processes too
     return path
+
+
+def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path):
+    from kerascam.export import load_keras
+
+    config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_64)
+    train(config, tmp_path, verbose=0)
+    alone = load_keras(str(tmp_path / "unet_ablated" / "model.keras")).get_weights()
+    side_by_side = load_keras(str(workdir / "unet_ablated" / "model.keras")).get_weights()
+    for a, b in zip(alone, side_by_side):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +99,9 @@ def test_figures_are_written(workdir, evaluated):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_cli_end_to_end_and_bad_input(workdir):
+def test_evaluate_cli_end_to_end_and_bad_input(workdir, capsys):
+    from kerascam.cli import evaluate_main, run_cli
+
     result = run_python(["evaluate.py", "--workdir", str(workdir), "--cam", "gradcam", "--models", "unet", "vgg16",
                          "--num-images", "3", "--figures", "1", "--quiet"])
     assert result.returncode == 0, result.stderr
@@ -95,9 +113,12 @@ def test_evaluate_cli_end_to_end_and_bad_input(workdir):
         (["--batch-size", "0"], "positive integer"),
         (["--shard", "2", "--num-shards", "2", "--workdir", str(workdir)], "--shard must lie in 0..1"),
     ]:
-        bad = run_python(["evaluate.py", *args])
-        assert bad.returncode == 2, bad.stderr
-        assert len(bad.stderr.strip().splitlines()) == 1 and expected in bad.stderr, bad.stderr
+        # In-process: the same code path as the command line, without the
+        # start-up of a fresh process per case (test_cli.py runs those).
+        code = run_cli(evaluate_main, args, "evaluate.py")
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert len(err.strip().splitlines()) == 1 and expected in err and "Traceback" not in err, err
 
 
 def test_both_backends_give_the_same_maps_for_trained_models(workdir):
