@@ -138,13 +138,13 @@ def default_jobs(strategy):
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def _train_in_child(config, workdir):
+def _train_in_child(config, workdir, verbose):
     from kerascam.training import train
 
-    return train(config, workdir, verbose=0)
+    return train(config, workdir, verbose=verbose)
 
 
-def _train_in_parallel(run_configs, workdir, jobs):
+def _train_in_parallel(run_configs, workdir, jobs, verbose):
     """Trains each config in a process of its own, ``jobs`` at a time.
 
     Each run is the same as alone (same seed, same data order): only the wall
@@ -162,7 +162,7 @@ def _train_in_parallel(run_configs, workdir, jobs):
     summaries, failures = {}, []
     context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in every process
     with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_train_in_child, config, workdir): config.model for config in order}
+        futures = {pool.submit(_train_in_child, config, workdir, verbose): config.model for config in order}
         for future in concurrent.futures.as_completed(futures):
             model = futures[future]
             try:
@@ -223,7 +223,8 @@ def train_main(argv):
     started = time.time()
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))
     if jobs > 1:
-        summaries = _train_in_parallel(run_configs, args.workdir, jobs)
+        # One line per epoch and model: progress bars of two processes would mix.
+        summaries = _train_in_parallel(run_configs, args.workdir, jobs, verbose=0 if args.quiet else 2)
     else:
         summaries = [train(config, args.workdir, verbose=0 if args.quiet else 1) for config in run_configs]
     print()

@@ -233,7 +233,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         workdir: Folder of all runs; this run lives in ``workdir/config.model``.
         strategy: A ``tf.distribute.Strategy``; default
             ``make_strategy(config.strategy)``.
-        verbose: 1 shows progress bars and an epoch line, 0 is silent.
+        verbose: 1 shows progress bars and an epoch line, 2 one line per
+            epoch that names the model (for runs side by side), 0 is silent.
 
     Returns:
         The ``run.json`` summary as a dict.
@@ -352,8 +353,8 @@ def _train(config, workdir, strategy, verbose):
             train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
             crop_size=crop_size, num_examples=train_split.num_examples,
         ).take(steps)
-        bar = keras.utils.Progbar(steps, verbose=verbose, stateful_metrics=["loss", "acc"])
-        if verbose:
+        bar = keras.utils.Progbar(steps, verbose=1 if verbose == 1 else 0, stateful_metrics=["loss", "acc"])
+        if verbose == 1:
             print(f"{config.model} epoch {epoch + 1}/{config.epochs}")
         loss_sum = correct_sum = 0.0
         for step, batch in enumerate(strategy.experimental_distribute_dataset(batches)):
@@ -383,8 +384,15 @@ def _train(config, workdir, strategy, verbose):
                 "seconds": time.time() - epoch_start,
             }
         )
-        if verbose:
+        if verbose == 1:
             print(f"  val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} ({time.time() - epoch_start:.0f} s)")
+        elif verbose == 2:
+            print(
+                f"{config.model} epoch {epoch + 1}/{config.epochs}: loss {loss_sum / steps:.4f} - accuracy "
+                f"{correct_sum / (steps * global_batch):.4f} - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} "
+                f"({time.time() - epoch_start:.0f} s)",
+                flush=True,
+            )
 
     if start_epoch >= config.epochs:  # nothing left to train: report the saved model
         val_loss, val_acc = evaluate()

@@ -28,6 +28,8 @@ def workdir(tmp_path_factory):
                          "--jobs", "2", "--workdir", str(path)])
     assert result.returncode == 0, result.stderr
     assert "2 at a time, each in its own process" in result.stdout
+    for name in MODEL_NAMES:  # a line per epoch and model instead of progress bars
+        assert f"{name} epoch 1/1: loss " in result.stdout and f"{name} done: val_accuracy" in result.stdout
     assert result.stderr == ""  # TensorFlow's start-up noise stays quiet in the child processes too
     return path
 
