@@ -54,6 +54,12 @@ def check_writable(folder):
         raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another --workdir") from None
 
 
+def _first_line(error):
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run_cli(main, argv, prog):
     """Runs ``main(argv)`` and turns expected failures into one-line errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -75,7 +81,7 @@ def run_cli(main, argv, prog):
             message = f"{type(e).__name__}: {e}"
         else:
             message = str(e)
-        first_line = message.strip().splitlines()[0] if message.strip() else type(e).__name__
+        first_line = _first_line(message) if message.strip() else type(e).__name__
         print(f"{prog}: error: {first_line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {first_line}", file=sys.stderr)
         return code
 
@@ -168,8 +174,8 @@ def _train_in_parallel(run_configs, workdir, jobs, verbose):
             try:
                 summaries[model] = s = future.result()
             except Exception as e:  # noqa: BLE001  (reported with the others at the end)
-                failures.append(f"{model}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
-                print(f"{model} failed: {failures[-1]}", flush=True)
+                failures.append(f"{model}: {_first_line(e)}")
+                print(f"{model} failed: {_first_line(e)}", flush=True)
                 continue
             print(f"{model} done: val_accuracy {s['val_accuracy']:.4f} in {s['wall_seconds']:.0f} s", flush=True)
     if failures:

@@ -279,9 +279,9 @@ def load_folder(path, split, *, shuffle_files=False):
     unreadable = scan_split(split_dir, names)
     skipped = tuple(sorted(unreadable))
     if skipped:
-        listed = ", ".join(f"{name} ({unreadable[name]})" for name in skipped[:10])
-        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        logger.warning("Skipping %d unreadable files of %s: %s%s", len(skipped), split_dir, listed, more)
+        from kerascam.data import describe_skipped
+
+        logger.warning("%s: %s", split_dir, describe_skipped([f"{name} ({unreadable[name]})" for name in skipped]))
     if len(skipped) == len(names):
         raise ValueError(f"No readable images in {split_dir}: all {len(names)} files failed to decode.")
     readable_classes = {name.split("/", 1)[0] for name in names if name not in unreadable}
