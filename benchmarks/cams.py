@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
 GRADIENT_METHODS = ("gradcam", "gradcam++")
 MIB = 2**20
@@ -161,6 +162,7 @@ def _interleaved(functions, repeats, warm_up=2):
 
 def run_worker(args):
     """Measures one (model, backend) pair; prints one JSON line."""
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
     from kerascam import cams  # first: it quiets TensorFlow's start-up logs
     from kerascam.models import build_model
 

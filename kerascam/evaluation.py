@@ -193,18 +193,22 @@ def explain_batch(models, methods, images, labels, class_index="predicted", max_
 
     out, predictions = {}, {}
     for name, model in models.items():
-        predicted = cams.predicted_classes(model, images)
-        predictions[name] = predicted
-        target = labels if class_index == "true" else predicted
         channels = model.get_layer(target_layer_name(model)).output.shape[-1]
+        # Explaining the labels needs a pass of its own for the predictions;
+        # otherwise the first method's forward pass gives them (the kerascam
+        # engine reads them from its logits) and the other methods explain them.
+        predicted = cams.predicted_classes(model, images, batch_size) if class_index == "true" else None
         for method in methods:
             # max_N at or above the channel count means all channels.
             kwargs = {"max_N": max_N} if method == "scorecam" and max_N and max_N < channels else {}
-            maps, native = cams.explain(
-                model, images, method, class_index=target, return_native=True, batch_size=batch_size,
-                backend=backend, **kwargs
+            target = labels if class_index == "true" else predicted
+            result = cams.get_method(method)(model).compute(
+                images, target, batch_size=batch_size, backend=backend, **kwargs
             )
-            out[(name, method)] = (maps, native, metrics.map_status(native))
+            if predicted is None:
+                predicted = result.classes
+            out[(name, method)] = (result.maps, result.native, metrics.map_status(result.native))
+        predictions[name] = predicted
     return out, predictions
 
 

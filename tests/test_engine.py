@@ -229,7 +229,58 @@ def test_engine_rejects_models_with_several_outputs():
 
 
 def test_engine_returns_raw_and_resized_maps(small_cnn):
-    native, resized = get_engine(small_cnn, "target", "gradcam").explain(_images(32, n=1))
+    native, resized, classes = get_engine(small_cnn, "target", "gradcam").explain(_images(32, n=1))
     assert isinstance(native, np.ndarray) and native.shape == (1, 8, 8) and native.dtype == np.float32
     assert isinstance(resized, np.ndarray) and resized.shape == (1, 32, 32)
     np.testing.assert_allclose(resized, cams.resize_maps(native, (32, 32)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(classes, cams.predicted_classes(small_cnn, _images(32, n=1)))
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("backend", cams.BACKENDS)
+def test_compute_returns_the_classes_it_explained(method, backend):
+    keras.utils.set_random_seed(1)
+    model = _small_cnn("varied_predictions")
+    kernel, bias = model.get_layer("predictions").get_weights()
+    model.get_layer("predictions").set_weights([np.random.default_rng(0).normal(0, 3, kernel.shape), bias])
+    rng = np.random.default_rng(0)
+    images = (rng.uniform(0, 255, (6, 32, 32, 3)) * rng.uniform(0, 1, (6, 1, 1, 3))).astype(np.float32)
+    predicted = cams.predicted_classes(model, images)
+    # Not vacuous: the net predicts more than one class on these images.
+    assert len(set(predicted.tolist())) > 1
+    cam = cams.get_method(method)(model, "target")
+    result = cam.compute(images, batch_size=4, backend=backend)
+    np.testing.assert_array_equal(result.classes, predicted)
+    assert result.classes.dtype == np.int64
+    maps, native = cam(images, predicted, batch_size=4, backend=backend, return_native=True)
+    np.testing.assert_array_equal(result.maps, maps)
+    np.testing.assert_array_equal(result.native, native)
+    given = (predicted + 1) % 3
+    np.testing.assert_array_equal(cam.compute(images, given, backend=backend).classes, given)
+
+
+@pytest.mark.parametrize("class_index", ["predicted", "true"])
+def test_evaluation_reads_predictions_from_the_cam_forward_pass(models, monkeypatch, class_index):
+    from kerascam import evaluation
+
+    model = models("unet")
+    images, labels = _images(32, n=3, seed=5), np.array([0, 1, 2])
+    expected = cams.predicted_classes(model, images)
+    calls = []
+    original = cams.predicted_classes
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cams, "predicted_classes", counting)
+    monkeypatch.setattr(cams.base, "predicted_classes", counting)
+    out, predictions = evaluation.explain_batch(
+        {"unet": model}, ("gradcam", "gradcam++"), images, labels, class_index
+    )
+    np.testing.assert_array_equal(predictions["unet"], expected)
+    # A separate forward pass only when the explained class is not the prediction.
+    assert len(calls) == (1 if class_index == "true" else 0)
+    explained = labels if class_index == "true" else expected
+    for method in ("gradcam", "gradcam++"):
+        np.testing.assert_array_equal(out[("unet", method)][0], cams.explain(model, images, method, explained))

@@ -6,7 +6,8 @@ One call for users and for `evaluate.py`::
 
 `METHODS` maps each method's name to its implementation (a `BaseCAM`
 subclass); to explain many batches with the same model, build the method once
-(`METHODS["scorecam"](model)`) and call it per batch. The conventions (logits,
+(`METHODS["scorecam"](model)`) and call it per batch; its `compute` also
+returns the classes explained (a `CAMResult`). The conventions (logits,
 bilinear resize, normalisation, undefined maps) are described in
 `kerascam/cams/base.py`.
 
@@ -18,6 +19,7 @@ and "tf-keras-vis", the reference they reproduce.
 from kerascam.cams.base import (
     BACKENDS,
     BaseCAM,
+    CAMResult,
     normalize_maps,
     predicted_classes,
     resize_maps,
@@ -111,6 +113,7 @@ def explain(
 __all__ = [
     "BACKENDS",
     "BaseCAM",
+    "CAMResult",
     "GradCAM",
     "GradCAMPlusPlus",
     "METHODS",

@@ -32,6 +32,7 @@ Conventions, for every method:
 
 import contextlib
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
@@ -186,6 +187,21 @@ def resolve_class_index(model, images, class_index=None, batch_size=None):
     return indices.astype(np.int64)
 
 
+class CAMResult(NamedTuple):
+    """What `BaseCAM.compute` returns for a batch of N images of size (H, W).
+
+    Attributes:
+        maps: float32 (N, H, W) in [0, 1], as `explain` returns them.
+        native: float32 (N, h, w), the raw maps at the target layer.
+        classes: int64 (N,), the class each map explains (the predicted one
+            unless a class was given), read from the same forward pass.
+    """
+
+    maps: np.ndarray
+    native: np.ndarray
+    classes: np.ndarray
+
+
 class BaseCAM:
     """A CAM method bound to one model and one target layer.
 
@@ -293,7 +309,8 @@ class BaseCAM:
         return self._native_and_resized(images, class_index, max_N, batch_size, backend)[0]
 
     def _native_and_resized(self, images, class_index, max_N, batch_size, backend):
-        """Raw maps (N, h, w) and the same maps resized to (H, W), not normalised."""
+        """Raw maps (N, h, w), the same maps resized to (H, W), not normalised,
+        and the classes explained (N,)."""
         images = _check_images(images)
         max_N = self._check_max_N(max_N)
         batch_size = _check_batch_size(batch_size)
@@ -319,7 +336,7 @@ class BaseCAM:
                 for i in range(0, len(images), batch_size)
             ]
         native = np.concatenate(chunks)
-        return native, resize_maps(native, images.shape[1:3])
+        return native, resize_maps(native, images.shape[1:3]), classes
 
     def __call__(
         self,
@@ -352,11 +369,24 @@ class BaseCAM:
             `return_native=True`, a tuple (maps, native_maps), native_maps of
             shape (N, h, w).
         """
-        native, resized = self._native_and_resized(images, class_index, max_N, batch_size, backend)
-        maps = normalize_maps(resized)
+        result = self.compute(images, class_index, max_N=max_N, batch_size=batch_size, backend=backend)
         if return_native:
-            return maps, native
-        return maps
+            return result.maps, result.native
+        return result.maps
+
+    def compute(self, images, class_index=None, *, max_N=None, batch_size=None, backend="kerascam"):
+        """Maps, raw maps and the classes they explain, in one pass.
+
+        Args: as `__call__`.
+
+        Returns:
+            A `CAMResult` (maps, native, classes). With the kerascam backend
+            the predicted classes come from the forward pass that gives the
+            activations, so a caller that needs them (evaluate.py records
+            every prediction) runs no forward pass of its own.
+        """
+        native, resized, classes = self._native_and_resized(images, class_index, max_N, batch_size, backend)
+        return CAMResult(normalize_maps(resized), native, classes)
 
     def __repr__(self):
         return f"{type(self).__name__}(model={self.model.name!r}, target_layer={self.target_layer!r})"

@@ -130,7 +130,7 @@ class CAMEngine:
         raise NotImplementedError
 
     def _explain_batch(self, images, classes, max_N, batch_size):
-        """(native, resized) maps of one chunk of at most `batch_size` images."""
+        """(native, resized, explained classes) of one chunk of at most `batch_size` images."""
         raise NotImplementedError
 
     def explain(self, images, classes=None, *, max_N=None, batch_size=32):
@@ -145,22 +145,24 @@ class CAMEngine:
                 images per forward pass (scorecam).
 
         Returns:
-            A tuple (native, resized) of float32 arrays (N, h, w) and (N, H, W):
-            native after the method's ReLU, resized bilinearly with half-pixel
-            centres; neither is normalised.
+            A tuple (native, resized, classes): float32 arrays (N, h, w) and
+            (N, H, W), native after the method's ReLU, resized bilinearly with
+            half-pixel centres, neither normalised; and the int64 classes
+            explained (N,), the predicted ones where `classes` asked for them.
         """
         images = np.asarray(images, dtype=np.float32)
         if classes is None:
             classes = np.full(len(images), PREDICTED_CLASS, np.int64)
         classes = np.asarray(classes, dtype=np.int64)
-        native, resized = [], []
+        native, resized, explained = [], [], []
         for start in range(0, len(images), batch_size):
-            chunk_native, chunk_resized = self._explain_batch(
+            chunk_native, chunk_resized, chunk_classes = self._explain_batch(
                 images[start : start + batch_size], classes[start : start + batch_size], max_N, batch_size
             )
             native.append(np.asarray(chunk_native, dtype=np.float32))
             resized.append(np.asarray(chunk_resized, dtype=np.float32))
-        return np.concatenate(native), np.concatenate(resized)
+            explained.append(np.asarray(chunk_classes, dtype=np.int64))
+        return np.concatenate(native), np.concatenate(resized), np.concatenate(explained)
 
     def __repr__(self):
         return f"{type(self).__name__}(extractor={self.extractor.name!r})"
@@ -195,7 +197,8 @@ class GradCAMEngine(CAMEngine):
 
     def _graph(self, images, classes):
         activations, logits = self._forward(images)
-        class_scores = tf.gather(logits, self._choose_classes(classes, logits), batch_dims=1)
+        classes = self._choose_classes(classes, logits)
+        class_scores = tf.gather(logits, classes, batch_dims=1)
         # tf.gradients works on the traced graph and only emits the backward ops
         # between the class logits and the target layer (the network's head).
         # The images are independent, so the gradient of the sum is each image's.
@@ -207,7 +210,7 @@ class GradCAMEngine(CAMEngine):
         class_scores = tf.cast(class_scores, tf.float32)
         weights = self.channel_weights(activations, gradients, class_scores)
         native = tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))
-        return native, resize_half_pixel(native, tf.shape(images)[1:3])
+        return native, resize_half_pixel(native, tf.shape(images)[1:3]), classes
 
     def _explain_batch(self, images, classes, max_N, batch_size):
         del max_N, batch_size
@@ -319,7 +322,7 @@ class ScoreCAMEngine(CAMEngine):
         return tf.gather(activations, indices, axis=-1)
 
     def _explain_batch(self, images, classes, max_N, batch_size):
-        native, resized = [], []
+        native, resized, explained = [], [], []
         size = tf.constant(images.shape[1:3], tf.int32)
         for image, class_index in zip(images, classes):
             activations, chosen = self._compiled_forward(image[np.newaxis], class_index[np.newaxis])
@@ -331,7 +334,8 @@ class ScoreCAMEngine(CAMEngine):
             image_native, image_resized = self._compiled_combine(channel_maps, tf.concat(weights, 0), size)
             native.append(image_native)
             resized.append(image_resized)
-        return tf.stack(native), tf.stack(resized)
+            explained.append(chosen[0])
+        return tf.stack(native), tf.stack(resized), tf.stack(explained)
 
 
 _ENGINE_CLASSES = {cls.method: cls for cls in (GradCAMEngine, GradCAMPlusPlusEngine, ScoreCAMEngine)}
