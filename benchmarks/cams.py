@@ -53,6 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of forward and gradient methods")
     parser.add_argument("--reference-memory-gb", type=float, default=4.0)
     parser.add_argument("--reference-time-s", type=float, default=300.0)
+    parser.add_argument(
+        "--mixed-precision", nargs="?", const="mixed_float16", choices=("mixed_float16", "mixed_bfloat16"),
+        help="build the models under this Keras dtype policy (for GPUs; default policy: float32)",
+    )
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-max-n", type=int, default=None, help=argparse.SUPPRESS)
@@ -165,6 +169,7 @@ def run_worker(args):
     sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
     from kerascam import cams  # first: it quiets TensorFlow's start-up logs
     from kerascam.models import build_model
+    from kerascam.training import dtype_policy
 
     import keras
     import numpy as np
@@ -172,7 +177,8 @@ def run_worker(args):
 
     name, backend = args.worker
     keras.utils.set_random_seed(0)
-    model = build_model(name, args.image_size, args.num_classes, unet_filters=args.unet_filters)
+    with dtype_policy(args.mixed_precision):
+        model = build_model(name, args.image_size, args.num_classes, unet_filters=args.unet_filters)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
     forward = tf.function(
@@ -187,7 +193,8 @@ def run_worker(args):
 
     cases = {"forward": lambda: forward(batch).numpy()}
     cases.update((method, explainer(method)) for method in GRADIENT_METHODS)
-    result = dict(model=name, backend=backend)
+    devices = [d.device_type for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
+    result = dict(model=name, backend=backend, devices=devices or ["CPU"])
     result.update((case, _summary(samples)) for case, samples in _interleaved(cases, args.repeats).items())
 
     # ScoreCAM's unit: its N masked images, in the same chunks, plus the image,
@@ -337,7 +344,8 @@ def main(argv=None):
     print(
         f"image {args.image_size}x{args.image_size}, {args.num_classes} classes, random weights, "
         f"U-Net filters {args.unet_filters}, gradient methods on a batch of {args.batch_size}, "
-        f"ScoreCAM on one image in chunks of {args.scorecam_batch_size}, {os.cpu_count()} CPUs",
+        f"ScoreCAM on one image in chunks of {args.scorecam_batch_size}, {os.cpu_count()} CPUs, "
+        f"dtype policy {args.mixed_precision or 'float32'}",
         flush=True,
     )
     results, notes = {}, []
@@ -353,7 +361,8 @@ def main(argv=None):
             )
         reference = _run_worker(args, argv, name, "tf-keras-vis", max_n)
         results[name] = {"kerascam": ours, "tf-keras-vis": reference}
-        print(f"... {name} measured ({time.perf_counter() - started:.0f} s)", flush=True)
+        devices = ", ".join(sorted(set(ours.get("devices", ["CPU"]))))
+        print(f"... {name} measured on {devices} ({time.perf_counter() - started:.0f} s)", flush=True)
     print()
     print(_format_table(results, args))
     print("\n".join(notes))

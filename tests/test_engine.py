@@ -284,3 +284,52 @@ def test_evaluation_reads_predictions_from_the_cam_forward_pass(models, monkeypa
     explained = labels if class_index == "true" else expected
     for method in ("gradcam", "gradcam++"):
         np.testing.assert_array_equal(out[("unet", method)][0], cams.explain(model, images, method, explained))
+
+
+def _detail_below(maps, block):
+    """Share of each map's variation that no bilinear upsample of a coarse map
+    (one value per block x block pixels) reproduces: the least-squares residual
+    over the span of the upsampled coarse grid's basis maps."""
+    n, height, width = maps.shape
+    grid = (height // block, width // block)
+    basis = np.eye(grid[0] * grid[1], dtype=np.float32).reshape(-1, *grid)
+    upsampled = cams.resize_maps(basis, (height, width)).reshape(len(basis), -1).T.astype(np.float64)
+    flat = maps.reshape(n, -1).T.astype(np.float64)
+    coefficients = np.linalg.lstsq(upsampled, flat, rcond=None)[0]
+    residual = flat - upsampled @ coefficients
+    return np.linalg.norm(residual, axis=0) / np.linalg.norm(flat - flat.mean(axis=0), axis=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unet_maps_have_the_inputs_full_resolution(models, method):
+    # ResNet50's map at 64x64 is a bilinear upsample of its 2x2 native map
+    # (plus the normalisation's offset): nothing below the 32x32 blocks. The
+    # U-Nets' maps vary inside every 16x16 block, pixel by pixel.
+    residuals = {}
+    for name in ("unet", "unet_ablated", "resnet50"):
+        size = MODEL_SIZES[name]
+        maps, native = cams.explain(models(name), _images(size, n=3, seed=7), method, return_native=True)
+        assert np.all(cams.map_status(native) == "ok"), name
+        if name != "resnet50":
+            assert native.shape == (3, size, size)  # the input's own resolution
+            np.testing.assert_array_equal(maps, cams.normalize_maps(native))  # nothing resized
+        residuals[name] = _detail_below(maps, size // 2)
+    assert residuals["resnet50"].max() < 1e-4, residuals
+    assert residuals["unet"].min() > 0.5 and residuals["unet_ablated"].min() > 0.5, residuals
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_model_gives_the_float32_maps(small_cnn, policy):
+    from kerascam.training import dtype_policy
+
+    with dtype_policy(policy):
+        mixed = _small_cnn("mixed")
+    mixed.set_weights(small_cnn.get_weights())
+    assert mixed.get_layer("target").compute_dtype != "float32"
+    images = _images(32, n=3, seed=2)
+    tolerance = 0.02 if policy == "mixed_float16" else 0.1  # bfloat16 keeps 8 bits of mantissa
+    for method in METHODS:
+        maps, native = cams.explain(mixed, images, method, target_layer="target", return_native=True)
+        expected = cams.explain(small_cnn, images, method, target_layer="target")
+        assert native.dtype == np.float32 and np.all(cams.map_status(native) == "ok"), method
+        np.testing.assert_allclose(maps, expected, atol=tolerance, err_msg=method)
