@@ -62,7 +62,9 @@ def explain(
 
     Args:
         model: a flat functional Keras classifier taking raw RGB pixels
-            (0-255) and returning logits.
+            (0-255) and returning logits. A softmax head (a Dense with
+            activation="softmax", a Softmax or Activation("softmax") layer)
+            is explained at its logits (`kerascam.cams.logits`).
         images: array (N, H, W, 3), uint8 or float.
         method: one of `available_methods()`: "gradcam", "gradcam++" or
             "scorecam".

@@ -10,7 +10,9 @@ Conventions, for every method:
 
 * Models output logits. The gradient methods differentiate the class logit
   y^c (pre-softmax, as in the Grad-CAM paper); ScoreCAM is fed those logits
-  and applies its own softmax (see `score_cam.py`).
+  and applies its own softmax (see `score_cam.py`). A model that ends in a
+  softmax (keras.applications' default) is explained at its logits, read
+  from its own layers and weights (`logits.py`), by both backends.
 * Raw ("native") maps are tf-keras-vis' maps at the target layer, after its
   ReLU, neither resized nor normalised (`expand_cam=False`,
   `normalize_cam=False`). They keep the target layer's spatial shape (h, w).
@@ -36,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kerascam.cams.logits import logits_model
 from kerascam.metrics import OK, map_status
 
 DEFAULT_BATCH_SIZE = 32
@@ -226,7 +229,8 @@ class BaseCAM:
         """Binds the method to a model.
 
         Args:
-            model: a flat functional Keras classifier whose output is logits.
+            model: a flat functional Keras classifier whose output is logits
+                (or a softmax of them, explained at the logits).
             target_layer: name of the layer whose activations the CAM is
                 computed on; None for `kerascam.models.target_layer_name(model)`.
         """
@@ -249,7 +253,8 @@ class BaseCAM:
         self.model = model
         self.target_layer = target_layer
         self.channels = int(shape[-1])
-        self._visualizer = self.visualizer_class(model)
+        # A softmax head is explained at its logits, by both backends.
+        self._visualizer = self.visualizer_class(logits_model(model))
 
     def _visualizer_options(self):
         """Keyword arguments given to every tf-keras-vis call."""

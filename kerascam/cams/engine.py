@@ -49,6 +49,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerascam.cams.logits import logits_model
+
 PREDICTED_CLASS = -1  # a class index that asks the engine for the predicted class
 _CLASS_SPEC = tf.TensorSpec((None,), tf.int64)
 
@@ -346,7 +348,9 @@ def get_engine(model, target_layer, method):
     """The cached engine of `model` at `target_layer` for `method`.
 
     Args:
-        model: a functional Keras classifier (one input, logits out).
+        model: a functional Keras classifier (one input, one output: logits,
+            or probabilities from a softmax head, explained at its logits;
+            see `kerascam.cams.logits`).
         target_layer: the name of a 4-D layer of `model`.
         method: a name of `kerascam.cams.METHODS`.
 
@@ -359,5 +363,5 @@ def get_engine(model, target_layer, method):
     engines = _ENGINES.setdefault(model, {})
     key = (target_layer, method)
     if key not in engines:
-        engines[key] = _ENGINE_CLASSES[method](model, target_layer)
+        engines[key] = _ENGINE_CLASSES[method](logits_model(model), target_layer)
     return engines[key]
