@@ -268,3 +268,17 @@ def test_uint8_images_and_model_left_untouched(coarse_model, images):
     assert len(coarse_model.layers) == layer_count
     for before, after in zip(weights, coarse_model.get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("backend", cams.BACKENDS)
+@pytest.mark.parametrize("shape", [(24, 32, 3), (32, 32, 1)])
+def test_images_that_do_not_fit_a_fixed_input_are_refused_in_one_line(backend, shape):
+    model = _square_detector(pool=4)  # takes (32, 32, 3)
+    images = np.zeros((2, *shape), np.float32)
+    with pytest.raises(ValueError) as error:
+        cams.explain(model, images, "gradcam", class_index=0, target_layer="pool", backend=backend)
+    message = str(error.value)
+    assert "\n" not in message and f"{shape}" in message and "(32, 32, 3)" in message, message
+    # A model with a free input size takes any size.
+    free = _random_cnn(pool=4, name="free")
+    assert cams.explain(free, np.zeros((1, 24, 40, 3), np.float32), "gradcam", target_layer="target").shape == (1, 24, 40)

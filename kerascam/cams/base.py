@@ -285,6 +285,17 @@ class BaseCAM:
         score = CategoricalScore([int(c) for c in class_indices])
         return self._visualizer(score, images, **self._visualizer_options())
 
+    def _check_fits_model(self, images):
+        """`images`, if their (H, W, channels) fit the model's input shape."""
+        expected = tuple(self.model.inputs[0].shape[1:])
+        if len(expected) != 3 or any(e is not None and e != r for e, r in zip(expected, images.shape[1:])):
+            shown = tuple("any" if e is None else e for e in expected)
+            raise ValueError(
+                f"images of shape {images.shape[1:]} (height, width, channels) do not fit model "
+                f"{self.model.name!r}, which takes {shown}; resize or crop them first."
+            )
+        return images
+
     def _check_max_N(self, max_N):
         if max_N is None:
             return None
@@ -316,7 +327,7 @@ class BaseCAM:
     def _native_and_resized(self, images, class_index, max_N, batch_size, backend):
         """Raw maps (N, h, w), the same maps resized to (H, W), not normalised,
         and the classes explained (N,)."""
-        images = _check_images(images)
+        images = self._check_fits_model(_check_images(images))
         max_N = self._check_max_N(max_N)
         batch_size = _check_batch_size(batch_size)
         if _check_backend(backend) == "kerascam":
