@@ -319,7 +319,6 @@ def main(argv=None):
 
     from kerascam import configs, training
     from kerascam.data import pipeline
-    from kerascam.models import build_model
 
     tfds.disable_progress_bar()
     machine = _machine()
@@ -356,10 +355,7 @@ def main(argv=None):
         # The rest of the run under the dtype policy, as all of train() is.
         stack.enter_context(training.dtype_policy(config.mixed_precision))
         with strategy.scope():
-            model = build_model(
-                config.model, config.image_size, num_classes,
-                unet_filters=config.unet_filters, batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
-            )
+            model = training.build_model_for(config, num_classes)
             optimizer = training.make_optimizer(config, num_examples // args.batch_size)
             optimizer.build(model.trainable_variables)
         train_step = training.make_train_step(

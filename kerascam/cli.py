@@ -54,9 +54,9 @@ def check_writable(folder):
         raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another --workdir") from None
 
 
-def _first_line(error):
-    """The first line of an exception's message, or its type's name when it has none."""
-    text = str(error).strip()
+def _first_line(error, message=None):
+    """The first line of ``message`` (default: the error's own), or the error's type name when empty."""
+    text = str(error if message is None else message).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
@@ -81,7 +81,7 @@ def run_cli(main, argv, prog):
             message = f"{type(e).__name__}: {e}"
         else:
             message = str(e)
-        first_line = _first_line(message) if message.strip() else type(e).__name__
+        first_line = _first_line(e, message)
         print(f"{prog}: error: {first_line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {first_line}", file=sys.stderr)
         return code
 

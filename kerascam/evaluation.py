@@ -189,22 +189,18 @@ def explain_batch(models, methods, images, labels, class_index="predicted", max_
         ``{(model, method): (maps (N,H,W) in [0,1], native (N,h,w), status (N,))}``
         and ``{model: predicted classes (N,)}``.
     """
-    from kerascam.models import target_layer_name
-
     out, predictions = {}, {}
     for name, model in models.items():
-        channels = model.get_layer(target_layer_name(model)).output.shape[-1]
         # Explaining the labels needs a pass of its own for the predictions;
         # otherwise the first method's forward pass gives them (the kerascam
         # engine reads them from its logits) and the other methods explain them.
         predicted = cams.predicted_classes(model, images, batch_size) if class_index == "true" else None
         for method in methods:
+            cam = cams.get_method(method)(model)
             # max_N at or above the channel count means all channels.
-            kwargs = {"max_N": max_N} if method == "scorecam" and max_N and max_N < channels else {}
+            kwargs = {"max_N": max_N} if cam.supports_max_N and max_N and max_N < cam.channels else {}
             target = labels if class_index == "true" else predicted
-            result = cams.get_method(method)(model).compute(
-                images, target, batch_size=batch_size, backend=backend, **kwargs
-            )
+            result = cam.compute(images, target, batch_size=batch_size, backend=backend, **kwargs)
             if predicted is None:
                 predicted = result.classes
             out[(name, method)] = (result.maps, result.native, metrics.map_status(result.native))
@@ -311,7 +307,7 @@ def markdown(table, models, methods, settings):
         for m in models:
             lines.append(f"| {m} | " + " | ".join(_percent(table[score][m][k]) for k in methods) + " |")
         if score in table.get("chance", {}):
-            lines.append(f"| uniform map (chance) | " + " | ".join(_percent(table["chance"][score]) for _ in methods) + " |")
+            lines.append("| uniform map (chance) | " + " | ".join(_percent(table["chance"][score]) for _ in methods) + " |")
         lines.append("")
     for score, rows in table.get("paired_unet_minus_ablated", {}).items():
         lines += [

@@ -103,6 +103,14 @@ def make_optimizer(config, steps_per_epoch):
     return optimizer
 
 
+def build_model_for(config, num_classes, weights=None):
+    """The model ``config`` describes, with ``num_classes`` outputs (under the current dtype policy)."""
+    return build_model(
+        config.model, config.image_size, num_classes, weights=weights, unet_filters=config.unet_filters,
+        batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
+    )
+
+
 @contextlib.contextmanager
 def dtype_policy(name):
     """Sets Keras' global dtype policy to ``name`` (None: float32) for a block."""
@@ -274,15 +282,7 @@ def _train(config, workdir, strategy, verbose):
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
-        model = build_model(
-            config.model,
-            config.image_size,
-            train_split.num_classes,
-            weights=config.weights,
-            unet_filters=config.unet_filters,
-            batch_norm=config.batch_norm,
-            vgg_batch_norm=config.vgg_batch_norm,
-        )
+        model = build_model_for(config, train_split.num_classes, weights=config.weights)
         optimizer = make_optimizer(config, steps)
         # Create the optimizer's slots now so a restore fills them directly.
         optimizer.build(model.trainable_variables)
@@ -436,9 +436,6 @@ def _float32_copy(model, config, num_classes):
     exported model, which should not be computed in float16.
     """
     with dtype_policy(None):
-        twin = build_model(
-            config.model, config.image_size, num_classes, unet_filters=config.unet_filters,
-            batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
-        )
+        twin = build_model_for(config, num_classes)
     twin.set_weights(model.get_weights())
     return twin

@@ -125,8 +125,7 @@ def load_imagenet(split, data_dir=None, manual_dir=None, *, shuffle_files=False,
                     "reads the val tar to prepare any split)."
                 )
         # Fail in seconds on a wrong layout rather than after hours of writing.
-        if os.path.isfile(os.path.join(manual_dir, ARCHIVES["validation"])):
-            check_validation_tar(os.path.join(manual_dir, ARCHIVES["validation"]))
+        check_validation_tar(os.path.join(manual_dir, ARCHIVES["validation"]))
         if os.path.isfile(os.path.join(manual_dir, ARCHIVES["train"])):
             check_train_tar(os.path.join(manual_dir, ARCHIVES["train"]))
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
