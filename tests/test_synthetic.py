@@ -26,10 +26,11 @@ def count_instances(mask):
 def test_shapes_and_dtypes(image_size):
     config = dataclasses.replace(SMALL, image_size=image_size, validation_examples=11)
     data = synthetic.generate(config, "validation")
-    assert set(data) == {"image", "label", "mask"}
+    assert set(data) == {"image", "label", "mask", "evidence"}
     assert data["image"].shape == (11, image_size, image_size, 3) and data["image"].dtype == np.uint8
     assert data["label"].shape == (11,) and data["label"].dtype == np.int64
     assert data["mask"].shape == (11, image_size, image_size) and data["mask"].dtype == np.uint8
+    assert data["evidence"].shape == (11, image_size, image_size) and data["evidence"].dtype == np.uint8
 
 
 def test_same_seed_gives_identical_bytes(small_train):
@@ -166,7 +167,7 @@ def test_corrupt_cache_is_regenerated(tmp_path, damage):
     elif damage == "truncated":
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:
-        np.savez(path, image=expected["image"][:5], label=expected["label"][:5], mask=expected["mask"][:5])
+        np.savez(path, **{name: array[:5] for name, array in expected.items()})
     again = synthetic.load(SMALL, "validation", tmp_path)
     for name in expected:
         np.testing.assert_array_equal(again[name], expected[name])

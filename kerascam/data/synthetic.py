@@ -21,6 +21,9 @@ The dataset is built so that only the class objects tell the classes apart:
 * ``disk`` and ``disk_sticker`` differ only by a small square patch of a
   contrasting colour (4-5 px at 64x64, the paper's "apple with a sticker"): a
   map that is coarser than the sticker cannot show what decides the class.
+  Each image also comes with an evidence mask: the sticker pixels of a
+  ``disk_sticker`` image (the part of the object that decides its class), all
+  zero for the other classes, so a map can be scored on the sticker alone.
 
 Object sizes scale with ``image_size``; at the default 64x64 they are 14-28 px
 across, larger than ResNet50's 2x2 last feature map cells (32 px) can resolve
@@ -49,8 +52,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-# Bump whenever the drawing changes, so that stale caches are not reused.
-FORMAT_VERSION = 2
+# Bump whenever the drawing or the set of arrays changes, so that stale caches
+# are not reused. 3: the "evidence" array.
+FORMAT_VERSION = 3
 
 CLASS_NAMES: tuple[str, ...] = ("disk", "square", "triangle", "cross", "disk_sticker")
 SPLITS: tuple[str, ...] = ("train", "validation")
@@ -377,6 +381,17 @@ def _draw_clutter(image: np.ndarray, rng: np.random.Generator, background_colour
         image[rows, cols] = rng.integers(0, 256, size=(speckles, 3), dtype=np.uint8)
 
 
+def _sticker_pixels(layer: np.ndarray) -> np.ndarray:
+    """The evidence mask of one image: 1 on every sticker pixel of the instance layer.
+
+    Stickers are drawn last into the layer and painted last into the image,
+    instances never overlap and clutter is kept away from objects, so these
+    are exactly the sticker pixels that are visible in the final image. Only
+    the layer is read; no random stream is touched.
+    """
+    return (layer > _STICKER).view(np.uint8)
+
+
 def _has_clutter(config: ShapesConfig) -> bool:
     return config.lines_per_image[1] > 0 or config.outlines_per_image[1] > 0 or config.speckle_fraction > 0
 
@@ -395,8 +410,10 @@ def generate(config: ShapesConfig, split: str) -> dict[str, np.ndarray]:
 
     Returns:
         A dict with "image" (uint8, (N, H, W, 3), RGB), "label" (int64, (N,),
-        index into `config.classes`) and "mask" (uint8, (N, H, W), 1 on the
-        class objects, sticker included, 0 elsewhere).
+        index into `config.classes`), "mask" (uint8, (N, H, W), 1 on the
+        class objects, sticker included, 0 elsewhere) and "evidence" (uint8,
+        (N, H, W), 1 on the sticker pixels of ``disk_sticker`` images, the
+        pixels that decide their class; all 0 for every other class).
 
     Raises:
         ValueError: If `split` is not "train" or "validation".
@@ -417,6 +434,7 @@ def generate(config: ShapesConfig, split: str) -> dict[str, np.ndarray]:
     base_colours = background_rng.integers(*config.background_range, size=(count, 3))
     images = np.empty((count, size, size, 3), np.uint8)
     masks = np.empty((count, size, size), np.uint8)
+    evidence = np.zeros((count, size, size), np.uint8)
     layer = np.empty((size, size), np.uint8)
     clutter = _has_clutter(config)
     for start in range(0, count, _CHUNK):
@@ -447,7 +465,9 @@ def generate(config: ShapesConfig, split: str) -> dict[str, np.ndarray]:
                     image[layer == _STICKER + value] = _contrasting_colour(
                         object_rng, [(colour, config.min_contrast), (background_colour, config.min_contrast / 2)])
             masks[index] = objects
-    return {"image": images, "label": labels, "mask": masks}
+            if shape == "disk_sticker":
+                evidence[index] = _sticker_pixels(layer)
+    return {"image": images, "label": labels, "mask": masks, "evidence": evidence}
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -476,8 +496,13 @@ def _read_cache(path: pathlib.Path, config: ShapesConfig, split: str) -> dict[st
         "image": ((count, size, size, 3), np.uint8),
         "label": ((count,), np.int64),
         "mask": ((count, size, size), np.uint8),
+        "evidence": ((count, size, size), np.uint8),
     }
     with np.load(path, allow_pickle=False) as archive:
+        missing = sorted(set(expected) - set(archive.files))
+        if missing:
+            # A file of an older format (before "evidence") under a current name.
+            raise ValueError(f"it lacks {', '.join(missing)}")
         data = {name: archive[name] for name in expected}
     for name, (shape, dtype) in expected.items():
         if data[name].shape != shape or data[name].dtype != dtype:
@@ -512,7 +537,8 @@ def load(config: ShapesConfig, split: str, cache_dir: str | os.PathLike | None =
 
     The cache is an uncompressed .npz (it loads in well under a second) named by
     the split and a hash of the config and `FORMAT_VERSION`. A file that cannot
-    be read, or that holds arrays of the wrong shape, is regenerated.
+    be read, that lacks one of the arrays or that holds arrays of the wrong
+    shape is regenerated.
 
     Args:
         config: The dataset's `ShapesConfig`.
@@ -521,7 +547,7 @@ def load(config: ShapesConfig, split: str, cache_dir: str | os.PathLike | None =
             ~/.cache/kerascam when that is unset.
 
     Returns:
-        The dict of `generate`: "image", "label" and "mask".
+        The dict of `generate`: "image", "label", "mask" and "evidence".
     """
     path = cache_path(config, split, cache_dir)
     if path.exists():
