@@ -9,6 +9,11 @@ Resolution Explanation Maps for CNNs using Segmentation Networks" (VL/HCC
 the share of a map's mass A that falls inside a binary mask M. The paper takes
 M from the ResNet50 + GradCAM++ map of the same image (`reference_mask`).
 
+Fine detail is scored against an evidence mask E, the few pixels of an object
+that decide its class (the sticker of the shapes dataset's ``disk_sticker``;
+the paper's Fig. 2 claim): `evidence_ratio` divides the map's share of mass on
+E by E's share of the image, and `evidence_hit` plays the pointing game on E.
+
 Undefined cases are never folded into a number: a map whose mass is zero or
 that holds a non-finite value has no score (NaN), and the `*_status` helpers
 name the reason so that callers can count them. Only numpy and scipy are
@@ -20,11 +25,13 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 
-# Status strings shared by `map_status`, `score_status` and `pointing_game`.
+# Status strings shared by `map_status`, `score_status`, `pointing_game` and
+# the evidence scores.
 OK = "ok"
 ZERO = "zero"  # every value is 0
 CONSTANT = "constant"  # every value is the same non-zero number
 NONFINITE = "nonfinite"  # at least one NaN or inf
+EMPTY = "empty"  # the evidence mask holds no pixel: nothing to score against
 
 
 def _as_maps(array, name):
@@ -89,29 +96,31 @@ def score_status(cam):
     return _finish(status, single)
 
 
-def _check_mask(mask, maps, cam_name, cam_shape):
+def _check_mask(mask, maps, cam_name, cam_shape, mask_name="mask"):
     """Returns `mask` as bool (N, H, W) matching `maps`, or raises ValueError.
 
-    `cam_shape` is the map's shape as the caller gave it, for the messages.
+    `cam_shape` is the map's shape as the caller gave it and `mask_name` the
+    caller's name of the mask, for the messages.
     """
     mask = np.asarray(mask)
     if mask.ndim not in (2, 3):
         raise ValueError(
-            f"mask must be one mask (H, W) or a batch (N, H, W). Received: mask.shape={mask.shape}"
+            f"{mask_name} must be one mask (H, W) or a batch (N, H, W). "
+            f"Received: {mask_name}.shape={mask.shape}"
         )
     if mask.shape[-2:] != maps.shape[-2:]:
         raise ValueError(
-            f"mask and {cam_name} must have the same height and width. "
-            f"Received: {cam_name}.shape={cam_shape}, mask.shape={mask.shape}"
+            f"{mask_name} and {cam_name} must have the same height and width. "
+            f"Received: {cam_name}.shape={cam_shape}, {mask_name}.shape={mask.shape}"
         )
     if mask.ndim == 3 and len(mask) != len(maps):
         raise ValueError(
             f"A batch of masks must have one mask per map. "
-            f"Received: {cam_name}.shape={cam_shape}, mask.shape={mask.shape}"
+            f"Received: {cam_name}.shape={cam_shape}, {mask_name}.shape={mask.shape}"
         )
     if mask.dtype != bool:
         if not np.isin(mask, (0, 1)).all():
-            raise ValueError("mask must be binary: bool, or numbers that are all 0 or 1.")
+            raise ValueError(f"{mask_name} must be binary: bool, or numbers that are all 0 or 1.")
         mask = mask.astype(bool)
     return np.broadcast_to(mask, maps.shape)
 
@@ -231,6 +240,93 @@ def pointing_game(cam, mask):
     with np.errstate(invalid="ignore"):
         is_peak = flat == flat.max(axis=1, keepdims=True)
     hits = np.all(flat_mask | ~is_peak, axis=1) & (status == OK)
+    return _finish(hits, single), _finish(status, single)
+
+
+def _evidence(cam, evidence):
+    """The maps as float64 (N, H, W), the evidence as bool (N, H, W), which
+    evidence masks are empty, and whether a single map was given."""
+    maps, single = _as_maps(cam, "cam")
+    masks = _check_mask(evidence, maps, "cam", np.shape(cam), mask_name="evidence")
+    empty = ~masks.reshape(len(maps), -1).any(axis=1)
+    return maps, masks, empty, single
+
+
+def evidence_ratio(cam, evidence, *, return_status=False):
+    """How strongly a map prefers the evidence pixels over the image as a whole.
+
+    ratio = (sum(A * E) / sum(A)) / (sum(E) / E.size): the map's share of
+    mass on the evidence mask E (`localization_score` against E) divided by
+    E's share of the image. A uniform map scores 1 (no preference),
+    a map that prefers the evidence scores above 1, up to 1 / (E's share)
+    for a map whose whole mass lies on E, and a map that avoids E scores 0.
+    This measures the fine-detail claim of Mascolini et al. (VL/HCC 2022,
+    Fig. 2): a map that resolves the few pixels that decide the class.
+
+    Args:
+        cam: the map A, one (H, W) or a batch (N, H, W), values >= 0.
+        evidence: the binary evidence mask E, (H, W) shared by all maps or
+            (N, H, W), bool or 0/1 numbers; for the shapes dataset the
+            "evidence" feature (all 0 except on ``disk_sticker`` images).
+        return_status: also return the status of each map. Defaults to False.
+
+    Returns:
+        float64 ratios: a scalar for one map, shape (N,) for a batch. NaN
+        where the ratio is undefined, never 0 or 1: an empty evidence mask
+        (status "empty", e.g. an image of another class) or a map whose mass
+        is zero or non-finite (`score_status`: "zero", "nonfinite"). "empty"
+        wins over the map's status: it is the image, not the map, that
+        cannot be scored. With `return_status=True`, a tuple (ratios,
+        status), status a string array of the same shape ("ok", "empty",
+        "zero" or "nonfinite").
+
+    Raises:
+        ValueError: when the evidence and the map differ in height or width,
+            the evidence is not binary, or the map has negative values.
+    """
+    maps, masks, empty, single = _evidence(cam, evidence)
+    shares, status = localization_score(maps, masks, return_status=True)
+    evidence_share = masks.reshape(len(maps), -1).mean(axis=1)
+    status[empty] = EMPTY
+    ratios = np.full(len(maps), np.nan)
+    defined = status == OK
+    # Both shares are the same float division for a uniform map of integers,
+    # so such a map scores exactly 1.
+    ratios[defined] = shares[defined] / evidence_share[defined]
+    ratios = _finish(ratios, single)
+    if return_status:
+        return ratios, _finish(status, single)
+    return ratios
+
+
+def evidence_hit(cam, evidence):
+    """Whether each map's maximum lies on the evidence (pointing game on E).
+
+    `pointing_game` against the evidence mask, with its tie rule: when
+    several pixels share the maximum, the map hits only if all of them lie on
+    the evidence.
+
+    Args:
+        cam: one map (H, W) or a batch (N, H, W).
+        evidence: the binary evidence mask, (H, W) shared by all maps or
+            (N, H, W), bool or 0/1 numbers.
+
+    Returns:
+        A tuple (hits, status), as `pointing_game` returns it: hits is bool,
+        scalar for one map or shape (N,); status is `map_status(cam)`, with
+        "empty" where the evidence mask has no pixel ("empty" wins over the
+        map's status). Every map whose status is not "ok" (empty evidence;
+        constant, all zero or non-finite map) gets hit False and must be left
+        out of hit rates; count them from the status.
+
+    Raises:
+        ValueError: when the evidence and the map differ in height or width,
+            or the evidence is not binary.
+    """
+    maps, masks, empty, single = _evidence(cam, evidence)
+    hits, status = pointing_game(maps, masks)
+    status[empty] = EMPTY
+    hits &= status == OK
     return _finish(hits, single), _finish(status, single)
 
 

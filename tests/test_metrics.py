@@ -150,3 +150,79 @@ def test_paired_difference_degenerate_cases():
     assert math.isnan(metrics.paired_difference([1.0], [0.0]).p_value)
     with pytest.raises(ValueError, match="same length"):
         metrics.paired_difference([1.0, 2.0], [1.0])
+
+
+# Evidence scores: a 4x4 image whose evidence E is 2 of its 16 pixels.
+EVIDENCE = np.zeros((4, 4), np.uint8)
+EVIDENCE[1, 1:3] = 1
+
+
+def test_evidence_ratio_hand_cases():
+    # On E only: share 1 over E's share 2/16.
+    assert metrics.evidence_ratio(EVIDENCE.astype(float), EVIDENCE) == 8.0
+    # Inverted: no mass on E.
+    assert metrics.evidence_ratio(1.0 - EVIDENCE, EVIDENCE) == 0.0
+    # Uniform: no preference, exactly 1, whatever the (integer) level.
+    assert metrics.evidence_ratio(np.ones((4, 4)), EVIDENCE) == 1.0
+    assert metrics.evidence_ratio(np.full((4, 4), 3.0), EVIDENCE) == 1.0
+    # Graded: share 4/10 on the bottom-right pixel, E's share 1/4.
+    assert metrics.evidence_ratio(HAND_MAP, [[0, 0], [0, 1]]) == pytest.approx(1.6)
+    assert metrics.evidence_ratio(HAND_MAP, [[1, 0], [0, 0]]) == pytest.approx(0.4)
+    # Unchanged by a positive scale, like the localization score.
+    assert metrics.evidence_ratio(7.5 * HAND_MAP, [[0, 0], [0, 1]]) == pytest.approx(1.6)
+
+
+def test_evidence_ratio_undefined_cases_are_nan_with_their_status():
+    maps = np.stack([
+        EVIDENCE.astype(float),  # ok
+        EVIDENCE.astype(float),  # empty evidence
+        np.zeros((4, 4)),  # zero mass
+        np.where(EVIDENCE == 1, np.nan, 1.0),  # non-finite
+        np.zeros((4, 4)),  # zero mass and empty evidence: the image cannot be scored
+    ])
+    evidence = np.stack([EVIDENCE, np.zeros_like(EVIDENCE), EVIDENCE, EVIDENCE, np.zeros_like(EVIDENCE)])
+    ratios, status = metrics.evidence_ratio(maps, evidence, return_status=True)
+    assert ratios.shape == (5,) and ratios.dtype == np.float64
+    assert ratios[0] == 8.0 and np.isnan(ratios[1:]).all()
+    assert status.tolist() == ["ok", "empty", "zero", "nonfinite", "empty"]
+    ratio, single_status = metrics.evidence_ratio(np.ones((4, 4)), np.zeros((4, 4)), return_status=True)
+    assert np.ndim(ratio) == 0 and math.isnan(ratio) and single_status == "empty"
+
+
+def test_evidence_ratio_shares_one_mask_across_a_batch():
+    maps = np.stack([EVIDENCE.astype(float), np.ones((4, 4)), 1.0 - EVIDENCE])
+    np.testing.assert_array_equal(metrics.evidence_ratio(maps, EVIDENCE), [8.0, 1.0, 0.0])
+
+
+def test_evidence_hit_hand_cases_and_pointing_game_tie_rule():
+    tie = EVIDENCE.astype(float)
+    tie[3, 3] = 1.0
+    maps = np.stack([
+        EVIDENCE.astype(float),  # both peaks on E: hit
+        1.0 - EVIDENCE,  # peaks everywhere but E: miss
+        tie,  # peaks on E and one off E: miss
+        np.ones((4, 4)),  # uniform: points nowhere
+        EVIDENCE.astype(float),  # empty evidence
+    ])
+    evidence = np.stack([EVIDENCE] * 4 + [np.zeros_like(EVIDENCE)])
+    hits, status = metrics.evidence_hit(maps, evidence)
+    assert hits.dtype == bool and hits.tolist() == [True, False, False, False, False]
+    assert status.tolist() == ["ok", "ok", "ok", "constant", "empty"]
+    # Where the evidence is not empty it is the pointing game on E.
+    game_hits, game_status = metrics.pointing_game(maps[:4], evidence[:4])
+    np.testing.assert_array_equal(hits[:4], game_hits)
+    np.testing.assert_array_equal(status[:4], game_status)
+    hit, single_status = metrics.evidence_hit(HAND_MAP, [[0, 0], [0, 1]])
+    assert np.ndim(hit) == 0 and hit and single_status == "ok"
+    hit, single_status = metrics.evidence_hit(np.zeros((4, 4)), np.zeros((4, 4)))
+    assert not hit and single_status == "empty"
+
+
+def test_evidence_scores_reject_bad_evidence_naming_it():
+    for score in (metrics.evidence_ratio, metrics.evidence_hit):
+        with pytest.raises(ValueError, match=r"evidence and cam .*cam.shape=\(2, 2\), evidence.shape=\(4, 4\)"):
+            score(HAND_MAP, EVIDENCE)
+        with pytest.raises(ValueError, match="evidence must be binary"):
+            score(HAND_MAP, np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.evidence_ratio(-HAND_MAP, [[0, 0], [0, 1]])
