@@ -1,7 +1,9 @@
 """Datasets by name. Every source yields the same features:
 ``image`` (uint8 HxWx3 RGB), ``label`` (int64) and, where known, ``mask``
-(uint8 HxW, 1 on the pixels that carry the class evidence) and
-``file_name``.
+(uint8 HxW, 1 on the pixels that carry the class evidence), ``evidence``
+(uint8 HxW, shapes only: 1 on the part of an object that decides its class,
+the sticker of ``disk_sticker``; all 0 for other classes) and ``file_name``.
+ImageNet and folders have no ``evidence`` feature at all.
 
 Names: ``shapes`` (the embedded default, no download), ``imagenet2012``
 (ILSVRC2012 through tensorflow-datasets, from the tars in ``manual_dir``) and

@@ -1,9 +1,13 @@
-"""tf.data input pipelines over ``{"image", "label", "mask"}`` examples.
+"""tf.data input pipelines over ``{"image", "label", "mask", "evidence"}`` examples.
 
 Per-example steps are pure functions of an example dict, so each one can be
 tested eagerly and inside ``Dataset.map``. Augmentation uses stateless random
 ops seeded by (run seed, epoch, example index): an epoch's batches are the
 same whether the run went straight through or resumed from a checkpoint.
+
+Training batches carry no ``evidence`` (the shapes dataset's sticker mask):
+only its scores read it, so it is dropped before shuffling. Evaluation batches
+keep every feature but ``file_name``, each mask cropped like its image.
 """
 
 import tensorflow as tf
@@ -20,6 +24,12 @@ __all__ = ["evaluation_batches", "random_flip", "training_batches"]
 def _model_features(example):
     # Strings (file names) cannot be distributed to replicas; models need none.
     return {k: v for k, v in example.items() if k != "file_name"}
+
+
+def _training_features(example):
+    # The evidence mask is only scored, never trained on: not shuffled or
+    # flipped for nothing, and not copied to every replica at every step.
+    return {k: v for k, v in _model_features(example).items() if k != "evidence"}
 
 
 def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_size=None, num_examples=None):
@@ -43,7 +53,7 @@ def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_si
     # Order: shuffle (order depends only on seed and epoch), augment with
     # per-example stateless seeds, batch, then prefetch so the next batch is
     # built while the model trains.
-    ds = examples.map(_model_features).shuffle(min(n, MAX_SHUFFLE_BUFFER), seed=epoch_seed, reshuffle_each_iteration=False)
+    ds = examples.map(_training_features).shuffle(min(n, MAX_SHUFFLE_BUFFER), seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.enumerate()
 
     def prepare(index, example):
@@ -61,7 +71,11 @@ def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_si
 def evaluation_batches(examples, batch_size, *, crop_size=None):
     """Examples in their stored order, batched, the last partial batch kept.
 
-    ``crop_size``: resize the shorter side and centre-crop (ImageNet style).
+    Every feature but ``file_name`` is kept, ``mask`` and ``evidence``
+    included where the dataset has them.
+
+    ``crop_size``: resize the shorter side and centre-crop (ImageNet style);
+    masks get the image's window, resized nearest-neighbour.
     """
     ds = examples.map(_model_features)
     if crop_size:

@@ -1,4 +1,4 @@
-"""ImageNet-style crops for ``{"image", "label", "mask", "boxes"}`` examples.
+"""ImageNet-style crops for ``{"image", "label", "mask", "evidence", "boxes"}`` examples.
 
 Pure per-example functions, usable eagerly and inside ``Dataset.map``:
 
@@ -9,10 +9,10 @@ Pure per-example functions, usable eagerly and inside ``Dataset.map``:
   ``size / crop_fraction`` then a central ``size`` x ``size`` crop (the 256 ->
   224 protocol of Krizhevsky et al. and He et al.).
 
-Every function moves ``mask`` and ``boxes`` exactly like ``image``: the same
-crop window, the same flip, the same output size (nearest-neighbour for
-masks, so they stay 0/1). Other features (``label``, ``file_name``, ...) pass
-through untouched.
+Every function moves the masks (``mask``, ``evidence``) and ``boxes`` exactly
+like ``image``: the same crop window, the same flip, the same output size
+(nearest-neighbour for masks, so they stay 0/1). Other features (``label``,
+``file_name``, ...) pass through untouched.
 
 Features in and out:
 
@@ -20,6 +20,8 @@ Features in and out:
   models take raw 0-255 pixels; resizing is done in float32, then rounded and
   clipped back to uint8).
 * ``mask``: uint8 ``(H, W)``, 1 on class evidence.
+* ``evidence``: uint8 ``(H, W)``, 1 on the part of an object that decides its
+  class (the shapes dataset's sticker).
 * ``boxes``: float32 ``(K, 4)`` ``[xmin, ymin, xmax, ymax]`` in pixel-edge
   coordinates of the current image (see :mod:`kerascam.data.boxes`). Boxes
   are clipped to the output; a box cropped away entirely keeps its row with
@@ -30,6 +32,9 @@ and fixes the result, eagerly and in a graph alike.
 """
 
 import tensorflow as tf
+
+# Features of shape (H, W) that follow the image's geometry.
+_MASKS = ("mask", "evidence")
 
 
 def _output_size(size):
@@ -45,7 +50,7 @@ def _crop(example, top, left, height, width):
     """The window ``[top, top+height) x [left, left+width)`` of every spatial
     feature; boxes are shifted and clipped to the window."""
     out = dict(example)
-    for key in ("image", "mask"):
+    for key in ("image", *_MASKS):
         if key in example:
             out[key] = example[key][top : top + height, left : left + width]
     if "boxes" in example:
@@ -63,9 +68,10 @@ def _resize(example, height, width):
     # antialias: a 500-pixel photo shrunk to 224 would alias without it.
     resized = tf.image.resize(tf.cast(example["image"], tf.float32), [height, width], method="bilinear", antialias=True)
     out["image"] = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-    if "mask" in example:
-        mask = tf.image.resize(example["mask"][..., None], [height, width], method="nearest")[..., 0]
-        out["mask"] = tf.cast(mask, example["mask"].dtype)
+    for key in _MASKS:
+        if key in example:
+            mask = tf.image.resize(example[key][..., None], [height, width], method="nearest")[..., 0]
+            out[key] = tf.cast(mask, example[key].dtype)
     if "boxes" in example:
         scale_x = tf.cast(width, tf.float32) / tf.cast(old_shape[1], tf.float32)
         scale_y = tf.cast(height, tf.float32) / tf.cast(old_shape[0], tf.float32)
@@ -75,8 +81,9 @@ def _resize(example, height, width):
 
 def _set_output_shape(example, height, width):
     example["image"].set_shape([height, width, 3])
-    if "mask" in example:
-        example["mask"].set_shape([height, width])
+    for key in _MASKS:
+        if key in example:
+            example[key].set_shape([height, width])
     return example
 
 
@@ -115,7 +122,7 @@ def random_resized_crop(example, size, seed, scale=(0.08, 1.0), ratio=(3 / 4, 4 
 
 
 def random_flip(example, seed):
-    """Flips ``image``, ``mask`` and ``boxes`` left-right with probability 1/2.
+    """Flips ``image``, the masks and ``boxes`` left-right with probability 1/2.
 
     Args:
         example: Dict with ``image`` and optionally ``mask`` and ``boxes``.
@@ -123,7 +130,7 @@ def random_flip(example, seed):
     """
     flip = tf.random.stateless_uniform([], seed=seed) < 0.5
     out = dict(example)
-    for key in ("image", "mask"):
+    for key in ("image", *_MASKS):
         if key in example:
             value = example[key]
             out[key] = tf.cond(flip, lambda v=value: tf.reverse(v, [1]), lambda v=value: v)
