@@ -1,0 +1,548 @@
+"""Faithfulness: the deletion and insertion games of Petsiuk et al. (2018).
+
+Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation of
+Black-box Models" (BMVC 2018), Sec. 4.1, score a map by what happens to the
+model when the pixels it ranks highest are taken away or given back:
+
+* **deletion**: starting from the image, the pixels are set to a baseline
+  in order of map value, highest first. A faithful map names the pixels the
+  class depends on, so the class probability falls early: a low area under
+  the curve is better.
+* **insertion**: starting from a blurred copy of the image, the original
+  pixels are put back in the same order. The probability should rise early:
+  a high area is better.
+
+The choices made here, each a keyword of `deletion_insertion_curves`:
+
+* **Order.** Pixels are ranked by the map (the map resized to the input, one
+  value per pixel, all three channels moved together), highest first. Ties
+  keep raster order (row by row, left to right): a stable sort of the
+  flattened map, so the order and the curves are deterministic.
+* **Steps.** ``steps`` = K (default 16) gives K + 1 points: step k has the
+  first ``round(k * H * W / K)`` pixels of the order changed (halves round
+  up), from none at k = 0 to all at k = K, and its x value is k / K. RISE
+  changes 224 pixels per step (224 steps at 224x224); 16 steps cost 34
+  forward passes per map (both curves), and at 48x48 each step moves 144
+  pixels, about a sticker of the shapes dataset.
+* **Deletion baseline.** 0 in every channel, i.e. black in the raw 0-255
+  pixels the models take, RISE's choice ("set to zero").
+* **Insertion start.** A Gaussian blur of the image (RISE's choice: a
+  kernel of sigma 5 px cut off at 11x11 px on 224x224 images). Here sigma is
+  relative to the image, ``BLUR_SIGMA_PER_SIDE`` = 1/16 of its shorter side
+  (3 px at 48x48, 14 px at 224x224), truncated at 4 sigma with mirrored
+  edges (``scipy.ndimage.gaussian_filter``'s defaults). RISE's 5 px would be
+  about 1 px at 48x48, which leaves a 3-4 px sticker, the evidence of the
+  shapes dataset's ``disk_sticker`` class, readable in the starting image;
+  at 1/16 a feature of that size is washed out while the layout of the
+  image stays.
+* **Probability.** The models output logits: the curve is
+  ``softmax(logits)[class]`` for the class the map explains. A model that
+  ends in a softmax is read at its logits (`kerascam.cams.logits`), so it
+  gets the same probabilities.
+
+Cost and memory: the perturbed images are made inside one compiled
+TensorFlow function per model (traced once, cached in a
+`weakref.WeakKeyDictionary`), which also runs the forward pass; a batch of
+``batch_size`` perturbed images holds the steps of one or a few maps, so the
+work is the 2 (K + 1) forward passes per map and memory does not grow with
+the number of images (``benchmarks/faithfulness.py`` measures both).
+"""
+
+import math
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerascam import metrics
+from kerascam.cams.logits import logits_model
+from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
+
+DEFAULT_STEPS = 16
+DEFAULT_IMAGES = 50
+DEFAULT_BATCH_SIZE = 64
+DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
+BLUR_SIGMA_PER_SIDE = 1.0 / 16.0
+BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
+DECIMALS = 6  # of the saved curves
+CURVE_XS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where table.md reads the mean curves
+
+
+def pixel_order(maps):
+    """The order in which pixels are deleted or inserted: highest map value first.
+
+    Ties are broken by raster order (row by row, left to right), a stable sort
+    of the flattened map, so equal values never make the result depend on the
+    sorting algorithm.
+
+    Args:
+        maps: float array (n, H, W) of finite values.
+
+    Returns:
+        int64 array (n, H * W): flat pixel indices (``row * W + column``),
+        the first to change first.
+    """
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)
+    return np.argsort(-flat, axis=1, kind="stable")
+
+
+def pixel_ranks(maps):
+    """Each pixel's position in `pixel_order`: int32 (n, H, W), 0 for the first to change."""
+    maps = np.asarray(maps)
+    order = pixel_order(maps)
+    ranks = np.empty_like(order)
+    positions = np.broadcast_to(np.arange(order.shape[1]), order.shape)
+    np.put_along_axis(ranks, order, positions, axis=1)
+    return ranks.reshape(maps.shape).astype(np.int32)
+
+
+def pixels_changed(steps, num_pixels):
+    """How many pixels step k = 0..K has changed: ``round(k * num_pixels / K)``, halves up.
+
+    Args:
+        steps: K, a positive integer.
+        num_pixels: H * W.
+
+    Returns:
+        int64 array (K + 1,), from 0 to ``num_pixels``.
+    """
+    k = np.arange(steps + 1, dtype=np.int64)
+    return (2 * k * num_pixels + steps) // (2 * steps)
+
+
+def blur_sigma_for(image_shape):
+    """The default insertion blur: `BLUR_SIGMA_PER_SIDE` of the shorter side, in pixels."""
+    return BLUR_SIGMA_PER_SIDE * min(image_shape[:2])
+
+
+def gaussian_kernel(sigma, truncate=BLUR_TRUNCATE):
+    """The 1-D Gaussian of `scipy.ndimage.gaussian_filter1d`: radius ``int(truncate * sigma + 0.5)``.
+
+    Args:
+        sigma: standard deviation in pixels; 0 gives ``[1.0]`` (no blur).
+        truncate: radius in units of sigma. Default 4, scipy's.
+
+    Returns:
+        float32 array (2 * radius + 1,) that sums to 1.
+    """
+    if not sigma >= 0:
+        raise ValueError(f"blur_sigma must be >= 0. Received: blur_sigma={sigma}")
+    radius = int(truncate * sigma + 0.5)
+    if radius == 0:
+        return np.ones(1, np.float32)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def gaussian_blur(images, kernel):
+    """Separable Gaussian blur of (n, H, W, C) images with mirrored edges, in graph.
+
+    Mirrored edges repeat the edge pixel (``d c b a | a b c d``), scipy's
+    ``mode="reflect"``, so a constant image stays constant.
+
+    Args:
+        images: float32 tensor (n, H, W, C).
+        kernel: float32 tensor (2r + 1,), e.g. `gaussian_kernel`; r must not
+            exceed H or W.
+
+    Returns:
+        float32 tensor like `images`.
+    """
+    radius = (tf.size(kernel) - 1) // 2
+    shape = tf.shape(images)
+    # Channels go into the batch so that one single-channel filter serves all.
+    planes = tf.reshape(tf.transpose(images, (0, 3, 1, 2)), (-1, shape[1], shape[2], 1))
+    planes = tf.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (-1, 1, 1, 1)), strides=1, padding="VALID")
+    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (1, -1, 1, 1)), strides=1, padding="VALID")
+    blurred = tf.reshape(planes, (shape[0], shape[3], shape[1], shape[2]))
+    return tf.transpose(blurred, (0, 2, 3, 1))
+
+
+class PerturbedForward:
+    """One compiled function per model: perturbed images in, class probabilities out.
+
+    Build it with `perturbed_forward`, which caches it per model. The function
+    takes a few images with their pixel ranks and a list of jobs, one
+    perturbed image each (which image, how many pixels changed, deletion or
+    insertion), makes the perturbed images in the graph and returns each
+    job's ``softmax(logits)[class]``. Every input has a free leading
+    dimension, so one trace serves every batch, step count, baseline and blur.
+    """
+
+    def __init__(self, model):
+        """Args: model: a Keras classifier with one input and one output (logits or softmax)."""
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                "Faithfulness scores models with one input and one output. "
+                f"Received: {len(model.inputs)} inputs and {len(model.outputs)} outputs"
+            )
+        logits = logits_model(model)
+        # A new model over the same layers and weights: the cache value must
+        # not hold the model it is keyed by, or the model would never be freed.
+        self.network = keras.Model(logits.inputs[0], logits.outputs[0], name=f"{model.name}_faithfulness")
+        self.input_dtype = model.inputs[0].dtype
+        self.image_shape = tuple(model.inputs[0].shape[1:])
+        height, width, channels = self.image_shape
+        self._compiled = tf.function(
+            self._graph,
+            input_signature=[
+                tf.TensorSpec((None, height, width, channels), tf.float32),  # images
+                tf.TensorSpec((None, height, width), tf.int32),  # pixel ranks
+                tf.TensorSpec((None,), tf.int64),  # classes
+                tf.TensorSpec((None,), tf.int32),  # job: which image
+                tf.TensorSpec((None,), tf.int32),  # job: pixels changed
+                tf.TensorSpec((None,), tf.bool),  # job: insertion (else deletion)
+                tf.TensorSpec((None,), tf.float32),  # deletion baseline, per channel
+                tf.TensorSpec((None,), tf.float32),  # blur kernel
+            ],
+        )
+
+    @property
+    def tracing_count(self):
+        """How many times the function has been traced (for tests)."""
+        return self._compiled.experimental_get_tracing_count()
+
+    def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+        image = tf.gather(images, job_image)
+        changed = (tf.gather(ranks, job_image) < job_changed[:, tf.newaxis, tf.newaxis])[..., tf.newaxis]
+        deleted = tf.where(changed, baseline, image)
+        inserted = tf.where(changed, image, tf.gather(gaussian_blur(images, kernel), job_image))
+        perturbed = tf.where(job_insert[:, tf.newaxis, tf.newaxis, tf.newaxis], inserted, deleted)
+        logits = self.network(tf.cast(perturbed, self.input_dtype), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return tf.gather(probabilities, tf.gather(classes, job_image), axis=1, batch_dims=1)
+
+    def __call__(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+        """Class probabilities (b,) of the b jobs; arguments as `_graph`'s signature."""
+        return self._compiled(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+
+
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward
+
+
+def perturbed_forward(model):
+    """The cached `PerturbedForward` of `model`, built on the first request."""
+    if model not in _FORWARDS:
+        _FORWARDS[model] = PerturbedForward(model)
+    return _FORWARDS[model]
+
+
+def deletion_insertion_curves(
+    model,
+    images,
+    maps,
+    classes,
+    *,
+    steps=DEFAULT_STEPS,
+    batch_size=DEFAULT_BATCH_SIZE,
+    deletion_baseline=DELETION_BASELINE,
+    blur_sigma=None,
+):
+    """Deletion and insertion curves of Petsiuk et al. (2018), RISE, Sec. 4.1.
+
+    For each image, the pixels are taken in `pixel_order` of its map (highest
+    first, ties in raster order). At step k = 0..K the first
+    ``round(k * H * W / K)`` of them are set to ``deletion_baseline``
+    (deletion, from the image) or to the image's own values (insertion, from
+    a Gaussian blur of the image), and the curve's value is the model's
+    ``softmax(logits)[class]`` of that perturbed image. The 2 (K + 1)
+    perturbed images per map go through one compiled function per model
+    (`perturbed_forward`) in batches of ``batch_size``, built there from the
+    image, its pixel ranks and the step, so memory holds one batch whatever
+    the number of images.
+
+    Args:
+        model: a Keras classifier taking raw pixels (one input, one output:
+            logits, or a softmax read at its logits).
+        images: (n, H, W, C) pixels as the model takes them (0-255 RGB here).
+        maps: (n, H, W) finite explanation maps at the input resolution; only
+            their order matters.
+        classes: (n,) the class each map explains.
+        steps: K, the number of steps; the curves have K + 1 points at
+            x = k / K. Default 16.
+        batch_size: perturbed images per forward pass. Default 64.
+        deletion_baseline: the value deleted pixels get: a number or one per
+            channel. Default 0 (black), RISE's.
+        blur_sigma: sigma in pixels of the insertion's Gaussian blur; None
+            (default) for `BLUR_SIGMA_PER_SIDE` of the shorter image side.
+
+    Returns:
+        (deletion, insertion): float64 arrays (n, K + 1) of class
+        probabilities; column 0 of deletion is the unperturbed image's, column
+        K of insertion too (up to float rounding).
+
+    Raises:
+        ValueError: for mismatched shapes, non-finite maps, steps < 1 or a
+            blur wider than the image.
+    """
+    images = np.asarray(images)
+    maps = np.asarray(maps)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
+        raise ValueError(
+            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
+            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer. Received: steps={steps}")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size}")
+    steps, batch_size = int(steps), int(batch_size)
+    n, height, width, channels = images.shape
+    forward = perturbed_forward(model)
+    if forward.image_shape != (height, width, channels):
+        raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {forward.image_shape}")
+    sigma = blur_sigma_for((height, width)) if blur_sigma is None else float(blur_sigma)
+    kernel = gaussian_kernel(sigma)
+    if len(kernel) // 2 > min(height, width):
+        raise ValueError(
+            f"blur_sigma={sigma} needs a kernel radius of {len(kernel) // 2} px, wider than the "
+            f"{height}x{width} image"
+        )
+    baseline = np.broadcast_to(np.asarray(deletion_baseline, np.float32), (channels,)).copy()
+    changed = pixels_changed(steps, height * width).astype(np.int32)
+
+    points = steps + 1
+    per_map = 2 * points  # deletion steps 0..K, then insertion steps 0..K
+    curves = np.full((n, per_map), np.nan)
+    for start in range(0, n * per_map, batch_size):
+        jobs = np.arange(start, min(start + batch_size, n * per_map))
+        which, slot = np.divmod(jobs, per_map)
+        first, last = which[0], which[-1] + 1
+        probabilities = forward(
+            images[first:last].astype(np.float32),
+            pixel_ranks(maps[first:last]),
+            classes[first:last],
+            (which - first).astype(np.int32),
+            changed[slot % points],
+            slot >= points,
+            baseline,
+            kernel,
+        )
+        curves[which, slot] = probabilities.numpy()
+    return curves[:, :points], curves[:, points:]
+
+
+def area_under_curve(curves):
+    """Area under curves sampled at x = k / K, k = 0..K: the trapezoid rule on [0, 1].
+
+    Args:
+        curves: array (..., K + 1) with K >= 1.
+
+    Returns:
+        float64 array (...); NaN where a curve holds NaN.
+    """
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim == 0 or curves.shape[-1] < 2:
+        raise ValueError(f"curves need at least two points on their last axis. Received: shape={curves.shape}")
+    steps = curves.shape[-1] - 1
+    return (curves.sum(axis=-1) - 0.5 * (curves[..., 0] + curves[..., -1])) / steps
+
+
+def _rounded(curve):
+    return [round(float(value), DECIMALS) for value in curve]
+
+
+def _finite_or_none(value):
+    return float(value) if np.isfinite(value) else None
+
+
+@register
+class FaithfulnessScorer(Scorer):
+    """Deletion and insertion AUC of each map (see the module docstring).
+
+    Config attributes read (with their defaults when the config lacks them):
+    ``faithfulness_images`` (50; None for every image) and
+    ``faithfulness_steps`` (16).
+    """
+
+    name = "faithfulness"
+    description = "Deletion and insertion (Petsiuk et al. 2018, RISE)"
+    needs = ("model",)
+    max_images = DEFAULT_IMAGES
+    fields = (
+        Field(
+            "deletion_auc",
+            "Deletion AUC: class probability as the map's top pixels are blacked out (lower is better)",
+            percent=False,
+            digits=6,
+            paired=True,
+        ),
+        Field(
+            "insertion_auc",
+            "Insertion AUC: class probability as the map's top pixels are restored on a blurred copy "
+            "(higher is better)",
+            percent=False,
+            digits=6,
+            paired=True,
+        ),
+    )
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.max_images = getattr(config, "faithfulness_images", DEFAULT_IMAGES)
+        self.steps = getattr(config, "faithfulness_steps", DEFAULT_STEPS)
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise ValueError(f"faithfulness_steps must be a positive integer. Received: {self.steps}")
+        if self.max_images is not None and (int(self.max_images) != self.max_images or self.max_images < 1):
+            raise ValueError(f"faithfulness_images must be a positive integer or None. Received: {self.max_images}")
+        self.steps = int(self.steps)
+
+    def settings(self):
+        return {
+            **super().settings(),
+            "faithfulness_steps": self.steps,
+            "faithfulness_deletion_baseline": DELETION_BASELINE,
+            "faithfulness_blur_sigma_per_side": BLUR_SIGMA_PER_SIDE,
+        }
+
+    def score(self, batch, one):
+        n = len(one.maps)
+        deletion = np.full((n, self.steps + 1), np.nan)
+        insertion = np.full((n, self.steps + 1), np.nan)
+        ok = np.asarray(one.status) == metrics.OK
+        if ok.any():
+            deletion[ok], insertion[ok] = deletion_insertion_curves(
+                one.model, batch.images[ok], one.maps[ok], one.classes[ok], steps=self.steps
+            )
+        extra = {
+            "deletion": [_rounded(c) if good else None for c, good in zip(deletion, ok)],
+            "insertion": [_rounded(c) if good else None for c, good in zip(insertion, ok)],
+        }
+        values = {"deletion_auc": area_under_curve(deletion), "insertion_auc": area_under_curve(insertion)}
+        return ScoreResult(values, extra)
+
+    def summarize(self, extras):
+        """Mean deletion and insertion curves with 95 % intervals per step, per model x method.
+
+        Returns:
+            ``{"faithfulness_curves": {"x": [...], "curves": {model: {method:
+            {"deletion": {"mean", "low", "high": lists, "n": images},
+            "insertion": {...}}}}}}``; NaN bounds (a single image) are None.
+        """
+        gathered = {}
+        for model, method, extra in extras:
+            if not extra:
+                continue
+            entry = gathered.setdefault((model, method), {"deletion": [], "insertion": []})
+            for kind in entry:
+                entry[kind].extend(curve for curve in extra[kind] if curve is not None)
+        lengths = {len(c) for entry in gathered.values() for kind in entry.values() for c in kind}
+        if len(lengths) > 1:
+            raise ValueError(f"faithfulness curves of different step counts cannot be averaged: {sorted(lengths)}")
+        if not lengths:
+            return {}
+        points = lengths.pop()
+        curves = {}
+        for (model, method), entry in gathered.items():
+            curves.setdefault(model, {})[method] = {
+                kind: _mean_curve(np.asarray(entry[kind], dtype=np.float64).reshape(-1, points))
+                for kind in ("deletion", "insertion")
+            }
+        xs = [round(k / (points - 1), DECIMALS) for k in range(points)]
+        return {"faithfulness_curves": {"x": xs, "curves": curves}}
+
+    def markdown(self, summary, models, methods):
+        curves = summary.get("faithfulness_curves")
+        if not curves:
+            return []
+        xs = np.asarray(curves["x"])
+        columns = sorted({int(np.argmin(np.abs(xs - x))) for x in CURVE_XS})
+        heading = " | ".join(f"{xs[c]:.2f}" for c in columns)
+        lines = [
+            "### Faithfulness: mean class probability along the deletion and insertion curves",
+            "",
+            f"x is the fraction of pixels changed, in map order; {len(xs) - 1} steps, deletion to black (0), "
+            f"insertion from a Gaussian blur of sigma {BLUR_SIGMA_PER_SIDE:g} x the shorter side.",
+            "",
+            f"| model | method | n | deletion at x = {heading} | insertion at x = {heading} |",
+            "|---|---|---|---|---|",
+        ]
+        for model in models:
+            for method in methods:
+                entry = curves["curves"].get(model, {}).get(method)
+                if entry is None:
+                    continue
+                cells = [
+                    " / ".join("n/a" if entry[kind]["mean"][c] is None else f"{entry[kind]['mean'][c]:.3f}"
+                               for c in columns)
+                    for kind in ("deletion", "insertion")
+                ]
+                lines.append(f"| {model} | {method} | {entry['deletion']['n']} | {cells[0]} | {cells[1]} |")
+        lines.append("")
+        return lines
+
+    def figures(self, summary, folder, models, methods):
+        curves = summary.get("faithfulness_curves")
+        if curves:
+            plot_curves(curves, f"{folder}/faithfulness.png", models, methods)
+
+
+def _mean_curve(curves):
+    """Mean, 95 % Student-t bounds per step and the number of curves."""
+    intervals = [metrics.mean_confidence_interval(curves[:, k]) for k in range(curves.shape[1])]
+    return {
+        "mean": [_finite_or_none(round(i.mean, DECIMALS)) for i in intervals],
+        "low": [_finite_or_none(round(i.low, DECIMALS)) for i in intervals],
+        "high": [_finite_or_none(round(i.high, DECIMALS)) for i in intervals],
+        "n": int(len(curves)),
+    }
+
+
+def plot_curves(curves, path, models, methods):
+    """Draws the mean curves of `summarize`: a column per model, deletion above, insertion below.
+
+    One line per method with its 95 % interval shaded, on matplotlib's Agg
+    canvas; the PNG is written atomically.
+
+    Args:
+        curves: ``summary["faithfulness_curves"]``.
+        path: the PNG to write.
+        models, methods: names in the order to draw; those without curves
+            are left out.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from kerascam.figures import DPI, FONT_SIZE
+    from kerascam.io import atomic_path
+
+    models = [m for m in models if m in curves["curves"]]
+    if not models:
+        return
+    xs = np.asarray(curves["x"])
+    fig = Figure(figsize=(2.6 * len(models) + 0.4, 4.8), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, len(models), squeeze=False, sharex=True, sharey=True)
+    colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
+    for column, model in enumerate(models):
+        for row, kind in enumerate(("deletion", "insertion")):
+            ax = axes[row][column]
+            for method in methods:
+                entry = curves["curves"][model].get(method)
+                if entry is None:
+                    continue
+                mean, low, high = (np.array(entry[kind][key], dtype=np.float64) for key in ("mean", "low", "high"))
+                ax.plot(xs, mean, color=colors[method], linewidth=1.2, label=method)
+                ax.fill_between(xs, low, high, color=colors[method], alpha=0.15, linewidth=0)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.tick_params(labelsize=FONT_SIZE)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(model, fontsize=FONT_SIZE + 1)
+            else:
+                ax.set_xlabel("fraction of pixels changed", fontsize=FONT_SIZE)
+            if column == 0:
+                what = "deletion (lower is better)" if kind == "deletion" else "insertion (higher is better)"
+                ax.set_ylabel(f"{what}\nclass probability", fontsize=FONT_SIZE)
+    axes[0][-1].legend(fontsize=FONT_SIZE, loc="upper right", frameon=False)
+    fig.tight_layout(pad=0.3)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
