@@ -252,10 +252,14 @@ def train_main(argv):
 
 
 def evaluate_parser():
-    from kerascam.cams import available_methods
+    from kerascam.evaluation import available_columns, available_scores
 
     p = _Parser(prog="evaluate.py", description="Explain the trained models and score how well the maps localize.")
-    p.add_argument("--cam", default="all", choices=(*available_methods(), "all"), help="CAM method, or all three")
+    p.add_argument("--cam", nargs="+", default=["all"], choices=(*available_columns(), "all"), metavar="METHOD",
+                   help="CAM methods, fused variants and model-free baselines to compare, or all "
+                        f"(default): {', '.join(available_columns())}")
+    p.add_argument("--scores", nargs="+", default=["all"], choices=(*available_scores(), "all"), metavar="SCORE",
+                   help=f"scores to compute, or all (default): {', '.join(available_scores())}")
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to explain (default: all trained in --workdir)")
     p.add_argument("--workdir", default="runs", help="folder of the trained runs (default: runs/)")
     p.add_argument("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)")
@@ -269,6 +273,12 @@ def evaluate_parser():
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
     p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
                    help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
+    p.add_argument("--faithfulness-images", type=positive_int, default=50,
+                   help="images scored by deletion and insertion (default: 50)")
+    p.add_argument("--faithfulness-steps", type=positive_int, default=16,
+                   help="steps K of the deletion and insertion curves (default: 16)")
+    p.add_argument("--randomization-images", type=positive_int, default=20,
+                   help="images scored by the randomization check (default: 20)")
     p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
     p.add_argument("--num-shards", type=positive_int, default=1,
                    help="split the images into this many shards (run each, e.g. on its own machine)")
@@ -282,8 +292,7 @@ def evaluate_parser():
 
 
 def evaluate_main(argv):
-    from kerascam.cams import available_methods
-    from kerascam.evaluation import EvalConfig, evaluate, markdown  # noqa: F401
+    from kerascam.evaluation import EvalConfig, available_columns, evaluate
 
     args = evaluate_parser().parse_args(argv)
     if not 0.0 < args.mask_threshold < 1.0:
@@ -299,13 +308,18 @@ def evaluate_main(argv):
 
     # Records and their saved parts (a few hundred bytes per image, model and
     # method, twice), tables and figures.
-    methods = len(available_methods()) if args.cam == "all" else 1
-    check_free_space(os.path.join(args.workdir, "eval"), args.num_images * 4 * methods * 600 + 32 * 2**20,
+    methods = tuple(available_columns()) if "all" in args.cam else tuple(dict.fromkeys(args.cam))
+    scores = None if "all" in args.scores else tuple(dict.fromkeys(args.scores))
+    check_free_space(os.path.join(args.workdir, "eval"), args.num_images * 4 * len(methods) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
     config = EvalConfig(
         workdir=args.workdir,
         models=args.models,
-        methods=tuple(available_methods()) if args.cam == "all" else (args.cam,),
+        methods=methods,
+        scores=scores,
+        faithfulness_images=args.faithfulness_images,
+        faithfulness_steps=args.faithfulness_steps,
+        randomization_images=args.randomization_images,
         num_images=args.num_images,
         split=args.split,
         dataset=args.dataset,
@@ -329,9 +343,9 @@ def evaluate_main(argv):
     if "missing_shards" in table:
         print(f"shard {args.shard} of {args.num_shards} done; still to run: {table['missing_shards']}")
         return 0
-    models = list(table["score_reference"])
     print()
-    print(markdown(table, models, list(config.methods), table["settings"]))
+    with open(os.path.join(args.workdir, "eval", "table.md"), encoding="utf-8") as f:
+        print(f.read())
     seconds = f" ({table['seconds']:.0f} s)" if table.get("seconds") else ""
     print(f"records, tables and figures in {os.path.join(args.workdir, 'eval')}{seconds}")
     return 0

@@ -45,10 +45,17 @@ def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+METHODS = ("gradcam", "gradcam++", "scorecam", "noise")
+# The map-only scores: the model-based ones have tests of their own.
+MAP_SCORES = ("reference", "ground_truth", "sticker", "edge_correlation")
+
+
 @pytest.fixture(scope="module")
-def evaluated(workdir):
-    config = EvalConfig(workdir=str(workdir), num_images=6, batch_size=4, max_N=3, num_figures=2)
-    return config, evaluate(config, progress=False)
+def evaluated(workdir, tmp_path_factory):
+    path = _linked_workdir(workdir, tmp_path_factory.mktemp("evaluated") / "runs", MODEL_NAMES)
+    config = EvalConfig(workdir=str(path), methods=METHODS, scores=MAP_SCORES, num_images=6, batch_size=4, max_N=3,
+                        num_figures=2)
+    return path, evaluate(config, progress=False)
 
 
 def read_records(workdir):
@@ -56,9 +63,10 @@ def read_records(workdir):
         return list(csv.DictReader(f))
 
 
-def test_records_cover_every_image_model_and_method(workdir, evaluated):
-    records = read_records(workdir)
-    assert len(records) == 6 * 4 * 3
+def test_records_cover_every_image_model_and_method(evaluated):
+    path, _ = evaluated
+    records = read_records(path)
+    assert len(records) == 6 * 4 * len(METHODS)
     keys = {(r["image_id"], r["model"], r["method"]) for r in records}
     assert len(keys) == len(records)
     for r in records:
@@ -66,17 +74,47 @@ def test_records_cover_every_image_model_and_method(workdir, evaluated):
         if r["status"] == "ok" and r["reference_status"] == "ok":
             assert 0.0 <= float(r["score_reference"]) <= 1.0
         if r["status"] != "ok":
-            assert r["score_ground_truth"] == "" and r["pointing_hit"] == ""
+            assert r["score_ground_truth"] == "" and r["pointing_hit"] == "" and r["edge_spearman"] == ""
         assert r["max_N"] == ("3" if r["method"] == "scorecam" else "")
+        # Only disk_sticker images (class 4) have a sticker to score.
+        assert (r["sticker_ratio"] != "") <= (r["label"] == "4")
 
 
-def test_table_equals_what_the_records_give(workdir, evaluated):
-    _, table = evaluated
-    records = read_records(workdir)
-    on_disk = json.loads((workdir / "eval" / "table.json").read_text())
-    for score in ("score_reference", "score_ground_truth", "pointing_hit"):
+def test_records_hold_the_scores_that_the_metrics_give(evaluated):
+    """The refactor into scorers keeps every number: recomputed here from the
+    maps with the metric functions, equal to the last printed digit."""
+    from kerascam import metrics
+    from kerascam.cams import explain
+    from kerascam.data import load_split
+    from kerascam.evaluation import find_models
+
+    path, _ = evaluated
+    records = {(int(r["image_id"]), r["model"], r["method"]): r for r in read_records(path)}
+    models = {name: model for name, (model, _) in find_models(str(path)).items()}
+    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation")
+                 .examples.batch(4).as_numpy_iterator())
+    reference = metrics.reference_mask(explain(models["resnet50"], batch["image"], "gradcam++"), 0.5)
+    for name in ("unet", "vgg16"):
+        maps, native = explain(models[name], batch["image"], "gradcam", return_native=True)
+        status = metrics.map_status(native)
+        s_ref = metrics.localization_score(maps, reference)
+        s_gt = metrics.localization_score(maps, batch["mask"])
+        hits, _ = metrics.pointing_game(maps, batch["mask"])
+        for i in range(4):
+            r = records[(i, name, "gradcam")]
+            assert r["status"] == status[i]
+            if status[i] == "ok":
+                assert r["score_reference"] == f"{s_ref[i]:.6f}" and r["score_ground_truth"] == f"{s_gt[i]:.6f}"
+                assert r["pointing_hit"] == str(int(hits[i]))
+
+
+def test_table_equals_what_the_records_give(evaluated):
+    path, table = evaluated
+    records = read_records(path)
+    on_disk = json.loads((path / "eval" / "table.json").read_text())
+    for score in ("score_reference", "score_ground_truth", "pointing_hit", "edge_spearman"):
         for model in MODEL_NAMES:
-            for method in ("gradcam", "gradcam++", "scorecam"):
+            for method in METHODS:
                 values = [float(r[score]) for r in records if r["model"] == model and r["method"] == method and r[score] != ""]
                 cell = on_disk[score][model][method]
                 assert cell["n"] == len(values)
@@ -91,25 +129,30 @@ def test_table_equals_what_the_records_give(workdir, evaluated):
     masks = np.stack([ex["mask"] for ex in load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation")
                       .examples.take(6).as_numpy_iterator()])
     assert on_disk["chance"]["score_ground_truth"]["mean"] == pytest.approx(masks.reshape(6, -1).mean(axis=1).mean())
-    text = (workdir / "eval" / "table.md").read_text()
+    text = (path / "eval" / "table.md").read_text()
     assert "| unet |" in text and "scorecam_max_N=3" in text
 
 
-def test_figures_are_written(workdir, evaluated):
+def test_figures_are_written(evaluated):
+    path, _ = evaluated
     for name in ("explanations.png", "native_maps.png"):
-        data = (workdir / "eval" / "figures" / name).read_bytes()
+        data = (path / "eval" / "figures" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_evaluate_cli_end_to_end_and_bad_input(workdir, capsys):
+def test_evaluate_cli_end_to_end_and_bad_input(workdir, tmp_path, capsys):
     from kerascam.cli import evaluate_main, run_cli
 
-    result = run_python(["evaluate.py", "--workdir", str(workdir), "--cam", "gradcam", "--models", "unet", "vgg16",
-                         "--num-images", "3", "--figures", "1", "--quiet"])
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet", "vgg16"))
+    result = run_python(["evaluate.py", "--workdir", str(path), "--cam", "gradcam", "edges", "--scores",
+                         "ground_truth", "--num-images", "3", "--figures", "1", "--quiet"])
     assert result.returncode == 0, result.stderr
-    assert "| vgg16 |" in result.stdout
+    assert "| vgg16 |" in result.stdout and "| gradcam | edges |" in result.stdout
+    # Without ResNet50 there is no reference map: not asked for, so no line about it.
+    assert "skipped" not in result.stdout
     for args, expected in [
         (["--cam", "lime"], "invalid choice: 'lime'"),
+        (["--scores", "accuracy"], "invalid choice: 'accuracy'"),
         (["--workdir", "no-such-dir"], "does not exist"),
         (["--mask-threshold", "1.5", "--workdir", str(workdir)], "must lie in (0, 1)"),
         (["--batch-size", "0"], "positive integer"),
@@ -133,14 +176,16 @@ def test_both_backends_give_the_same_maps_for_trained_models(workdir):
     ours, predicted = explain_batch(*args, backend="kerascam")
     reference, predicted_ref = explain_batch(*args, backend="tf-keras-vis")
     for key in ours:
-        np.testing.assert_array_equal(ours[key][2], reference[key][2])
-        np.testing.assert_allclose(ours[key][0], reference[key][0], atol=1e-4, err_msg=str(key))
+        np.testing.assert_array_equal(ours[key].status, reference[key].status)
+        np.testing.assert_allclose(ours[key].maps, reference[key].maps, atol=1e-4, err_msg=str(key))
     for name in models:
         np.testing.assert_array_equal(predicted[name], predicted_ref[name])
 
 
-def test_sharded_evaluation_merges_into_the_unsharded_table(workdir):
-    base = dict(workdir=str(workdir), num_images=5, batch_size=2, max_N=3, num_figures=1, methods=("gradcam", "scorecam"))
+def test_sharded_evaluation_merges_into_the_unsharded_table(workdir, tmp_path):
+    path = _linked_workdir(workdir, tmp_path / "runs", MODEL_NAMES)
+    base = dict(workdir=str(path), num_images=5, batch_size=2, max_N=3, num_figures=1, methods=("gradcam", "scorecam"),
+                scores=MAP_SCORES)
     whole = evaluate(EvalConfig(**base), progress=False)
     first = evaluate(EvalConfig(**base, shard=1, num_shards=2), progress=False)
     assert first["missing_shards"] == [0]
@@ -148,7 +193,7 @@ def test_sharded_evaluation_merges_into_the_unsharded_table(workdir):
     for key in ("score_reference", "score_ground_truth", "pointing_hit", "chance", "paired_unet_minus_ablated"):
         assert json.dumps(merged[key], sort_keys=True, default=str) == json.dumps(whole[key], sort_keys=True, default=str), key
     assert merged["settings"]["images"] == whole["settings"]["images"] == 5
-    records = read_records(workdir)
+    records = read_records(path)
     assert sorted({int(r["image_id"]) for r in records}) == [0, 1, 2, 3, 4]
     # --merge rebuilds the same table from the saved shards alone.
     from kerascam.evaluation import merge_shards
@@ -183,7 +228,7 @@ def _table_without_time(workdir):
 def test_killed_evaluation_resumes_to_the_same_table(workdir, tmp_path, capsys):
     models = ("unet", "unet_ablated")
     # 12 parts of one batch of two images: long enough to be killed midway.
-    flags = ["--models", *models, "--cam", "gradcam", "--split", "train", "--num-images", "24", "--batch-size", "2",
+    flags = ["--models", *models, "--cam", "gradcam", "--scores", *MAP_SCORES, "--split", "train", "--num-images", "24", "--batch-size", "2",
              "--chunk", "1", "--figures", "3", "--quiet"]
     whole = _linked_workdir(workdir, tmp_path / "whole", models)
     _run_in_process(["--workdir", str(whole), *flags], capsys)
@@ -227,7 +272,7 @@ def test_killed_evaluation_resumes_to_the_same_table(workdir, tmp_path, capsys):
 
 def test_parts_of_other_settings_are_set_aside_and_never_merged(workdir, tmp_path, capsys):
     path = _linked_workdir(workdir, tmp_path / "runs", ("unet",))
-    base = dict(workdir=str(path), models=["unet"], methods=("gradcam",), num_images=4, batch_size=1, chunk=1,
+    base = dict(workdir=str(path), models=["unet"], methods=("gradcam",), scores=MAP_SCORES, num_images=4, batch_size=1, chunk=1,
                 num_figures=0, shard=1, num_shards=2)
     assert evaluate(EvalConfig(**base), progress=False)["missing_shards"] == [0]  # images 1 and 3: two parts
     assert evaluate(EvalConfig(**dict(base, num_images=2)), progress=False)["missing_shards"] == [0]
@@ -269,9 +314,14 @@ def test_evaluation_of_a_folder_with_bad_files_goes_on_and_names_them(workdir, t
     path = _linked_workdir(workdir, tmp_path / "runs", ("unet",))
     before = {p for p in tmp_path.rglob("*")}
     out = _run_in_process(
-        ["--workdir", str(path), "--dataset", f"folder:{folder}", "--cam", "gradcam", "--figures", "2", "--quiet"], capsys
+        ["--workdir", str(path), "--dataset", f"folder:{folder}", "--cam", "gradcam", "--scores", *MAP_SCORES,
+         "--figures", "2", "--quiet"], capsys
     )
     assert "skipped 2 unreadable files: class1/empty.jpg, class3/..jpg" in out
+    # A score that needs what the data lacks: one line each, the others go on.
+    assert "score 'ground_truth' skipped: the dataset has no ground-truth masks" in out
+    assert "score 'sticker' skipped: the dataset has no evidence masks" in out
+    assert "score 'reference' skipped" in out
     table = _table_without_time(path)
     assert table["settings"]["unreadable_files_skipped"] == 2 and table["settings"]["images"] == 10
     assert table["score_ground_truth"]["unet"]["gradcam"]["n"] == 0  # folders have no masks

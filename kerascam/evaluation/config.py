@@ -1,0 +1,68 @@
+"""The settings of one evaluation."""
+
+import dataclasses
+from typing import Optional, Sequence
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Settings of one evaluation (saved in ``table.json``).
+
+    Attributes:
+        workdir: Folder of the trained runs (``WORKDIR/MODEL/model.keras``).
+        models: Models to explain; None for every trained model found.
+        methods: The table's columns: CAM methods
+            (``kerascam.cams.available_methods()``), fused variants
+            (``"layercam-fused"``: the method at the model's default layer set)
+            and maps that know nothing of the model (``"noise"``,
+            ``"edges"``, `kerascam.evaluation.baselines`). None for all of
+            them (`kerascam.evaluation.maps.available_columns()`).
+        scores: Scores to compute (``kerascam.evaluation.available_scores()``);
+            None for all of them.
+        num_images: Images of the split to explain (from its start).
+        split: Dataset split.
+        dataset: Dataset; None for the one the models were trained on.
+        batch_size: Images per step.
+        max_N: ScoreCAM channels (Faster-ScoreCAM); None for all.
+        mask_threshold: Threshold of the normalised reference map.
+        sweep_thresholds: Further thresholds reported in a sweep table.
+        class_index: ``"predicted"`` or ``"true"``: which class is explained.
+        num_figures: Images shown in the overview figure.
+        boxes_dir: ImageNet: folder of the validation box XMLs, whose boxes
+            become the ground-truth masks.
+        backend: ``"kerascam"`` (the compiled engine) or ``"tf-keras-vis"``
+            (the reference implementation); they give the same maps.
+        shard, num_shards: This run explains the images whose index i (in
+            the first ``num_images``) has ``i % num_shards == shard``; each
+            shard saves its results, and once all exist the tables are built
+            from them (the same tables as one unsharded run).
+        chunk: Batches per saved part of the results; a killed run resumes
+            after its last saved part.
+        faithfulness_images: Deletion and insertion score the first this many
+            images (each costs 2 (K + 1) forward passes per model x method).
+        faithfulness_steps: K, the steps of the deletion and insertion curves.
+        randomization_images: The randomization check scores the first this
+            many images (each costs one explanation per cascade step).
+    """
+
+    workdir: str = "runs"
+    models: Optional[Sequence[str]] = None
+    methods: Optional[Sequence[str]] = None
+    scores: Optional[Sequence[str]] = None
+    num_images: int = 200
+    split: str = "validation"
+    dataset: Optional[str] = None
+    batch_size: int = 25
+    max_N: Optional[int] = 32
+    mask_threshold: float = 0.5
+    sweep_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
+    class_index: str = "predicted"
+    num_figures: int = 6
+    boxes_dir: Optional[str] = None
+    backend: str = "kerascam"
+    shard: int = 0
+    num_shards: int = 1
+    chunk: int = 10
+    faithfulness_images: int = 50
+    faithfulness_steps: int = 16
+    randomization_images: int = 20

@@ -1,0 +1,306 @@
+"""The experiment: every model x method x score on the first images of a split.
+
+For each image, each trained model and each column (a CAM method, a fused
+variant or a baseline map, `kerascam.evaluation.maps`), one record: the base
+fields (label, prediction, the class explained, the map's status, ScoreCAM's
+``max_N``) and the fields of every scorer of the run
+(`kerascam.evaluation.scorer`). Maps that are undefined (all zero, constant
+or non-finite) are kept as records with their status and no score; tables
+count them separately.
+
+Outputs in ``WORKDIR/eval/``: ``records.csv``, ``table.md``, ``table.csv``,
+``table.json`` and ``figures/``; the saved parts that make a run resumable
+are described in `kerascam.evaluation.parts`.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from kerascam import io
+from kerascam.evaluation import parts
+from kerascam.evaluation.maps import available_columns, check_columns, explain_batch
+from kerascam.evaluation.scorer import Batch, ScoreResult, get_scorers
+from kerascam.evaluation.scores.reference import REFERENCE
+from kerascam.models import MODEL_NAMES
+
+# What each need of a scorer is called in the one line that says it is missing.
+_MISSING = {
+    "ground_truth": "the dataset has no ground-truth masks",
+    "evidence": "the dataset has no evidence masks (only the embedded shapes mark the sticker)",
+    "reference": "ResNet50, whose GradCAM++ map is the reference, is not evaluated",
+}
+
+
+def find_models(workdir, names=None):
+    """Trained models in ``workdir``: {name: (model, run.json dict)}, in MODEL_NAMES order."""
+    from kerascam.export import load_keras
+
+    wanted = list(names) if names else [n for n in MODEL_NAMES if os.path.exists(os.path.join(workdir, n, "model.keras"))]
+    if not wanted:
+        raise FileNotFoundError(
+            f"no trained model in {workdir!r} (expected {workdir}/MODEL/model.keras); run train.py first"
+        )
+    found = {}
+    for name in wanted:
+        path = os.path.join(workdir, name, "model.keras")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} does not exist; train it with: python train.py --model {name}")
+        run = io.read_json(os.path.join(workdir, name, "run.json"))
+        found[name] = (load_keras(path), run)
+    return found
+
+
+def _data_config(runs, dataset):
+    sizes = {run["config"]["image_size"] for _, run in runs.values()}
+    datasets = {run["config"]["dataset"] for _, run in runs.values()}
+    if len(sizes) > 1 or len(datasets) > 1:
+        raise ValueError(
+            f"the models were trained on different data (image sizes {sorted(sizes)}, datasets {sorted(datasets)}); "
+            "evaluate them separately with --models"
+        )
+    from kerascam.configs import TrainConfig
+
+    config = next(iter(runs.values()))[1]["config"]
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in config.items() if k in fields})
+    if dataset:
+        config = dataclasses.replace(config, dataset=dataset)
+    return config
+
+
+def check_num_classes(models, num_classes, dataset):
+    """Raises ValueError when a model has fewer outputs than the dataset has classes.
+
+    Labels past a model's last output cannot be explained as the true class
+    nor ever be predicted: the evaluation would be meaningless, so it stops
+    before any work.
+    """
+    for name, model in models.items():
+        outputs = model.output_shape[-1]
+        if outputs is not None and num_classes > outputs:
+            raise ValueError(
+                f"model {name!r} has {outputs} outputs but dataset {dataset!r} has {num_classes} classes, "
+                f"so labels {outputs} to {num_classes - 1} have no output; evaluate it on the data it was trained on"
+            )
+
+
+def _batches(config, split, crop_size, skip=0):
+    """Batches of the split's first ``num_images`` (this shard's), from its ``skip``-th image.
+
+    Yields:
+        `Batch`es; ``skip`` drops examples before they are cropped or
+        batched, so resuming costs no explaining.
+    """
+    from kerascam.data.pipeline import evaluation_batches
+
+    examples = split.examples.take(config.num_images).enumerate()
+    if config.num_shards > 1:
+        examples = examples.filter(lambda i, _: i % config.num_shards == config.shard)
+    examples = examples.map(lambda i, ex: dict(ex, image_id=i))
+    if skip:
+        examples = examples.skip(skip)
+    for batch in evaluation_batches(examples, config.batch_size, crop_size=crop_size).as_numpy_iterator():
+        yield Batch(batch["image_id"], batch["image"], batch["label"], batch.get("mask"), batch.get("evidence"))
+
+
+def _available(need, batch, models):
+    if need == "ground_truth":
+        return batch.masks is not None
+    if need == "evidence":
+        return batch.evidence is not None
+    if need == "reference":
+        return REFERENCE[0] in models
+    return True
+
+
+def evaluate(config, *, progress=True):
+    """Runs the experiment and writes records, tables and figures.
+
+    Resumes from the parts that an interrupted run with the same settings
+    saved (`kerascam.evaluation.parts`).
+
+    Args:
+        config: An `EvalConfig`.
+        progress: Show a progress bar.
+
+    Returns:
+        The table dict written to ``table.json``; for a shard whose siblings
+        are not all done, ``{"settings": ..., "missing_shards": [...]}``.
+    """
+    import keras
+
+    from kerascam.data import load_split
+
+    started = time.time()
+    if config.chunk < 1:
+        raise ValueError(f"chunk must be a positive number of batches. Received: chunk={config.chunk}")
+    methods = check_columns(available_columns() if config.methods is None else config.methods)
+    scorers = get_scorers(config.scores, config)
+    runs = find_models(config.workdir, config.models)
+    models = {name: model for name, (model, _) in runs.items()}
+    data_config = _data_config(runs, config.dataset)
+    split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
+    check_num_classes(models, split.num_classes, data_config.dataset)
+    out_dir = os.path.join(config.workdir, "eval")
+
+    total = len(range(config.shard, min(config.num_images, split.num_examples), config.num_shards))
+    images_per_chunk = config.batch_size * config.chunk
+    settings = {
+        "images": total, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
+        "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,
+        "reference": "+".join(REFERENCE) if REFERENCE[0] in models else "none (resnet50 not evaluated)",
+        "backend": config.backend, "scores": "+".join(s.name for s in scorers),
+    }
+    for scorer in scorers:
+        settings.update({k: v for k, v in scorer.settings().items() if k not in settings})
+    if split.skipped:  # folders: unreadable image files left out of the split
+        settings["unreadable_files_skipped"] = len(split.skipped)
+    manifest = {
+        "identity": _identity(config, runs, data_config, split, methods, scorers),
+        "models": list(models),
+        "methods": methods,
+        "scores": [s.name for s in scorers],
+        "class_names": next(iter(runs.values()))[1].get("class_names"),
+        "num_chunks": -(-total // images_per_chunk),
+        "settings": settings,
+    }
+    folder = parts.shard_dir(out_dir, config.shard, config.num_shards)
+    done_chunks = parts.open_parts(folder, manifest, out_dir)
+    if done_chunks:
+        print(f"resuming: {done_chunks} of {manifest['num_chunks']} chunks done ({folder})", flush=True)
+
+    done = min(total, done_chunks * images_per_chunk)
+    bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
+    if done:
+        bar.update(done)
+    crop_size = data_config.image_size if split.needs_crop else None
+    part = parts.Part(done_chunks)
+    active = None
+    for batch in _batches(config, split, crop_size, skip=done):
+        if active is None:
+            active = _active_scorers(scorers, batch, models)
+        explained, predictions = explain_batch(
+            models, methods, batch.images, batch.labels, config.class_index, config.max_N, backend=config.backend
+        )
+        if any("reference" in s.needs for s in active) and REFERENCE not in explained:
+            explained_ref, _ = explain_batch({REFERENCE[0]: models[REFERENCE[0]]}, [REFERENCE[1]], batch.images,
+                                             batch.labels, config.class_index, backend=config.backend)
+            context = {**explained, **explained_ref}
+        else:
+            context = explained
+        _score_batch(config, scorers, active, batch, explained, context, predictions, part)
+        keep = config.num_figures - done if config.shard == 0 else 0
+        if keep > 0:
+            part.figures.append({
+                "images": batch.images[:keep], "masks": None if batch.masks is None else batch.masks[:keep],
+                "labels": batch.labels[:keep], "maps": {k: v.maps[:keep] for k, v in explained.items()},
+                "native": {k: v.native[0] for k, v in explained.items()} if done == 0 else None,
+                "predicted": {k: v[:keep] for k, v in predictions.items()},
+            })
+        done += len(batch.ids)
+        part.batches += 1
+        part.images += len(batch.ids)
+        bar.update(done)
+        if part.batches == config.chunk or done == total:
+            part.save(folder)
+            part = parts.Part(part.index + 1)
+
+    if split.skipped:
+        from kerascam.data import describe_skipped
+
+        print(describe_skipped(split.skipped), flush=True)
+    if config.num_shards > 1:
+        missing = [i for i in range(config.num_shards)
+                   if not parts.is_complete(parts.shard_dir(out_dir, i, config.num_shards))]
+        if missing:
+            return {"settings": settings, "missing_shards": missing}
+    return parts.merge_shards(config, started)
+
+
+def _active_scorers(scorers, batch, models):
+    """The scorers whose needs the data meets; one line for each of the others."""
+    active = []
+    for scorer in scorers:
+        missing = [need for need in scorer.needs if not _available(need, batch, models)]
+        if missing:
+            print(f"score {scorer.name!r} skipped: {_MISSING[missing[0]]}", flush=True)
+        else:
+            active.append(scorer)
+    return active
+
+
+def _score_batch(config, scorers, active, batch, explained, context, predictions, part):
+    """Appends the batch's records, chance values and extras to ``part``."""
+    for scorer in active:
+        scorer.begin_batch(batch, context)
+        for field, values in scorer.chance(batch).items():
+            part.chance.setdefault(field, []).extend(
+                [int(i), float(v)] for i, v in zip(batch.ids, values) if np.isfinite(v))
+    columns = {}  # (key, field) -> per-image formatted values
+    for key, one in explained.items():
+        for scorer in active:
+            rows = np.arange(len(batch.ids))
+            if scorer.max_images is not None:
+                rows = rows[batch.ids < scorer.max_images]
+            if len(rows) == 0:
+                continue
+            result = scorer.score(batch.take(rows), one.take(rows))
+            if not isinstance(result, ScoreResult):
+                result = ScoreResult(result)
+            for field in scorer.fields:
+                formatted = [""] * len(batch.ids)
+                values = result.values[field.name]
+                for row, value in zip(rows, values):
+                    if field.kind == "info" or one.status[row] == "ok":
+                        formatted[row] = field.format(value)
+                columns[(key, field.name)] = formatted
+            if result.extra is not None:
+                part.extras.setdefault(scorer.name, []).append([key[0], key[1], result.extra])
+    fields = [f.name for s in scorers for f in s.fields]
+    for (name, method), one in explained.items():
+        for i in range(len(batch.ids)):
+            record = {
+                "image_id": int(batch.ids[i]),
+                "label": int(batch.labels[i]),
+                "model": name,
+                "method": method,
+                "predicted": int(predictions[name][i]),
+                "explained_class": int(one.classes[i]),
+                "status": str(one.status[i]),
+                "max_N": config.max_N if method == "scorecam" else "",
+            }
+            for field in fields:
+                values = columns.get(((name, method), field))
+                record[field] = "" if values is None else values[i]
+            part.records.append(record)
+
+
+def _identity(config, runs, data_config, split, methods, scorers):
+    """What the saved parts depend on: a run resumes only from parts of an equal identity."""
+    identity = {
+        "models": {name: parts.file_digest(os.path.join(config.workdir, name, "model.keras")) for name in runs},
+        "methods": list(methods),
+        "scores": {s.name: s.settings() for s in scorers},
+        "dataset": data_config.dataset,
+        "image_size": data_config.image_size,
+        "split": config.split,
+        "split_examples": split.num_examples,
+        "num_classes": split.num_classes,
+        "boxes_dir": os.path.abspath(config.boxes_dir) if config.boxes_dir else None,
+        "num_images": config.num_images,
+        "batch_size": config.batch_size,
+        "chunk": config.chunk,
+        "max_N": config.max_N,
+        "mask_threshold": config.mask_threshold,
+        "sweep_thresholds": [float(t) for t in config.sweep_thresholds],
+        "class_index": config.class_index,
+        "num_figures": config.num_figures,
+        "backend": config.backend,
+        "shard": config.shard,
+        "num_shards": config.num_shards,
+    }
+    return json.loads(json.dumps(identity))  # as it reads back from manifest.json

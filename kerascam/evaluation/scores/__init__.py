@@ -1,0 +1,10 @@
+"""One file per score; importing this package registers them, in table order.
+
+A new score is a file here with a `kerascam.evaluation.scorer.Scorer`
+subclass decorated with ``@register``, plus its line below.
+"""
+
+from kerascam.evaluation.scores import reference  # noqa: F401  (the paper's Table I)
+from kerascam.evaluation.scores import ground_truth  # noqa: F401
+from kerascam.evaluation.scores import fine_detail  # noqa: F401
+from kerascam.evaluation.scores import edges  # noqa: F401
