@@ -134,7 +134,8 @@ def test_gaussian_blur_matches_scipy():
     assert faith.blur_sigma_for((48, 64)) == 3.0
 
 
-def test_one_trace_for_every_batch_size_step_count_and_blur(model):
+def test_one_trace_for_every_batch_size_step_count_and_blur():
+    model = region_model()
     rng = np.random.default_rng(2)
     images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
     maps = rng.random((3, SIZE, SIZE)).astype(np.float32)
@@ -234,3 +235,115 @@ def test_summarize_markdown_and_figure(tmp_path):
     scorer.figures(summary, str(tmp_path), ["unet", "vgg16"], ["gradcam"])
     assert (tmp_path / "faithfulness.png").stat().st_size > 0
     assert scorer.summarize([]) == {} and scorer.markdown({}, ["unet"], ["gradcam"]) == []
+
+
+# ROAD (kerascam/evaluation/scores/road.py)
+
+from kerascam.evaluation.scores import road  # noqa: E402
+
+
+def dense_imputation(image, removed):
+    """ROAD's equations written out pixel by pixel and solved densely: the reference."""
+    height, width, _ = image.shape
+    unknown = [(r, c) for r in range(height) for c in range(width) if removed[r, c]]
+    index = {p: i for i, p in enumerate(unknown)}
+    system = np.zeros((len(unknown), len(unknown)))
+    right = np.zeros((len(unknown), image.shape[2]))
+    for i, (r, c) in enumerate(unknown):
+        for dr, dc, weight in road.NEIGHBOURS:
+            q = (r + dr, c + dc)
+            if not (0 <= q[0] < height and 0 <= q[1] < width):
+                continue
+            system[i, i] += weight
+            if q in index:
+                system[i, index[q]] -= weight
+            else:
+                right[i] += weight * image[q]
+    filled = image.astype(np.float64).copy()
+    filled[removed] = np.linalg.solve(system, right)
+    return filled
+
+
+def test_linear_imputation_keeps_linear_images_and_solves_roads_equations():
+    rows, columns = np.mgrid[0:10, 0:12]
+    ramp = np.stack([2 * rows + 3 * columns, rows - columns, np.full_like(rows, 5)], axis=-1).astype(np.float32)
+    hole = np.zeros((10, 12), bool)
+    hole[3:7, 2:9] = True  # inside: every neighbour is in the image, so a plane is its own mean
+    np.testing.assert_allclose(road.linear_imputation(ramp, hole), ramp, atol=1e-4)
+    rng = np.random.default_rng(4)
+    image = rng.uniform(0, 255, (7, 9, 3))
+    removed = rng.random((7, 9)) < 0.6
+    removed[0, :] = True  # along the border too
+    imputed = road.linear_imputation(image, removed)
+    np.testing.assert_allclose(imputed, dense_imputation(image, removed), atol=1e-3)
+    np.testing.assert_array_equal(imputed[~removed], image[~removed].astype(np.float32))
+    noisy = road.linear_imputation(image, removed, noise=2.0, rng=np.random.default_rng(0))
+    assert 1.5 < np.std(noisy[removed] - imputed[removed]) < 2.5
+    np.testing.assert_array_equal(noisy[~removed], imputed[~removed])
+    with pytest.raises(ValueError, match="at least one kept pixel"):
+        road.linear_imputation(image, np.ones((7, 9), bool))
+
+
+def test_road_curves_against_the_dense_reference(model):
+    rng = np.random.default_rng(5)
+    images = (rng.uniform(0, 40, (1, SIZE, SIZE, 3)) + 60 * REGION[:, :, None]).astype(np.float32)
+    images = np.repeat(images, 2, axis=0)
+    maps = np.stack([REGION, ~REGION]).astype(np.float32)
+    fractions = (0.25, 0.5, 0.75)  # 16, 32, 48 pixels
+    morf, lerf = road.road_curves(model, images, maps, [0, 0], fractions=fractions, noise=0.0, batch_size=4)
+    raster = np.arange(SIZE * SIZE)
+    flat_region = REGION.ravel()
+    orders = [np.concatenate([raster[flat_region], raster[~flat_region]]),
+              np.concatenate([raster[~flat_region], raster[flat_region]])]
+    for i, order in enumerate(orders):
+        for j, count in enumerate((16, 32, 48)):
+            for curve, taken in ((morf, order[:count]), (lerf, order[SIZE * SIZE - count:])):
+                removed = np.zeros(SIZE * SIZE, bool)
+                removed[taken] = True
+                filled = dense_imputation(images[i], removed.reshape(SIZE, SIZE))
+                expected = sigmoid(WEIGHT * filled[REGION].sum())
+                assert curve[i, j] == pytest.approx(expected, rel=1e-4)
+    # The region map removes the bright region first: MoRF falls, LeRF keeps it.
+    assert morf[0].mean() < morf[1].mean() - 0.1
+    assert lerf[0].mean() > lerf[1].mean() + 0.1
+
+
+def test_road_noise_is_seeded_per_image():
+    model = region_model()
+    rng = np.random.default_rng(6)
+    images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    maps = rng.random((3, SIZE, SIZE)).astype(np.float32)
+    whole = road.road_curves(model, images, maps, [0, 1, 0], seeds=[7, 8, 9], fractions=(0.5,))
+    alone = road.road_curves(model, images[1:], maps[1:], [1, 0], seeds=[8, 9], fractions=(0.5,), batch_size=1)
+    np.testing.assert_allclose(np.asarray(whole)[:, 1:], alone, rtol=1e-6)
+    quiet = road.road_curves(model, images, maps, [0, 1, 0], noise=0.0, fractions=(0.5,))
+    assert not np.allclose(whole, quiet)
+    assert faith.perturbed_forward(model).tracing_count == 1  # batches of 6 and 1 images, one trace
+    with pytest.raises(ValueError, match="fractions"):
+        road.road_curves(model, images, maps, [0, 1, 0], fractions=(0.0, 0.5))
+
+
+def test_road_scorer(model, tmp_path):
+    assert SCORERS["road"] is road.RoadScorer
+    scorer = road.RoadScorer(types.SimpleNamespace(road_images=4))
+    assert scorer.max_images == 4
+    assert scorer.settings()["road_noise"] == road.NOISE
+    fields = {f.name: f for f in scorer.fields}
+    assert set(fields) == {"road_morf", "road_lerf"}
+    assert "lower is better" in fields["road_morf"].description
+    assert "higher is better" in fields["road_lerf"].description
+    images = np.repeat(constant_image(), 2, axis=0)
+    batch = Batch(ids=np.array([3, 4]), images=images, labels=np.zeros(2, np.int64))
+    maps = np.stack([REGION, np.zeros_like(REGION)]).astype(np.float32)
+    result = scorer.score(batch, explained(model, maps, ["ok", "constant"], [0, 0]))
+    morf, lerf = road.road_curves(model, images[:1], maps[:1], [0], seeds=[3])
+    np.testing.assert_allclose(result.values["road_morf"][0], morf.mean(), rtol=1e-6)
+    np.testing.assert_allclose(result.values["road_lerf"][0], lerf.mean(), rtol=1e-6)
+    assert np.isnan(result.values["road_morf"][1]) and result.extra["morf"][1] is None
+    assert json.loads(json.dumps(result.extra)) == result.extra
+    summary = scorer.summarize([("region", "map", result.extra)])
+    assert summary["road_curves"]["x"] == list(road.DEFAULT_FRACTIONS)
+    np.testing.assert_allclose(summary["road_curves"]["curves"]["region"]["map"]["lerf"]["mean"], lerf[0], atol=1e-6)
+    assert any(line.startswith("| region | map | 1 |") for line in scorer.markdown(summary, ["region"], ["map"]))
+    scorer.figures(summary, str(tmp_path), ["region"], ["map"])
+    assert (tmp_path / "road.png").stat().st_size > 0

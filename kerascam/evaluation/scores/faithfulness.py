@@ -60,7 +60,9 @@ from kerascam.cams.logits import logits_model
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-DEFAULT_IMAGES = 50
+# 25 images x 8 methods x 4 demo models cost about 155 s of CPU on 2 cores
+# (benchmarks/faithfulness.py: 0.07-0.43 s of CPU per map at 48x48, K = 16).
+DEFAULT_IMAGES = 25
 DEFAULT_BATCH_SIZE = 64
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
 BLUR_SIGMA_PER_SIDE = 1.0 / 16.0
@@ -201,10 +203,27 @@ class PerturbedForward:
             ],
         )
 
+        # Images made elsewhere (ROAD's imputations) go through this one.
+        self._compiled_probabilities = tf.function(
+            self._probabilities_graph,
+            input_signature=[
+                tf.TensorSpec((None, height, width, channels), tf.float32),
+                tf.TensorSpec((None,), tf.int64),
+            ],
+        )
+
     @property
     def tracing_count(self):
-        """How many times the function has been traced (for tests)."""
-        return self._compiled.experimental_get_tracing_count()
+        """How many times the functions have been traced (for tests)."""
+        return sum(f.experimental_get_tracing_count() for f in (self._compiled, self._compiled_probabilities))
+
+    def _class_probabilities(self, images, classes):
+        logits = self.network(tf.cast(images, self.input_dtype), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return tf.gather(probabilities, classes, axis=1, batch_dims=1)
+
+    def _probabilities_graph(self, images, classes):
+        return self._class_probabilities(images, classes)
 
     def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
         image = tf.gather(images, job_image)
@@ -212,13 +231,15 @@ class PerturbedForward:
         deleted = tf.where(changed, baseline, image)
         inserted = tf.where(changed, image, tf.gather(gaussian_blur(images, kernel), job_image))
         perturbed = tf.where(job_insert[:, tf.newaxis, tf.newaxis, tf.newaxis], inserted, deleted)
-        logits = self.network(tf.cast(perturbed, self.input_dtype), training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return tf.gather(probabilities, tf.gather(classes, job_image), axis=1, batch_dims=1)
+        return self._class_probabilities(perturbed, tf.gather(classes, job_image))
 
     def __call__(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
         """Class probabilities (b,) of the b jobs; arguments as `_graph`'s signature."""
         return self._compiled(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+
+    def probabilities(self, images, classes):
+        """``softmax(logits)[class]`` (b,) of b images (b, H, W, C) as they are."""
+        return self._compiled_probabilities(np.asarray(images, np.float32), np.asarray(classes, np.int64))
 
 
 _FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward
@@ -345,7 +366,8 @@ def area_under_curve(curves):
     return (curves.sum(axis=-1) - 0.5 * (curves[..., 0] + curves[..., -1])) / steps
 
 
-def _rounded(curve):
+def rounded(curve):
+    """A curve as a JSON-friendly list of floats, `DECIMALS` decimals."""
     return [round(float(value), DECIMALS) for value in curve]
 
 
@@ -358,8 +380,8 @@ class FaithfulnessScorer(Scorer):
     """Deletion and insertion AUC of each map (see the module docstring).
 
     Config attributes read (with their defaults when the config lacks them):
-    ``faithfulness_images`` (50; None for every image) and
-    ``faithfulness_steps`` (16).
+    ``faithfulness_images`` (`DEFAULT_IMAGES`; None for every image) and
+    ``faithfulness_steps`` (`DEFAULT_STEPS`).
     """
 
     name = "faithfulness"
@@ -412,8 +434,8 @@ class FaithfulnessScorer(Scorer):
                 one.model, batch.images[ok], one.maps[ok], one.classes[ok], steps=self.steps
             )
         extra = {
-            "deletion": [_rounded(c) if good else None for c, good in zip(deletion, ok)],
-            "insertion": [_rounded(c) if good else None for c, good in zip(insertion, ok)],
+            "deletion": [rounded(c) if good else None for c, good in zip(deletion, ok)],
+            "insertion": [rounded(c) if good else None for c, good in zip(insertion, ok)],
         }
         values = {"deletion_auc": area_under_curve(deletion), "insertion_auc": area_under_curve(insertion)}
         return ScoreResult(values, extra)
@@ -422,29 +444,15 @@ class FaithfulnessScorer(Scorer):
         """Mean deletion and insertion curves with 95 % intervals per step, per model x method.
 
         Returns:
-            ``{"faithfulness_curves": {"x": [...], "curves": {model: {method:
-            {"deletion": {"mean", "low", "high": lists, "n": images},
-            "insertion": {...}}}}}}``; NaN bounds (a single image) are None.
+            ``{"faithfulness_curves": {"x": [0, 1/K, ..., 1], "curves": {model:
+            {method: {"deletion": {"mean", "low", "high": lists, "n":
+            images}, "insertion": {...}}}}}}`` (see `mean_curves`), or {}
+            when no map was scored.
         """
-        gathered = {}
-        for model, method, extra in extras:
-            if not extra:
-                continue
-            entry = gathered.setdefault((model, method), {"deletion": [], "insertion": []})
-            for kind in entry:
-                entry[kind].extend(curve for curve in extra[kind] if curve is not None)
-        lengths = {len(c) for entry in gathered.values() for kind in entry.values() for c in kind}
-        if len(lengths) > 1:
-            raise ValueError(f"faithfulness curves of different step counts cannot be averaged: {sorted(lengths)}")
-        if not lengths:
+        curves = mean_curves(extras, ("deletion", "insertion"))
+        if not curves:
             return {}
-        points = lengths.pop()
-        curves = {}
-        for (model, method), entry in gathered.items():
-            curves.setdefault(model, {})[method] = {
-                kind: _mean_curve(np.asarray(entry[kind], dtype=np.float64).reshape(-1, points))
-                for kind in ("deletion", "insertion")
-            }
+        points = len(next(iter(next(iter(curves.values())).values()))["deletion"]["mean"])
         xs = [round(k / (points - 1), DECIMALS) for k in range(points)]
         return {"faithfulness_curves": {"x": xs, "curves": curves}}
 
@@ -452,31 +460,12 @@ class FaithfulnessScorer(Scorer):
         curves = summary.get("faithfulness_curves")
         if not curves:
             return []
-        xs = np.asarray(curves["x"])
-        columns = sorted({int(np.argmin(np.abs(xs - x))) for x in CURVE_XS})
-        heading = " | ".join(f"{xs[c]:.2f}" for c in columns)
-        lines = [
+        return curve_table(
+            curves, models, methods, ("deletion", "insertion"),
             "### Faithfulness: mean class probability along the deletion and insertion curves",
-            "",
-            f"x is the fraction of pixels changed, in map order; {len(xs) - 1} steps, deletion to black (0), "
-            f"insertion from a Gaussian blur of sigma {BLUR_SIGMA_PER_SIDE:g} x the shorter side.",
-            "",
-            f"| model | method | n | deletion at x = {heading} | insertion at x = {heading} |",
-            "|---|---|---|---|---|",
-        ]
-        for model in models:
-            for method in methods:
-                entry = curves["curves"].get(model, {}).get(method)
-                if entry is None:
-                    continue
-                cells = [
-                    " / ".join("n/a" if entry[kind]["mean"][c] is None else f"{entry[kind]['mean'][c]:.3f}"
-                               for c in columns)
-                    for kind in ("deletion", "insertion")
-                ]
-                lines.append(f"| {model} | {method} | {entry['deletion']['n']} | {cells[0]} | {cells[1]} |")
-        lines.append("")
-        return lines
+            f"x is the fraction of pixels changed, in map order; {len(curves['x']) - 1} steps, deletion to black "
+            f"(0), insertion from a Gaussian blur of sigma {BLUR_SIGMA_PER_SIDE:g} x the shorter side.",
+        )
 
     def figures(self, summary, folder, models, methods):
         curves = summary.get("faithfulness_curves")
@@ -484,8 +473,45 @@ class FaithfulnessScorer(Scorer):
             plot_curves(curves, f"{folder}/faithfulness.png", models, methods)
 
 
+def mean_curves(extras, kinds):
+    """Mean curve with 95 % Student-t bounds per point, per model x method and kind.
+
+    Args:
+        extras: ``(model, method, extra)`` triples, each extra a dict whose
+            ``kinds`` hold one curve (list) per image, None for maps that
+            were not scored.
+        kinds: the keys to average, e.g. ``("deletion", "insertion")``.
+
+    Returns:
+        ``{model: {method: {kind: {"mean": [...], "low": [...], "high":
+        [...], "n": curves}}}}`` from `kerascam.metrics.mean_confidence_interval`
+        at each point; undefined values (bounds of a single curve) are None.
+
+    Raises:
+        ValueError: when the curves differ in length.
+    """
+    gathered = {}
+    for model, method, extra in extras:
+        if not extra:
+            continue
+        entry = gathered.setdefault((model, method), {kind: [] for kind in kinds})
+        for kind in kinds:
+            entry[kind].extend(curve for curve in extra[kind] if curve is not None)
+    lengths = {len(curve) for entry in gathered.values() for kind in kinds for curve in entry[kind]}
+    if len(lengths) > 1:
+        raise ValueError(f"curves of different lengths cannot be averaged: {sorted(lengths)}")
+    if not lengths:
+        return {}
+    points = lengths.pop()
+    curves = {}
+    for (model, method), entry in gathered.items():
+        curves.setdefault(model, {})[method] = {
+            kind: _mean_curve(np.asarray(entry[kind], dtype=np.float64).reshape(-1, points)) for kind in kinds
+        }
+    return curves
+
+
 def _mean_curve(curves):
-    """Mean, 95 % Student-t bounds per step and the number of curves."""
     intervals = [metrics.mean_confidence_interval(curves[:, k]) for k in range(curves.shape[1])]
     return {
         "mean": [_finite_or_none(round(i.mean, DECIMALS)) for i in intervals],
@@ -495,17 +521,48 @@ def _mean_curve(curves):
     }
 
 
-def plot_curves(curves, path, models, methods):
-    """Draws the mean curves of `summarize`: a column per model, deletion above, insertion below.
-
-    One line per method with its 95 % interval shaded, on matplotlib's Agg
-    canvas; the PNG is written atomically.
+def curve_table(curves, models, methods, kinds, heading, note, at=CURVE_XS):
+    """Markdown lines: one row per model x method, the mean curves read at the points nearest ``at``.
 
     Args:
-        curves: ``summary["faithfulness_curves"]``.
+        curves: ``{"x": [...], "curves": mean_curves(...)}``.
+        models, methods: names in table order; pairs without curves are left out.
+        kinds: the curves shown, one column each.
+        heading: the section's heading line.
+        note: a sentence under it (settings).
+        at: x values to show. Default `CURVE_XS`.
+    """
+    xs = np.asarray(curves["x"], dtype=np.float64)
+    columns = sorted({int(np.argmin(np.abs(xs - x))) for x in at})
+    where = " / ".join(f"{xs[c]:.2f}" for c in columns)
+    lines = [heading, "", note, "", "| model | method | n | " + " | ".join(f"{kind} at x = {where}" for kind in kinds)
+             + " |", "|---" * (3 + len(kinds)) + "|"]
+    for model in models:
+        for method in methods:
+            entry = curves["curves"].get(model, {}).get(method)
+            if entry is None:
+                continue
+            cells = [" / ".join("n/a" if entry[kind]["mean"][c] is None else f"{entry[kind]['mean'][c]:.3f}"
+                                for c in columns) for kind in kinds]
+            lines.append(f"| {model} | {method} | {entry[kinds[0]]['n']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def plot_curves(curves, path, models, methods, *, panels=None, xlabel="fraction of pixels changed"):
+    """Draws mean curves: a column per model, a row per kind, a line per method with its 95 % band.
+
+    Drawn on matplotlib's Agg canvas (no pyplot); the PNG is written
+    atomically (`kerascam.io.atomic_path`).
+
+    Args:
+        curves: ``{"x": [...], "curves": mean_curves(...)}``.
         path: the PNG to write.
-        models, methods: names in the order to draw; those without curves
-            are left out.
+        models, methods: names in drawing order; those without curves are
+            left out.
+        panels: ``(kind, y label)`` per row. Default deletion above
+            insertion.
+        xlabel: the x axis' label.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -513,16 +570,18 @@ def plot_curves(curves, path, models, methods):
     from kerascam.figures import DPI, FONT_SIZE
     from kerascam.io import atomic_path
 
+    if panels is None:
+        panels = (("deletion", "deletion (lower is better)"), ("insertion", "insertion (higher is better)"))
     models = [m for m in models if m in curves["curves"]]
     if not models:
         return
-    xs = np.asarray(curves["x"])
-    fig = Figure(figsize=(2.6 * len(models) + 0.4, 4.8), dpi=DPI)
+    xs = np.asarray(curves["x"], dtype=np.float64)
+    fig = Figure(figsize=(2.6 * len(models) + 0.4, 2.4 * len(panels)), dpi=DPI)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, len(models), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(panels), len(models), squeeze=False, sharex=True, sharey=True)
     colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
     for column, model in enumerate(models):
-        for row, kind in enumerate(("deletion", "insertion")):
+        for row, (kind, label) in enumerate(panels):
             ax = axes[row][column]
             for method in methods:
                 entry = curves["curves"][model].get(method)
@@ -537,12 +596,11 @@ def plot_curves(curves, path, models, methods):
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(model, fontsize=FONT_SIZE + 1)
-            else:
-                ax.set_xlabel("fraction of pixels changed", fontsize=FONT_SIZE)
+            if row == len(panels) - 1:
+                ax.set_xlabel(xlabel, fontsize=FONT_SIZE)
             if column == 0:
-                what = "deletion (lower is better)" if kind == "deletion" else "insertion (higher is better)"
-                ax.set_ylabel(f"{what}\nclass probability", fontsize=FONT_SIZE)
-    axes[0][-1].legend(fontsize=FONT_SIZE, loc="upper right", frameon=False)
+                ax.set_ylabel(f"{label}\nclass probability", fontsize=FONT_SIZE)
+    axes[0][-1].legend(fontsize=FONT_SIZE, loc="best", frameon=False)
     fig.tight_layout(pad=0.3)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
