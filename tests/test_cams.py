@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from kerascam import cams
 
-METHODS = ["gradcam", "gradcam++", "scorecam"]
+METHODS = ["gradcam", "gradcam++", "layercam", "hirescam", "scorecam"]
+GRADIENT_METHODS = ["gradcam", "gradcam++", "layercam", "hirescam"]
 SQUARE = (slice(16, 24), slice(4, 12))  # rows, cols of the bright square
 
 
@@ -218,6 +219,48 @@ def test_bad_target_layer_raises(coarse_model, images):
         cams.explain(coarse_model, images, "gradcam", target_layer="gap")
 
 
+@pytest.mark.parametrize(
+    "method, target_layer, expected",
+    [
+        ("layercam", ["conv1", "nope"], r"'nope' is not a layer"),
+        ("gradcam++", ["conv1", "gap"], r"4-D.*'gap'"),
+        ("hirescam", ["target", "conv1", "target"], r"lists 'target' more than once"),
+        ("gradcam", [], r"names no layer"),
+        ("scorecam", ["conv1", "target"], r"scorecam explains one layer at a time"),
+    ],
+)
+def test_bad_layer_lists_are_refused_in_one_line_naming_them(coarse_model, images, method, target_layer, expected):
+    with pytest.raises(ValueError, match=expected) as error:
+        cams.explain(coarse_model, images, method, target_layer=target_layer)
+    assert "\n" not in str(error.value)
+
+
+def test_the_registry_is_the_only_list_of_methods(coarse_model, images, monkeypatch):
+    """A method added to `METHODS` alone reaches explain, the engine and evaluate.py's --cam."""
+    from kerascam.cli import evaluate_parser
+
+    class ActivationSum(cams.GradientCAM):
+        """ReLU of the plain channel sum: a weight of 1 for every channel."""
+
+        name = "activation-sum"
+
+        @staticmethod
+        def weights(activations, gradients, class_scores):
+            return tf.ones_like(gradients[:, :1, :1, :])
+
+    monkeypatch.setitem(cams.METHODS, ActivationSum.name, ActivationSum)
+    assert ActivationSum.name in cams.available_methods()
+    cam_option = next(action for action in evaluate_parser()._actions if action.dest == "cam")
+    assert ActivationSum.name in cam_option.choices
+    activations, _, _ = _native_and_logits(coarse_model, "target", images)
+    _, native = cams.explain(coarse_model, images, "ACTIVATION-SUM", target_layer="target", return_native=True)
+    np.testing.assert_allclose(native, np.maximum(activations.sum(axis=-1), 0.0), rtol=1e-5)
+    fused = cams.explain(coarse_model, images, ActivationSum.name, target_layer=["conv1", "target"])
+    assert fused.shape == (2, 32, 32)
+    with pytest.raises(ValueError, match="exists only in kerascam"):
+        cams.explain(coarse_model, images, ActivationSum.name, target_layer="target", backend="tf-keras-vis")
+
+
 def test_max_n_keeps_shapes_and_is_per_image(coarse_model, images):
     maps, native = cams.explain(
         coarse_model, images, "scorecam", target_layer="target", max_N=3, return_native=True
@@ -237,7 +280,7 @@ def test_bad_max_n_raises(coarse_model, images, method, max_n):
         cams.explain(coarse_model, images, method, target_layer="target", max_N=max_n)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
 def test_undefined_maps_are_zeros_and_reported(method):
     model = _square_detector(pool=4)
     images = _square_images(1)
@@ -251,7 +294,7 @@ def test_undefined_maps_are_zeros_and_reported(method):
 
 
 def test_batch_size_does_not_change_maps(coarse_model, images):
-    for method in ("gradcam", "gradcam++"):
+    for method in GRADIENT_METHODS:
         whole = cams.explain(coarse_model, images, method, target_layer="target")
         one_by_one = cams.explain(coarse_model, images, method, target_layer="target", batch_size=1)
         np.testing.assert_allclose(whole, one_by_one, atol=1e-5)

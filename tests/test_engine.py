@@ -15,9 +15,12 @@ import pytest
 from kerascam import cams
 from kerascam.cams import engine as engine_module
 from kerascam.cams.engine import get_engine
-from kerascam.models import build_model, target_layer_name
+from kerascam.models import build_model, fusion_layer_names, target_layer_name
 
 METHODS = list(cams.METHODS)
+# The methods tf-keras-vis has (all but hirescam), and every (method, backend) pair.
+REFERENCE_METHODS = [name for name, cls in cams.METHODS.items() if cls.reference is not None]
+METHOD_BACKENDS = [(m, b) for m in METHODS for b in cams.BACKENDS if b == "kerascam" or m in REFERENCE_METHODS]
 # Native maps of the two backends agree to float32 rounding (about 1e-6
 # relative in practice); the bound is 1e-4.
 RELATIVE_TOLERANCE = 1e-4
@@ -99,7 +102,7 @@ def _assert_same_maps(ours, reference):
     np.testing.assert_allclose(maps, reference_maps, atol=RELATIVE_TOLERANCE)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", REFERENCE_METHODS)
 @pytest.mark.parametrize("name", list(MODEL_SIZES))
 def test_engine_matches_tf_keras_vis(models, name, method):
     model = models(name)
@@ -108,7 +111,7 @@ def test_engine_matches_tf_keras_vis(models, name, method):
     _assert_same_maps(ours, reference)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", REFERENCE_METHODS)
 def test_engine_matches_tf_keras_vis_non_square_with_given_classes(small_cnn, method):
     # 8x12 channels upsampled to 32x48: ScoreCAM's align-corners upsampling
     # must equal scipy's zoom along both axes.
@@ -128,6 +131,21 @@ def test_backends_are_listed_and_checked(small_cnn):
     assert cams.BACKENDS == ("kerascam", "tf-keras-vis")
     with pytest.raises(ValueError, match="backend must be one of"):
         cams.explain(small_cnn, _images(32), "gradcam", target_layer="target", backend="torch")
+
+
+def test_tf_keras_vis_is_only_built_when_asked_for(small_cnn):
+    cam = cams.get_method("layercam")(small_cnn, "target")
+    cam(_images(32, n=1))
+    assert cam._visualizer is None
+    cam(_images(32, n=1), backend="tf-keras-vis")
+    assert type(cam._visualizer).__name__ == "Layercam"
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - set(REFERENCE_METHODS)))
+def test_methods_tf_keras_vis_lacks_are_refused_with_that_backend_in_one_line(small_cnn, method):
+    with pytest.raises(ValueError, match=f"{method} exists only in kerascam") as error:
+        cams.explain(small_cnn, _images(32), method, target_layer="target", backend="tf-keras-vis")
+    assert "\n" not in str(error.value)
 
 
 def test_engine_covers_every_registered_method(small_cnn):
@@ -236,8 +254,7 @@ def test_engine_returns_raw_and_resized_maps(small_cnn):
     np.testing.assert_array_equal(classes, cams.predicted_classes(small_cnn, _images(32, n=1)))
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("backend", cams.BACKENDS)
+@pytest.mark.parametrize("method, backend", METHOD_BACKENDS)
 def test_compute_returns_the_classes_it_explained(method, backend):
     keras.utils.set_random_seed(1)
     model = _small_cnn("varied_predictions")
@@ -284,6 +301,40 @@ def test_evaluation_reads_predictions_from_the_cam_forward_pass(models, monkeypa
     explained = labels if class_index == "true" else expected
     for method in ("gradcam", "gradcam++"):
         np.testing.assert_array_equal(out[("unet", method)][0], cams.explain(model, images, method, explained))
+
+
+FUSION_LAYERS = {
+    "unet": ["dec4_relu2", "dec3_relu2", "dec2_relu2", "dec1_relu2"],
+    "unet_ablated": ["dec4_relu2", "dec3_relu2", "dec2_relu2", "dec1_relu2"],
+    "resnet50": ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
+    "vgg16": ["block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"],
+}
+
+
+def test_fusion_layer_names_go_from_shallow_to_the_target_layer(models):
+    from kerascam.models.applications import build_vgg16_bn
+
+    built = {name: models(name) for name in MODEL_SIZES}
+    built["vgg16_bn"] = build_vgg16_bn(32, 3)
+    expected = dict(FUSION_LAYERS, vgg16_bn=[f"block{b}_relu{c}" for b, c in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))])
+    for name, model in built.items():
+        layers = fusion_layer_names(model)
+        assert layers == expected[name], name
+        assert layers[-1] == target_layer_name(model)
+        order = [[layer.name for layer in model.layers].index(layer) for layer in layers]
+        assert order == sorted(order), name  # shallow to deep
+        assert all(len(model.get_layer(layer).output.shape) == 4 for layer in layers)
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet50"])
+def test_fused_layercam_matches_tf_keras_vis_layer_by_layer(models, name):
+    # tf-keras-vis explains one layer per call; kerascam all of them in one pass.
+    # (The ablated U-Net and VGG16 take the same code with other layer names.)
+    model = models(name)
+    layers = fusion_layer_names(model)
+    ours, reference = _both_backends(model, _images(MODEL_SIZES[name]), "layercam", target_layer=layers)
+    assert ours[1].shape == (2, MODEL_SIZES[name], MODEL_SIZES[name])  # native: the fused map, input size
+    _assert_same_maps(ours, reference)
 
 
 def _detail_below(maps, block):

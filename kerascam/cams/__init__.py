@@ -1,36 +1,45 @@
-"""Class activation maps: GradCAM, GradCAM++ and ScoreCAM.
+"""Class activation maps: GradCAM, GradCAM++, LayerCAM, HiResCAM and ScoreCAM.
 
 One call for users and for `evaluate.py`::
 
     maps = kerascam.cams.explain(model, images, "gradcam++")
+    fused = kerascam.cams.explain(model, images, "layercam", target_layer=fusion_layer_names(model))
 
-`METHODS` maps each method's name to its implementation (a `BaseCAM`
-subclass); to explain many batches with the same model, build the method once
+`METHODS` is the one registry: it maps each method's name to its
+implementation (a `BaseCAM` subclass, one file per method), and the engine,
+the command line, the evaluation, the tests and the benchmark all loop over
+it. To explain many batches with the same model, build the method once
 (`METHODS["scorecam"](model)`) and call it per batch; its `compute` also
 returns the classes explained (a `CAMResult`). The conventions (logits,
-bilinear resize, normalisation, undefined maps) are described in
+bilinear resize, normalisation, undefined maps, fusion) are described in
 `kerascam/cams/base.py`.
 
-`BACKENDS` are the two implementations of every method: "kerascam" (the
-default), compiled graphs that are cached per model (`kerascam/cams/engine.py`),
-and "tf-keras-vis", the reference they reproduce.
+`BACKENDS` are the two implementations: "kerascam" (the default), compiled
+graphs that are cached per model (`kerascam/cams/engine.py`), and
+"tf-keras-vis", the reference they reproduce, for the methods it has (all
+but hirescam).
 """
 
 from kerascam.cams.base import (
     BACKENDS,
     BaseCAM,
     CAMResult,
+    GradientCAM,
     normalize_maps,
     predicted_classes,
     resize_maps,
     resolve_class_index,
 )
+from kerascam.cams.fusion import fuse_maps
 from kerascam.cams.gradcam import GradCAM
 from kerascam.cams.gradcam_plus_plus import GradCAMPlusPlus
+from kerascam.cams.hirescam import HiResCAM
+from kerascam.cams.layercam import LayerCAM
 from kerascam.cams.score_cam import ScoreCAM
 from kerascam.metrics import map_status
 
-METHODS = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, ScoreCAM)}
+# The one registry: name -> method class, in the order tables list them.
+METHODS = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, LayerCAM, HiResCAM, ScoreCAM)}
 
 
 def available_methods():
@@ -66,13 +75,21 @@ def explain(
             activation="softmax", a Softmax or Activation("softmax") layer)
             is explained at its logits (`kerascam.cams.logits`).
         images: array (N, H, W, 3), uint8 or float.
-        method: one of `available_methods()`: "gradcam", "gradcam++" or
-            "scorecam".
+        method: one of `available_methods()`: "gradcam", "gradcam++",
+            "layercam", "hirescam" or "scorecam".
         class_index: None for the model's predicted class per image, an int
             for the same class in all images, or an int array of length N
             (e.g. the true labels).
         target_layer: the layer the CAM is computed at; None for
-            `kerascam.models.target_layer_name(model)`.
+            `kerascam.models.target_layer_name(model)`. A list of layer
+            names (gradient methods only; e.g.
+            `kerascam.models.fusion_layer_names(model)`) computes the method
+            at every listed layer in one forward and one backward pass and
+            fuses the maps as the LayerCAM paper does (Jiang et al., IEEE TIP
+            2021): each layer's map is resized to the input and divided by
+            its maximum, every layer but the deepest is rescaled by
+            tanh(2 * map), and the fused map is their element-wise maximum
+            (`kerascam.cams.fusion`).
         max_N: scorecam only: Faster-ScoreCAM's number of channels (largest
             spatial variance first); None for all channels. Record it with the
             results: it changes the maps.
@@ -82,7 +99,8 @@ def explain(
         backend: "kerascam" (default): compiled graphs, cached per model and
             reused across calls; "tf-keras-vis": the reference
             implementation, which gives the same maps up to float32 rounding
-            (see `BACKENDS`).
+            (see `BACKENDS`); it has no hirescam, and fuses layers by calling
+            its method once per layer.
 
     Returns:
         float32 maps (N, H, W): the raw maps at the target layer (after the
@@ -91,15 +109,19 @@ def explain(
         normalised (constant, all zero or non-finite) is all zeros; count them
         with `map_status(native_maps)`. With `return_native=True` a tuple
         (maps, native_maps), native_maps float32 (N, h, w) at the target
-        layer's resolution, neither resized nor normalised.
+        layer's resolution, neither resized nor normalised; for a list of
+        layers, native_maps is the fused map at input resolution (N, H, W),
+        before the final min-max normalisation.
 
-        GradCAM and GradCAM++ differentiate the class logit; ScoreCAM weights
+        The gradient methods differentiate the class logit; ScoreCAM weights
         channels by softmax(logits)[class] of the masked images.
 
     Raises:
         ValueError: for an unknown method or backend, a bad class_index,
-            max_N given to a gradient method or out of range, or a target
-            layer that is not a 4-D layer of the model.
+            max_N given to a gradient method or out of range, a target
+            layer that is not a 4-D layer of the model or is listed twice,
+            a list of layers given to scorecam, or backend="tf-keras-vis"
+            for a method tf-keras-vis does not have (hirescam).
     """
     cam = get_method(method)(model, target_layer)
     return cam(
@@ -118,10 +140,14 @@ __all__ = [
     "CAMResult",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GradientCAM",
+    "HiResCAM",
+    "LayerCAM",
     "METHODS",
     "ScoreCAM",
     "available_methods",
     "explain",
+    "fuse_maps",
     "get_method",
     "map_status",
     "normalize_maps",

@@ -1,9 +1,14 @@
 """The pipeline shared by every CAM method: classes, raw maps, resize, normalise.
 
-A method subclasses `BaseCAM`, names its tf-keras-vis class and, when it needs
-to, overrides the one hook `_compute_native` that turns a chunk of images into
-raw maps at the target layer. Everything else (choosing the class, chunking,
-the bilinear resize, the min-max normalisation and the bookkeeping of maps that
+A method is a subclass of `BaseCAM` in a file of its own. A gradient method
+subclasses `GradientCAM` and overrides one hook, `weights`: the weights of the
+target layer's activations, per channel (GradCAM, GradCAM++) or per element
+(LayerCAM, HiResCAM), from which the compiled engine makes the map. A method
+of another kind (ScoreCAM) builds its own engine (`make_engine`). Where
+tf-keras-vis has the method, `reference` names its class, which the
+"tf-keras-vis" backend calls through the hook `_compute_native`. Everything
+else (choosing the class, chunking, the bilinear resize, the fusion of
+several layers, the min-max normalisation and the bookkeeping of maps that
 cannot be normalised) lives here once.
 
 Conventions, for every method:
@@ -19,7 +24,7 @@ Conventions, for every method:
   Two backends compute them (`BACKENDS`): "kerascam", the default, is the
   compiled engine of `engine.py`, which reproduces tf-keras-vis' maps to
   float32 rounding at a fraction of the cost; "tf-keras-vis" calls the
-  reference implementation itself.
+  reference implementation itself (for the methods it has).
 * Maps at input resolution are the native maps resized to (H, W) by bilinear
   interpolation with half-pixel centres (`tf.image.resize`, the convention of
   OpenCV's INTER_LINEAR), then min-max normalised per map to [0, 1]. The paper
@@ -30,14 +35,19 @@ Conventions, for every method:
 * A map that cannot be min-max normalised (all values equal, e.g. all zero,
   or some value non-finite) comes out as all zeros; `map_status` of the native
   maps tells the caller which ones were undefined.
+* Several target layers (a list) are fused as in the LayerCAM paper
+  (`fusion.py`): each layer's map is resized to the input and the fused map
+  at input resolution is what `native` holds.
 """
 
 import contextlib
+import importlib
 import warnings
 from typing import NamedTuple
 
 import numpy as np
 
+from kerascam.cams.fusion import deepest_index, fuse_maps
 from kerascam.cams.logits import logits_model
 from kerascam.metrics import OK, map_status
 
@@ -206,24 +216,41 @@ class CAMResult(NamedTuple):
 
 
 class BaseCAM:
-    """A CAM method bound to one model and one target layer.
+    """A CAM method bound to one model and one target layer (or several, fused).
 
-    Build it once and call it on as many batches as needed; the tf-keras-vis
-    object is made once, here, and the kerascam engine comes from its
-    per-model cache (`engine.get_engine`), so its graphs are traced once.
-    tf-keras-vis only clones a model when it is
-    given a `model_modifier`; none is given (the models output logits, so
-    `ReplaceToLinear` is not needed), so the caller's model is used as is and
-    never modified.
+    Build it once and call it on as many batches as needed: the kerascam
+    engine comes from its per-model cache (`engine.get_engine`), so its graphs
+    are traced once; the tf-keras-vis object (and tf-keras-vis itself) is only
+    made when backend="tf-keras-vis" is first asked for. tf-keras-vis only
+    clones a model when it is given a `model_modifier`; none is given (the
+    models output logits, so `ReplaceToLinear` is not needed), so the caller's
+    model is used as is and never modified.
 
-    Subclasses set `name`, `visualizer_class` (the tf-keras-vis class) and,
-    if the method takes Faster-ScoreCAM's `max_N`, `supports_max_N`; they may
-    override `_compute_native`.
+    Subclasses set `name` and implement `make_engine`; they set `reference`
+    to tf-keras-vis' class where it has the method (None: kerascam only), and
+    may override `_compute_native` (the tf-keras-vis call).
+
+    Attributes:
+        name: the method's name in `kerascam.cams.METHODS`.
+        reference: (module, class) of the tf-keras-vis implementation, or
+            None where tf-keras-vis has no such method.
+        supports_max_N: whether `max_N` (Faster-ScoreCAM) applies.
+        supports_fusion: whether a list of target layers can be fused.
+        fused_in_experiment: whether the evaluation also scores the method
+            fused over `kerascam.models.fusion_layer_names(model)`.
+        target_layer: the target layer as given: a name, or a list of names.
+        target_layers: the target layers' names, always a tuple.
+        fused: whether the maps of `target_layers` are fused (a list was
+            given, even of one layer).
+        channels: the channel count of the target layer (of the deepest
+            layer when fused).
     """
 
     name = None
-    visualizer_class = None
+    reference = None
     supports_max_N = False
+    supports_fusion = False
+    fused_in_experiment = False
 
     def __init__(self, model, target_layer=None):
         """Binds the method to a model.
@@ -233,33 +260,90 @@ class BaseCAM:
                 (or a softmax of them, explained at the logits).
             target_layer: name of the layer whose activations the CAM is
                 computed on; None for `kerascam.models.target_layer_name(model)`.
+                A list of names (gradient methods only) computes the method at
+                each layer in one forward and one backward pass and fuses the
+                maps (`kerascam.cams.fusion`), e.g.
+                `kerascam.models.fusion_layer_names(model)`.
+
+        Raises:
+            ValueError: in one line, for a layer that is not in the model, not
+                4-D or listed twice, an empty list, or a list given to a method
+                that cannot fuse.
         """
         if target_layer is None:
             from kerascam.models import target_layer_name
 
             target_layer = target_layer_name(model)
-        names = [layer.name for layer in model.layers]
-        if target_layer not in names:
+        fused = isinstance(target_layer, (list, tuple))
+        layers = tuple(target_layer) if fused else (target_layer,)
+        if fused and not self.supports_fusion:
             raise ValueError(
-                f"target_layer {target_layer!r} is not a layer of model {model.name!r} "
+                f"{self.name} explains one layer at a time: pass target_layer as one layer name. "
+                f"Received: target_layer={list(layers)}"
+            )
+        if fused and not layers:
+            raise ValueError("target_layer=[] names no layer: list at least one layer to fuse.")
+        for name in layers:
+            self._check_layer(model, name)
+        repeated = sorted({name for name in layers if layers.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"target_layer lists {', '.join(map(repr, repeated))} more than once. "
+                f"Received: target_layer={list(layers)}"
+            )
+        self.model = model
+        self.fused = fused
+        self.target_layers = layers
+        self.target_layer = list(layers) if fused else layers[0]
+        self._deepest = deepest_index(model, layers)
+        self.channels = int(model.get_layer(layers[self._deepest]).output.shape[-1])
+        self._visualizer = None  # tf-keras-vis' object, made on first use
+
+    @staticmethod
+    def _check_layer(model, name):
+        names = [layer.name for layer in model.layers]
+        if not isinstance(name, str) or name not in names:
+            raise ValueError(
+                f"target_layer {name!r} is not a layer of model {model.name!r} "
                 f"(nested sub-models are not searched). Its layers end with: {names[-8:]}"
             )
-        shape = model.get_layer(target_layer).output.shape
+        shape = model.get_layer(name).output.shape
         if len(shape) != 4:
             raise ValueError(
                 f"target_layer must output a 4-D feature map (N, h, w, channels). "
-                f"Received: {target_layer!r} with output shape {tuple(shape)}"
+                f"Received: {name!r} with output shape {tuple(shape)}"
             )
-        self.model = model
-        self.target_layer = target_layer
-        self.channels = int(shape[-1])
-        # A softmax head is explained at its logits, by both backends.
-        self._visualizer = self.visualizer_class(logits_model(model))
 
-    def _visualizer_options(self):
-        """Keyword arguments given to every tf-keras-vis call."""
+    @classmethod
+    def make_engine(cls, model, target_layer):
+        """The kerascam engine of this method (an `engine.CAMEngine`).
+
+        Called by `engine.get_engine`, which caches the result per model.
+
+        Args:
+            model: the model to explain, with logits as output.
+            target_layer: a layer name, or a list or tuple of names (fused).
+        """
+        raise NotImplementedError
+
+    def _reference_visualizer(self):
+        """tf-keras-vis' object for this model, imported and built on first use."""
+        if self.reference is None:
+            raise ValueError(
+                f"{self.name} exists only in kerascam: tf-keras-vis has no such method, "
+                "so backend='tf-keras-vis' cannot compute it; use backend='kerascam'."
+            )
+        if self._visualizer is None:
+            module, class_name = self.reference
+            visualizer_class = getattr(importlib.import_module(module), class_name)
+            # A softmax head is explained at its logits, by both backends.
+            self._visualizer = visualizer_class(logits_model(self.model))
+        return self._visualizer
+
+    def _visualizer_options(self, layer):
+        """Keyword arguments given to every tf-keras-vis call at `layer`."""
         return dict(
-            penultimate_layer=self.target_layer,
+            penultimate_layer=layer,
             # tf-keras-vis would otherwise move from a non-Conv layer (ResNet50's
             # "conv5_block3_out" is an Activation) back to the previous Conv layer,
             # i.e. before batch norm, the residual add and the ReLU.
@@ -268,12 +352,13 @@ class BaseCAM:
             normalize_cam=False,
         )
 
-    def _compute_native(self, images, class_indices, *, max_N, batch_size):
-        """Raw maps at the target layer for one chunk of images (the hook).
+    def _compute_native(self, images, class_indices, *, layer, max_N, batch_size):
+        """tf-keras-vis' raw maps at `layer` for one chunk of images (the hook).
 
         Args:
             images: float32 array (n, H, W, 3), n <= batch_size.
             class_indices: int array (n,), the class to explain per image.
+            layer: the name of the layer.
             max_N: Faster-ScoreCAM's channel count, None unless supported.
             batch_size: the caller's batch size.
 
@@ -283,7 +368,7 @@ class BaseCAM:
         from tf_keras_vis.utils.scores import CategoricalScore
 
         score = CategoricalScore([int(c) for c in class_indices])
-        return self._visualizer(score, images, **self._visualizer_options())
+        return self._reference_visualizer()(score, images, **self._visualizer_options(layer))
 
     def _check_fits_model(self, images):
         """`images`, if their (H, W, channels) fit the model's input shape."""
@@ -320,7 +405,7 @@ class BaseCAM:
 
         Returns:
             float32 array (N, h, w): after the method's ReLU, not resized, not
-            normalised.
+            normalised; for fused layers the fused map (N, H, W).
         """
         return self._native_and_resized(images, class_index, max_N, batch_size, backend)[0]
 
@@ -337,13 +422,30 @@ class BaseCAM:
             classes = None if class_index is None else resolve_class_index(self.model, images, class_index)
             engine = get_engine(self.model, self.target_layer, self.name)
             return engine.explain(images, classes, max_N=max_N, batch_size=batch_size)
+        self._reference_visualizer()  # refuses a method tf-keras-vis does not have, before any work
         classes = resolve_class_index(self.model, images, class_index, batch_size)
+        size = images.shape[1:3]
+        if self.fused:
+            # tf-keras-vis explains one layer per call: one call per layer, then the
+            # engine's fusion, eagerly.
+            resized = [
+                resize_maps(self._reference_native(images, classes, layer, max_N, batch_size), size)
+                for layer in self.target_layers
+            ]
+            fused = np.asarray(fuse_maps(resized, self._deepest), dtype=np.float32)
+            return fused, fused.copy(), classes
+        native = self._reference_native(images, classes, self.target_layer, max_N, batch_size)
+        return native, resize_maps(native, size), classes
+
+    def _reference_native(self, images, classes, layer, max_N, batch_size):
+        """tf-keras-vis' raw maps at `layer` for all images, in chunks."""
         with _quiet_model_calls():
             chunks = [
                 np.asarray(
                     self._compute_native(
                         images[i : i + batch_size],
                         classes[i : i + batch_size],
+                        layer=layer,
                         max_N=max_N,
                         batch_size=batch_size,
                     ),
@@ -351,8 +453,7 @@ class BaseCAM:
                 )
                 for i in range(0, len(images), batch_size)
             ]
-        native = np.concatenate(chunks)
-        return native, resize_maps(native, images.shape[1:3]), classes
+        return np.concatenate(chunks)
 
     def __call__(
         self,
@@ -376,14 +477,16 @@ class BaseCAM:
                 images per forward pass (scorecam). Defaults to 32.
             return_native: also return the raw maps at the target layer.
             backend: "kerascam" (default, the compiled engine) or
-                "tf-keras-vis" (the reference); see `BACKENDS`.
+                "tf-keras-vis" (the reference, where it has the method); see
+                `BACKENDS`.
 
         Returns:
             float32 maps (N, H, W) in [0, 1]: the native maps resized
             bilinearly to (H, W), then min-max normalised per map; all zeros
             where a map is undefined (see `map_status`). With
             `return_native=True`, a tuple (maps, native_maps), native_maps of
-            shape (N, h, w).
+            shape (N, h, w), or for fused layers the fused map (N, H, W)
+            before the min-max normalisation.
         """
         result = self.compute(images, class_index, max_N=max_N, batch_size=batch_size, backend=backend)
         if return_native:
@@ -406,3 +509,37 @@ class BaseCAM:
 
     def __repr__(self):
         return f"{type(self).__name__}(model={self.model.name!r}, target_layer={self.target_layer!r})"
+
+
+class GradientCAM(BaseCAM):
+    """The base of the gradient methods: a method is its `weights` hook.
+
+    With A the target layer's activations (n, h, w, k) and g = d y^c / d A the
+    gradient of the class logit, the map is ReLU(sum_k W_k A_k), W being
+    `weights(A, g, y^c)`: one weight per channel, shape (n, 1, 1, k), or one
+    per element, shape (n, h, w, k). The compiled engine
+    (`engine.GradientEngine`) computes it at one layer or at several in one
+    forward and one backward pass, and fuses several (`fusion.py`).
+    """
+
+    supports_fusion = True
+
+    @staticmethod
+    def weights(activations, gradients, class_scores):
+        """The weights of the activations (the method's hook).
+
+        Args:
+            activations: A, float32 (n, h, w, k).
+            gradients: d y^c / d A, float32, same shape.
+            class_scores: y^c, the class logits, float32 (n,).
+
+        Returns:
+            float32 tensor (n, 1, 1, k) or (n, h, w, k).
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def make_engine(cls, model, target_layer):
+        from kerascam.cams.engine import GradientEngine
+
+        return GradientEngine(model, target_layer, cls.name, cls.weights)

@@ -4,15 +4,21 @@ via Gradient-based Localization", ICCV 2017).
     L^c = ReLU(sum_k w_k^c A^k),  w_k^c = mean_ij d y^c / d A^k_ij
 
 with y^c the class logit (the kerascam models output logits, so no
-`ReplaceToLinear` is needed) and A the target layer's activations. Computed by
-`tf_keras_vis.gradcam.Gradcam`; the base's hook is used unchanged.
+`ReplaceToLinear` is needed) and A the target layer's activations. The
+reference is `tf_keras_vis.gradcam.Gradcam`.
 """
 
-from tf_keras_vis.gradcam import Gradcam
+import tensorflow as tf
 
-from kerascam.cams.base import BaseCAM
+from kerascam.cams.base import GradientCAM
 
 
-class GradCAM(BaseCAM):
+class GradCAM(GradientCAM):
     name = "gradcam"
-    visualizer_class = Gradcam
+    reference = ("tf_keras_vis.gradcam", "Gradcam")
+
+    @staticmethod
+    def weights(activations, gradients, class_scores):
+        """One weight per channel: the spatial mean of its gradient."""
+        del activations, class_scores
+        return tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)

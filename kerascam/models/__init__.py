@@ -2,8 +2,11 @@
 
 ``build_model("unet", ...)`` is what train.py, the tests and the benchmarks
 call; ``target_layer_name(model)`` is the one place that says where each
-model's CAM is taken.
+model's CAM is taken, and ``fusion_layer_names(model)`` where its maps are
+taken to be fused (LayerCAM over several layers).
 """
+
+import re
 
 from kerascam.models import applications, unet
 from kerascam.models.preprocessing import ImagePreprocessing
@@ -18,6 +21,24 @@ _TARGET_LAYERS = {
     # With batch norm, block5_conv3's activation comes after its BN layer.
     "vgg16": ("block5_relu3", applications.target_layer("vgg16")),
 }
+
+# Fusion sets, shallow to deep, each level a tuple of candidates (the first one
+# the model has is taken). The deepest level is the model's target layer.
+_FUSION_LAYERS = {
+    # The output of each of ResNet50's four stages (strides 4, 8, 16, 32).
+    "resnet50": (("conv2_block3_out",), ("conv3_block4_out",), ("conv4_block6_out",), ("conv5_block3_out",)),
+    # The activation of the last convolution of each of the five blocks (strides
+    # 1 to 16), before the block's pooling: the last is block5_conv3, the target,
+    # whose map the other methods give; the paper's own VGG16 demo takes the
+    # pooled outputs instead, which would end at 1/32 of the input, coarser than
+    # the target. keras.applications' convolutions apply their ReLU themselves;
+    # with batch norm, the ReLU is its own layer after the BN.
+    "vgg16": tuple(
+        (f"block{block}_relu{convs}", f"block{block}_conv{convs}")
+        for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    ),
+}
+_UNET_DECODER_OUTPUT = re.compile(r"dec(\d+)_relu2")
 
 
 def build_model(
@@ -92,4 +113,52 @@ def target_layer_name(model):
     )
 
 
-__all__ = ["MODEL_NAMES", "ImagePreprocessing", "build_model", "check_image_size", "target_layer_name"]
+def fusion_layer_names(model):
+    """The layers whose maps are fused for ``model`` (e.g. fused LayerCAM), shallow to deep.
+
+    U-Net twins: the last activation of every decoder level, ``dec4_relu2``
+    (1/8 of the input) to ``dec1_relu2`` (the target layer, full
+    resolution). ResNet50: the outputs of its four stages,
+    ``conv2_block3_out`` (1/4) to ``conv5_block3_out`` (the target, 1/32).
+    VGG16: the activation of the last convolution of each block,
+    ``block1_conv2`` (full resolution) to ``block5_conv3`` (the target, 1/16);
+    ``block1_relu2`` ... ``block5_relu3`` with batch norm
+    (``build_vgg16_bn``). The list always ends with ``target_layer_name(model)``.
+
+    Args:
+        model: a model built by ``build_model`` (found by its name).
+
+    Returns:
+        A list of layer names, to pass as ``target_layer`` to
+        ``kerascam.cams.explain``.
+
+    Raises:
+        ValueError: in one line, when no set is declared for the model.
+    """
+    names = {layer.name for layer in model.layers}
+    if model.name in ("unet", "unet_ablated"):
+        levels = sorted(
+            (int(match.group(1)) for match in map(_UNET_DECODER_OUTPUT.fullmatch, names) if match), reverse=True
+        )
+        layers = [f"dec{level}_relu2" for level in levels]
+    else:
+        layers = [
+            next((candidate for candidate in level if candidate in names), None)
+            for level in _FUSION_LAYERS.get(model.name, ())
+        ]
+    if not layers or None in layers:
+        raise ValueError(
+            f"No fusion layers are declared for a model named {model.name!r}; "
+            f"pass target_layer=[...] with its layer names, shallow to deep (known models: {', '.join(MODEL_NAMES)})"
+        )
+    return layers
+
+
+__all__ = [
+    "MODEL_NAMES",
+    "ImagePreprocessing",
+    "build_model",
+    "check_image_size",
+    "fusion_layer_names",
+    "target_layer_name",
+]

@@ -1,0 +1,77 @@
+"""Fusion of maps computed at several layers into one map, as LayerCAM does.
+
+Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for
+Localization", IEEE TIP 30, 2021, eq. 9. Maps from shallow layers locate
+fine detail but hold much smaller values than maps from deep layers, so
+before the layers are combined each shallow map M is rescaled as
+
+    M' = tanh(gamma * M / max(M)),   gamma = 2,
+
+and the fused map is the element-wise maximum over the layers of the maps
+resized to a common resolution (here the input's, bilinear with half-pixel
+centres as every kerascam map). The paper rescales the shallow layers' maps
+only; every layer's map is normalised (divided by its maximum) first, so
+the deepest map enters the maximum on the same [0, 1] scale as the rescaled
+shallow ones and the fused map's peak is 1. As tanh(2) = 0.96, a shallow map
+never exceeds the deep map's peak, while anything above half of a shallow
+map's own peak reaches at least tanh(1) = 0.76: the fine layers add their
+detail wherever they respond.
+
+The order in which the layers are listed does not matter: the deepest one is
+the one nearest the model's output (last in the model's layer order). The
+fusion is written in TensorFlow ops on (n, H, W) maps so that the compiled
+engine fuses in its graph and the tf-keras-vis backend fuses eagerly with
+the same arithmetic.
+
+Other libraries differ: torchcam's `LayerCAM.fuse_cams` applies the tanh to
+every layer's normalised map, deepest included; pytorch-grad-cam averages the
+layers' normalised maps instead of taking their maximum.
+"""
+
+import tensorflow as tf
+
+GAMMA = 2.0  # the paper's gamma
+
+
+def deepest_index(model, layer_names):
+    """Position in `layer_names` of the layer nearest the output of `model`.
+
+    Args:
+        model: the Keras model holding the layers.
+        layer_names: names of layers of `model`.
+
+    Returns:
+        The index in `layer_names` of the layer that comes last in
+        `model.layers` (a topological order of the graph).
+    """
+    order = {layer.name: position for position, layer in enumerate(model.layers)}
+    return max(range(len(layer_names)), key=lambda i: order[layer_names[i]])
+
+
+def fuse_maps(maps, deepest, gamma=GAMMA):
+    """LayerCAM's fusion of maps of several layers, all at one resolution.
+
+    Args:
+        maps: a list of float32 (n, H, W) maps, one per layer, after the
+            method's ReLU and resized to the same (H, W).
+        deepest: the index in `maps` of the deep layer's map: divided by its
+            maximum, not rescaled by tanh.
+        gamma: the tanh's slope on the shallow maps. Default 2, the paper's.
+
+    Returns:
+        float32 tensor (n, H, W): per pixel the maximum over the layers of
+        M / max(M) (deepest) and tanh(gamma * M / max(M)) (the others). A map
+        that is all zero contributes zeros; if any layer's map of an image is
+        non-finite, the fused map of that image is NaN everywhere, so that
+        `map_status` reports it as such instead of a partial fusion.
+    """
+    scaled = []
+    for index, layer_map in enumerate(maps):
+        layer_map = tf.convert_to_tensor(layer_map, tf.float32)
+        peak = tf.reduce_max(layer_map, axis=(1, 2), keepdims=True)
+        # All-zero maps stay zero instead of turning into 0 / 0.
+        relative = tf.math.divide_no_nan(layer_map, peak)
+        scaled.append(relative if index == deepest else tf.tanh(gamma * relative))
+    fused = tf.reduce_max(tf.stack(scaled), axis=0)
+    finite = tf.reduce_all(tf.math.is_finite(tf.stack(maps)), axis=(0, 2, 3))
+    return tf.where(finite[:, tf.newaxis, tf.newaxis], fused, tf.constant(float("nan"), tf.float32))
