@@ -25,7 +25,13 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
   forward passes per map (both curves), and at 48x48 each step moves 144
   pixels, about a sticker of the shapes dataset.
 * **Deletion baseline.** 0 in every channel, i.e. black in the raw 0-255
-  pixels the models take, RISE's choice ("set to zero").
+  pixels the models take. RISE sets deleted pixels to zero too, but in its
+  models' normalised input, where zero is the ImageNet mean colour; here
+  each model normalises inside its graph (the U-Nets scale to [0, 1],
+  ResNet50 and VGG16 subtract the mean), so a zero there would be black
+  for some models and grey for others. A baseline in raw pixels is the same
+  for every model; ``deletion_baseline=(123.68, 116.78, 103.94)`` gives
+  RISE's grey.
 * **Insertion start.** A Gaussian blur of the image (RISE's choice: a
   kernel of sigma 5 px cut off at 11x11 px on 224x224 images). Here sigma is
   relative to the image, ``BLUR_SIGMA_PER_SIDE`` = 1/16 of its shorter side
@@ -48,7 +54,6 @@ work is the 2 (K + 1) forward passes per map and memory does not grow with
 the number of images (``benchmarks/faithfulness.py`` measures both).
 """
 
-import math
 import weakref
 
 import keras
