@@ -1,21 +1,28 @@
 """Time and peak memory of the CAM backends ("kerascam" and "tf-keras-vis").
 
-The paper's setting (several minutes on a 2-core CPU):
+The paper's setting (more than ten minutes on a 2-core CPU):
 
     python benchmarks/cams.py
 
-A quick check (under a minute):
+A quick check of the script (a few minutes; small models, noisy ratios):
 
-    python benchmarks/cams.py --image-size 64 --models unet --repeats 1 --scorecam-max-n 8
+    python benchmarks/cams.py --quick
+    python benchmarks/cams.py --quick --models unet --methods gradcam,layercam-fused
 
 Every (model, backend) pair runs in its own Python process so that memory
 peaks do not mix. In it: a compiled forward pass of the batch (the unit of the
-ratios), then GradCAM and GradCAM++ of the batch and ScoreCAM of its first
-image, all through `kerascam.cams.explain` with explicit classes (the
-predicted ones), each after one untimed warm-up call. Peak memory is the
-process' peak resident set size during the timed runs (Linux: VmHWM, reset
-through /proc/self/clear_refs before each case; elsewhere psutil sampled every
-5 ms). ScoreCAM is compared with the time of its N + 1 forward passes (N masked
+ratios) and a compiled forward pass plus the full backward pass (the gradient
+of the class logits with respect to the input images: every activation
+gradient of the network, the most any gradient CAM could need); then every
+gradient method of `kerascam.cams.METHODS` at the model's default layer, the
+fused variants ("layercam-fused": LayerCAM at
+`kerascam.models.fusion_layer_names(model)`, which tf-keras-vis computes with
+one `Layercam` call per layer) on the batch, and ScoreCAM of its first image,
+all through `kerascam.cams.explain` with explicit classes (the predicted
+ones), each after untimed warm-up calls. Peak memory is the process' peak
+resident set size during the timed runs (Linux: VmHWM, reset through
+/proc/self/clear_refs before each case; elsewhere psutil sampled every 5 ms).
+ScoreCAM is compared with the time of its N + 1 forward passes (N masked
 images in chunks of --scorecam-batch-size, plus the image itself).
 
 tf-keras-vis' ScoreCAM holds all N masked images (and two more arrays of the
@@ -37,20 +44,53 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
-GRADIENT_METHODS = ("gradcam", "gradcam++")
+FUSED = "-fused"  # suffix of a method computed at the model's fusion layers
+UNITS = ("forward", "forward+backward")
+QUICK = dict(image_size=64, num_classes=10, unet_filters=16, batch_size=4, repeats=1, scorecam_max_n=8)
 MIB = 2**20
+
+
+def _registry():
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
+    from kerascam import cams  # first: it quiets TensorFlow's start-up logs
+
+    return cams
+
+
+def available_cases():
+    """Every case --methods takes, from the one registry: the methods, then
+    the fused variant of each gradient method."""
+    cams = _registry()
+    fusable = [name for name, cls in cams.METHODS.items() if cls.supports_fusion]
+    return [*cams.METHODS, *(name + FUSED for name in fusable)]
+
+
+def default_cases():
+    """All methods, and the fused variants that the evaluation scores."""
+    cams = _registry()
+    return [*cams.METHODS, *(name + FUSED for name, cls in cams.METHODS.items() if cls.fused_in_experiment)]
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--unet-filters", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=8, help="images per gradient-method call")
+    parser.add_argument(
+        "--methods", default=None,
+        help="comma-separated methods of kerascam.cams.METHODS and fused variants (e.g. layercam-fused); "
+        "default: every method and the fused variants the evaluation scores",
+    )
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="check the script in a few minutes: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+        + " unless given",
+    )
+    parser.add_argument("--image-size", type=int, default=None, help="default 224")
+    parser.add_argument("--num-classes", type=int, default=None, help="default 1000")
+    parser.add_argument("--unet-filters", type=int, default=None, help="default 64")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per gradient-method call; default 8")
     parser.add_argument("--scorecam-batch-size", type=int, default=32, help="masked images per forward pass")
     parser.add_argument("--scorecam-max-n", type=int, default=None, help="Faster-ScoreCAM's N; default all")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of forward and gradient methods")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs of each case; default 3")
     parser.add_argument("--reference-memory-gb", type=float, default=4.0)
     parser.add_argument("--reference-time-s", type=float, default=300.0)
     parser.add_argument(
@@ -61,10 +101,22 @@ def parse_args(argv=None):
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
     parser.add_argument("--worker-max-n", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    defaults = dict(image_size=224, num_classes=1000, unet_filters=64, batch_size=8, repeats=3)
+    for key, value in (QUICK if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
+    valid = available_cases()
+    args.methods = default_cases() if args.methods is None else [m.strip().lower() for m in args.methods.split(",")]
+    unknown = [m for m in args.methods if m not in valid]
+    if unknown or not args.methods:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(valid)}")
     return args
 
 
@@ -166,9 +218,8 @@ def _interleaved(functions, repeats, warm_up=2):
 
 def run_worker(args):
     """Measures one (model, backend) pair; prints one JSON line."""
-    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
-    from kerascam import cams  # first: it quiets TensorFlow's start-up logs
-    from kerascam.models import build_model
+    cams = _registry()
+    from kerascam.models import build_model, fusion_layer_names
     from kerascam.training import dtype_policy
 
     import keras
@@ -181,24 +232,50 @@ def run_worker(args):
         model = build_model(name, args.image_size, args.num_classes, unet_filters=args.unet_filters)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
-    forward = tf.function(
-        lambda x: model(x, training=False),
-        input_signature=[tf.TensorSpec((None, args.image_size, args.image_size, 3), tf.float32)],
-    )
+    spec = tf.TensorSpec((None, args.image_size, args.image_size, 3), tf.float32)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     classes = np.argmax(forward(images).numpy(), axis=-1)
-    batch = tf.constant(images)
+    batch, batch_classes = tf.constant(images), tf.constant(classes)
 
-    def explainer(method):
-        return lambda: cams.explain(model, images, method, classes, backend=backend)
+    @tf.function(input_signature=[spec, tf.TensorSpec((None,), tf.int64)])
+    def forward_backward(x, chosen):
+        # The full backward pass: the class logits differentiated down to the input.
+        class_logits = tf.gather(model(x, training=False), chosen, batch_dims=1)
+        return tf.gradients(tf.reduce_sum(tf.cast(class_logits, tf.float32)), x)[0]
 
-    cases = {"forward": lambda: forward(batch).numpy()}
-    cases.update((method, explainer(method)) for method in GRADIENT_METHODS)
+    def runs(method):
+        """A case's method exists with this backend (tf-keras-vis has no hirescam)."""
+        return backend == "kerascam" or cams.METHODS[method].reference is not None
+
+    fusion_layers = fusion_layer_names(model)
+
+    def explainer(case):
+        method, fused = (case[: -len(FUSED)], True) if case.endswith(FUSED) else (case, False)
+        options = dict(target_layer=fusion_layers) if fused else {}
+        return lambda: cams.explain(model, images, method, classes, backend=backend, **options)
+
+    cases = {
+        "forward": lambda: forward(batch).numpy(),
+        "forward+backward": lambda: forward_backward(batch, batch_classes).numpy(),
+    }
+    measured = [c for c in args.methods if c != "scorecam" and runs(c.removesuffix(FUSED))]
+    cases.update((case, explainer(case)) for case in measured)
     devices = [d.device_type for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
-    result = dict(model=name, backend=backend, devices=devices or ["CPU"])
+    result = dict(model=name, backend=backend, devices=devices or ["CPU"], cases=measured, fusion_layers=fusion_layers)
     result.update((case, _summary(samples)) for case, samples in _interleaved(cases, args.repeats).items())
+    if "scorecam" in args.methods:
+        result["scorecam"] = _measure_scorecam(args, cams, model, images, classes, forward, backend)
+        result["cases"].append("scorecam")
+    print(json.dumps(result))
 
-    # ScoreCAM's unit: its N masked images, in the same chunks, plus the image,
-    # as compiled forward passes timed just before and just after its run.
+
+def _measure_scorecam(args, cams, model, images, classes, forward, backend):
+    """ScoreCAM of the first image, and its unit: its N masked images, in the
+    same chunks, plus the image, as compiled forward passes timed just before
+    and just after its run."""
+    import numpy as np
+    import tensorflow as tf
+
     channels = cams.get_method("scorecam")(model).channels
     n = min(args.worker_max_n or args.scorecam_max_n or channels, channels)
     full_chunks, remainder = divmod(n, args.scorecam_batch_size)
@@ -223,8 +300,7 @@ def run_worker(args):
         passes_seconds=sum(counts[size] * pass_times[size]["seconds"] for size in counts),
         passes_cpu_seconds=sum(counts[size] * pass_times[size]["cpu_seconds"] for size in counts),
     )
-    result["scorecam"] = record
-    print(json.dumps(result))
+    return record
 
 
 # ----------------------------------------------------------------- parent
@@ -259,20 +335,29 @@ def _reference_estimate(args, ours):
 
 
 def _ratios(record):
-    """Wall and CPU time of each case over its unit, within one process."""
+    """Wall and CPU time of each case over its unit, within one process: the
+    forward pass for the batch cases (forward+backward included), the N + 1
+    forward passes for scorecam."""
     ratios = {}
-    for case in GRADIENT_METHODS:
-        ratios[case] = tuple(record[case][key] / record["forward"][key] for key in ("seconds", "cpu_seconds"))
-    scorecam = record["scorecam"]
-    ratios["scorecam"] = (
-        scorecam["seconds"] / scorecam["passes_seconds"],
-        scorecam["cpu_seconds"] / scorecam["passes_cpu_seconds"],
-    )
+    for case in ("forward+backward", *record["cases"]):
+        if case == "scorecam":
+            scorecam = record["scorecam"]
+            ratios[case] = (
+                scorecam["seconds"] / scorecam["passes_seconds"],
+                scorecam["cpu_seconds"] / scorecam["passes_cpu_seconds"],
+            )
+        else:
+            ratios[case] = tuple(record[case][key] / record["forward"][key] for key in ("seconds", "cpu_seconds"))
     return ratios
 
 
 def _row(cells):
-    return "  ".join(f"{cell:<12}" for cell in cells)
+    widths = (12, 16, 12, 12)  # model, case, backend, N; then 12 each
+    return "  ".join(f"{cell:<{widths[i] if i < len(widths) else 12}}" for i, cell in enumerate(cells))
+
+
+def _memory(measurement):
+    return f"{measurement['peak_mib']:.0f} (+{measurement['rise_mib']:.0f})"
 
 
 def _format_table(results, args):
@@ -282,23 +367,31 @@ def _format_table(results, args):
     for name in args.models:
         ours, reference = results[name]["kerascam"], results[name]["tf-keras-vis"]
         ratios = {"kerascam": _ratios(ours), "tf-keras-vis": _ratios(reference)}
-        forward = ours["forward"]
-        memory = f"{forward['peak_mib']:.0f} (+{forward['rise_mib']:.0f})"
-        cells = (name, "forward", "compiled", f"b={args.batch_size}", f"{forward['seconds']:.3f}", "1", "1")
-        lines.append(_row((*cells, "", "", memory)))
-        for case in (*GRADIENT_METHODS, "scorecam"):
-            speedups = [ratios["tf-keras-vis"][case][i] / ratios["kerascam"][case][i] for i in (0, 1)]
-            for record in (ours, reference):
+        for unit in UNITS:
+            wall, cpu = ratios["kerascam"][unit] if unit != "forward" else (1.0, 1.0)
+            cells = (name, unit, "compiled", f"b={args.batch_size}", f"{ours[unit]['seconds']:.3f}")
+            lines.append(_row((*cells, f"{wall:.2f}", f"{cpu:.2f}", "", "", _memory(ours[unit]))))
+        for case in ours["cases"]:
+            has_reference = case in reference["cases"]
+            if has_reference:
+                speedups = [ratios["tf-keras-vis"][case][i] / ratios["kerascam"][case][i] for i in (0, 1)]
+            for record in (ours, reference) if has_reference else (ours,):
                 backend = record["backend"]
                 wall, cpu = ratios[backend][case]
                 n = f"b={args.batch_size}"
                 if case == "scorecam":
                     reduced = "*" if record[case]["reduced"] else ""
                     n = f"{record[case]['n']}{reduced}/{record[case]['channels']}"
-                memory = f"{record[case]['peak_mib']:.0f} (+{record[case]['rise_mib']:.0f})"
-                shown = [f"{x:.1f}x" if backend == "kerascam" else "" for x in speedups]
+                elif case.endswith(FUSED):
+                    n = f"b={args.batch_size},{len(record['fusion_layers'])}L"
+                if not has_reference:
+                    shown = ("(kerascam", "only)")
+                elif backend == "kerascam":
+                    shown = tuple(f"{x:.1f}x" for x in speedups)
+                else:
+                    shown = ("", "")
                 cells = (name, case, backend, n, f"{record[case]['seconds']:.3f}", f"{wall:.2f}", f"{cpu:.2f}")
-                lines.append(_row((*cells, *shown, memory)))
+                lines.append(_row((*cells, *shown, _memory(record[case]))))
     return "\n".join(lines)
 
 
@@ -312,14 +405,31 @@ def _targets(results, args):
     for name in args.models:
         ours, reference = results[name]["kerascam"], results[name]["tf-keras-vis"]
         ratios, reference_ratios = _ratios(ours), _ratios(reference)
-        for method in GRADIENT_METHODS:
-            (wall, cpu), reference_wall_cpu = ratios[method], reference_ratios[method]
-            speedups = (reference_wall_cpu[0] / wall, reference_wall_cpu[1] / cpu)
-            verdict = _verdict(wall <= 1.2 and speedups[0] >= 3.0, cpu <= 1.2 and speedups[1] >= 3.0)
-            lines.append(
-                f"{verdict}  {name} {method}: {wall:.2f}x / {cpu:.2f}x a forward pass (<= 1.2), "
-                f"{speedups[0]:.1f}x / {speedups[1]:.1f}x faster than tf-keras-vis (>= 3)"
-            )
+        both = ratios["forward+backward"]
+        for case in ours["cases"]:
+            if case == "scorecam":
+                continue
+            wall, cpu = ratios[case]
+            speedups = None
+            if case in reference["cases"]:
+                speedups = (reference_ratios[case][0] / wall, reference_ratios[case][1] / cpu)
+            fast = (True, True) if speedups is None else (speedups[0] >= 3.0, speedups[1] >= 3.0)
+            compared = ""
+            if speedups is not None:
+                compared = f", {speedups[0]:.1f}x / {speedups[1]:.1f}x faster than tf-keras-vis (>= 3)"
+            if case.endswith(FUSED):
+                # One forward and one backward pass however many layers: at most
+                # what the full backward costs, and within 3 forward passes.
+                verdict = _verdict(wall <= min(3.0, both[0]) and fast[0], cpu <= min(3.0, both[1]) and fast[1])
+                lines.append(
+                    f"{verdict}  {name} {case} ({len(ours['fusion_layers'])} layers): {wall:.2f}x / {cpu:.2f}x "
+                    f"a forward pass (<= forward+backward, {both[0]:.2f}x / {both[1]:.2f}x, and <= 3){compared}"
+                )
+            else:
+                verdict = _verdict(wall <= 1.2 and fast[0], cpu <= 1.2 and fast[1])
+                lines.append(f"{verdict}  {name} {case}: {wall:.2f}x / {cpu:.2f}x a forward pass (<= 1.2){compared}")
+        if "scorecam" not in ours["cases"]:
+            continue
         (wall, cpu), case = ratios["scorecam"], ours["scorecam"]
         lines.append(
             f"{_verdict(wall <= 1.15, cpu <= 1.15)}  {name} scorecam (N={case['n']}): "
@@ -345,15 +455,18 @@ def main(argv=None):
         f"image {args.image_size}x{args.image_size}, {args.num_classes} classes, random weights, "
         f"U-Net filters {args.unet_filters}, gradient methods on a batch of {args.batch_size}, "
         f"ScoreCAM on one image in chunks of {args.scorecam_batch_size}, {os.cpu_count()} CPUs, "
-        f"dtype policy {args.mixed_precision or 'float32'}",
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}, "
+        f"dtype policy {args.mixed_precision or 'float32'}, methods {','.join(args.methods)}",
         flush=True,
     )
     results, notes = {}, []
     started = time.perf_counter()
     for name in args.models:
         ours = _run_worker(args, argv, name, "kerascam")
-        gib, seconds, max_n = _reference_estimate(args, ours)
-        if max_n < ours["scorecam"]["n"]:
+        max_n = None
+        if "scorecam" in ours:
+            gib, seconds, max_n = _reference_estimate(args, ours)
+        if max_n is not None and max_n < ours["scorecam"]["n"]:
             notes.append(
                 f"* {name}: tf-keras-vis' ScoreCAM with N={ours['scorecam']['n']} would need about "
                 f"{gib:.1f} GiB and {seconds:.0f} s here (limits {args.reference_memory_gb:g} GB, "
@@ -367,9 +480,11 @@ def main(argv=None):
     print(_format_table(results, args))
     print("\n".join(notes))
     print(
-        "x unit: time over the compiled forward pass of the batch (gradient methods) or over the N+1\n"
+        "x unit: time over the compiled forward pass of the batch (gradient methods, fused or not, and\n"
+        "  forward+backward: the gradient of the class logits down to the input) or over the N+1\n"
         "  forward passes in chunks (scorecam), both measured in the same process, in wall-clock and in\n"
         "  CPU time (the machine is shared: CPU time is what other processes disturb least).\n"
+        "N: b=batch size (xL: fused over x layers, tf-keras-vis one Layercam call per layer).\n"
         "speed-up: tf-keras-vis' 'x unit' over kerascam's (each backend runs in its own process).\n"
         "peak RSS: the process' peak resident memory during the case (+ its rise during the case)."
     )
