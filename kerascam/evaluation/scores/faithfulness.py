@@ -46,6 +46,14 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
   ends in a softmax is read at its logits (`kerascam.cams.logits`), so it
   gets the same probabilities.
 
+A caveat that the numbers show: black pixels scattered over an image take
+it out of the distribution the model was trained on, so a map that
+scatters its top pixels (noise) deletes "well". On 16 validation images of
+the demo's trained models, a random map's deletion AUC is 0.15 against
+GradCAM's 0.14 (U-Net) and 0.39 (ResNet50). ROAD (`road.py`) fills the
+removed pixels from their neighbours instead; there the random map's MoRF
+mean is 0.73-0.78, far above GradCAM's 0.25 and 0.51.
+
 Cost and memory: the perturbed images are made inside one compiled
 TensorFlow function per model (traced once, cached in a
 `weakref.WeakKeyDictionary`), which also runs the forward pass; a batch of

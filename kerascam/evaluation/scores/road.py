@@ -39,7 +39,9 @@ from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 from kerascam.evaluation.scores import faithfulness
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-DEFAULT_IMAGES = 50
+# 10 images x 8 methods x 4 demo models cost about 47 s of CPU on 2 cores
+# (benchmarks/faithfulness.py: 0.09-0.27 s of CPU per map at 48x48).
+DEFAULT_IMAGES = 10
 NOISE = 2.55  # 1 % of the 0-255 pixel range
 # (row offset, column offset, weight) of the eight neighbours.
 NEIGHBOURS = (
