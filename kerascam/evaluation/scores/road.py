@@ -13,8 +13,9 @@ removed pixels from their surroundings instead, which leaves no sharp edge:
   values and removed ones as unknowns: one sparse linear system per image and
   fraction, the same for every channel, solved exactly (sparse LU,
   ``scipy.sparse.linalg.splu``). Gaussian noise is then added to the
-  imputed pixels; ROAD adds sigma 0.01 on its models' normalised inputs,
-  here ``NOISE`` = 1 % of the 0-255 pixel range (2.55). The noise is drawn
+  imputed pixels; ROAD's reference code defaults to sigma 0.01 in the
+  units of the image it imputes, here ``NOISE`` = 1 % of the 0-255 pixel
+  range (2.55), as for an image in [0, 1]. The noise is drawn
   from a generator seeded per image (by its index in the split), so a score
   does not depend on how the images were batched.
 * **MoRF and LeRF.** At each fraction p of ``fractions`` (default 10 %,
