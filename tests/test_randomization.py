@@ -174,9 +174,7 @@ def _values(model):
 
 def test_randomization_leaves_every_weight_of_the_trained_model_unchanged(unet, images):
     before = [w.copy() for w in unet.get_weights()]
-    scorer = RandomizationScore(Config())
-    for method in ("gradcam", "gradcam++"):
-        scorer.score(batch_of(images), explained(unet, images, method, cam_explain(method)))
+    RandomizationScore(Config()).score(batch_of(images), explained(unet, images, "gradcam", cam_explain("gradcam")))
     after = unet.get_weights()
     assert len(after) == len(before)
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
@@ -274,6 +272,8 @@ def test_ssim_by_hand():
     # The inverted map: structure -1, contrast 1, luminance in (0, 1].
     assert -1.0 <= ssim(a, 1 - a) < -0.5
     assert ssim(a, rng.random((48, 48))) < 0.2
+    # A constant map (normalised to zeros): only the constants C1 C2 remain in the numerator.
+    assert 0.0 < ssim(a, np.ones_like(a)) < 0.01
     # One window position (11x11): Wang et al.'s formula written out.
     x, y = rng.random((11, 11)), rng.random((11, 11))
     x, y = (x - x.min()) / np.ptp(x), (y - y.min()) / np.ptp(y)
@@ -337,22 +337,21 @@ def test_a_map_that_ignores_the_weights_fails_and_a_trained_model_passes(unet, i
 def test_extras_summary_markdown_and_figures(unet, images, tmp_path):
     scorer = RandomizationScore(Config())
     extras = []
-    for first_id in (0, 4):
+    for first_id, method in ((0, "gradcam"), (0, "gradcam++"), (4, "gradcam")):
         batch = batch_of(images, first_id)
-        for method in ("gradcam", "gradcam++"):
-            result = scorer.score(batch, explained(unet, images, method, cam_explain(method)))
-            json.dumps(result.extra, allow_nan=False)  # saved with the results as JSON
-            extras.append(("unet", method, result.extra))
-            assert set(result.values) == {"randomization_spearman", "randomization_ssim"}
-            full = result.extra["spearman"][FULL]
-            np.testing.assert_allclose(result.values["randomization_spearman"], np.array(full, float), atol=1e-6)
-            # The grid: image 0, the grid's method (gradcam++ is a column), its maps along the cascade.
-            has_grid = first_id == 0 and method == "gradcam++"
-            assert ("grid" in result.extra) == has_grid
-            if has_grid:
-                grid = result.extra["grid"]
-                assert set(grid["maps"]) == {TRAINED, *UNET_STEPS, FULL}
-                assert np.asarray(grid["maps"][TRAINED]).shape == (SIZE, SIZE)
+        result = scorer.score(batch, explained(unet, images, method, cam_explain(method)))
+        json.dumps(result.extra, allow_nan=False)  # saved with the results as JSON
+        extras.append(("unet", method, result.extra))
+        assert set(result.values) == {"randomization_spearman", "randomization_ssim"}
+        full = result.extra["spearman"][FULL]
+        np.testing.assert_allclose(result.values["randomization_spearman"], np.array(full, float), atol=1e-6)
+        # The grid: image 0, the grid's method (gradcam++ is a column), its maps along the cascade.
+        has_grid = first_id == 0 and method == "gradcam++"
+        assert ("grid" in result.extra) == has_grid
+        if has_grid:
+            grid = result.extra["grid"]
+            assert set(grid["maps"]) == {TRAINED, *UNET_STEPS, FULL}
+            assert np.asarray(grid["maps"][TRAINED]).shape == (SIZE, SIZE)
     summary = scorer.summarize(extras)
     curve = summary["randomization_cascade"]["unet"]["gradcam"]
     assert curve["steps"] == [TRAINED, *UNET_STEPS, FULL]
@@ -377,3 +376,54 @@ def test_registered_with_its_settings():
     assert scorer.max_images == 7
     assert scorer.settings() == {"randomization_images": 7, "randomization_seed": randomization.SEED}
     assert RandomizationScore(object()).max_images == 20
+
+
+def test_undefined_maps_give_none_and_are_counted(unet, images):
+    maps = edge_maps(images)
+
+    def explain(model, images_, classes):
+        # The trained model's map, except an all-zero one for the randomized copy's second image.
+        out = maps.copy()
+        if model is not unet:
+            out[1] = 0.0
+        return out, out, metrics.map_status(out)
+
+    one = explained(unet, images, "edges", explain)
+    one = one._replace(status=np.array(["ok", "ok", "ok", "zero"]))  # the trained map of image 3 is undefined
+    result = RandomizationScore(Config()).score(batch_of(images), one)
+    for step in result.extra["steps"]:
+        assert result.extra["spearman"][step] == [1.0, None, 1.0, None]
+        assert result.extra["undefined"][step] == 1
+    assert result.extra["trained_undefined"] == 1
+    np.testing.assert_array_equal(np.isnan(result.values["randomization_ssim"]), [False, True, False, True])
+
+
+class Scale(keras.layers.Layer):
+    """A layer whose weights have no ``*_initializer`` attribute."""
+
+    def build(self, input_shape):
+        self.matrix = self.add_weight(shape=(input_shape[-1], 2), initializer="ones", name="matrix")
+        self.offset = self.add_weight(shape=(2,), initializer="zeros", name="offset")
+
+    def call(self, x):
+        return x @ self.matrix + self.offset
+
+
+def test_layers_without_initializers_and_integer_state_are_handled():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4, name="dense")(inputs)
+    x = keras.layers.Dropout(0.5, name="dropout")(x)
+    model = keras.Model(inputs, Scale(name="scale")(x), name="custom")
+    model.get_layer("scale").offset.assign([1.0, 3.0])
+    before = [w.copy() for w in model.get_weights()]
+    copy = RandomizedCopy(model)
+    assert copy.layer_names == ["dense", "scale"]  # the dropout's seed state is not a weight
+    copy.randomize_all()
+    matrix = copy.model.get_layer("scale").matrix.numpy()
+    assert matrix.std() > 0  # He normal, not the trained ones
+    offset = copy.model.get_layer("scale").offset.numpy()
+    assert not np.array_equal(offset, [1.0, 3.0])  # a normal of the trained values' mean and spread
+    again = RandomizedCopy(model)
+    again.randomize_all()
+    np.testing.assert_array_equal(again.model.get_layer("scale").matrix.numpy(), matrix)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

@@ -245,7 +245,7 @@ def initial_value(layer, variable, seed):
         else:
             current = np.asarray(keras.ops.convert_to_numpy(variable.value), dtype=np.float64)
             rng = np.random.default_rng(seed)
-            return rng.normal(current.mean(), current.std(), size=shape).astype(np.dtype(dtype))
+            return keras.ops.cast(rng.normal(current.mean(), current.std(), size=shape), dtype)
     else:
         config = initializer.get_config()
         if "seed" in config:
@@ -718,8 +718,15 @@ def plot_grid(path, grids, models):
     models = [m for m in models if m in grids]
     if not models:
         return
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     cols = 1 + max(len(grids[m]["steps"]) for m in models)
-    fig, axes = kfigures._grid(len(models), cols, "model-parameter randomization (cascade)", True)
+    # kerascam's square cells, each with room for its step's name above it.
+    cell = kfigures.CELL_INCHES
+    fig = Figure(figsize=(cols * cell + kfigures.ROW_LABEL_INCHES, len(models) * (cell + 0.25)), dpi=kfigures.DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(models), cols, squeeze=False)
     for row, model in zip(axes, models):
         grid = grids[model]
         image = np.asarray(grid["image"], dtype=np.uint8)
