@@ -640,8 +640,8 @@ class RandomizationScore(Scorer):
             n = {k: rows[k]["spearman"][FULL]["n"] for k in columns if FULL in rows[k]["spearman"]}
             undefined = {k: sum(rows[k]["undefined"].values()) for k in columns}
             lines += ["", "n (full randomization): " + ", ".join(f"{k} {v}" for k, v in n.items())
-                      + "; undefined randomized maps (all steps): " + ", ".join(f"{k} {v}" for k, v in undefined.items()),
-                      ""]
+                      + "; undefined randomized maps (all steps): "
+                      + ", ".join(f"{k} {v}" for k, v in undefined.items()), ""]
         return lines
 
     def figures(self, summary, folder, models, methods):
