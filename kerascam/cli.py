@@ -273,8 +273,9 @@ def evaluate_parser():
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
     p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
                    help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
-    p.add_argument("--faithfulness-images", type=positive_int, default=50,
-                   help="images scored by deletion and insertion (default: 50)")
+    p.add_argument("--faithfulness-images", type=positive_int, default=25,
+                   help="images scored by deletion and insertion (default: 25)")
+    p.add_argument("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)")
     p.add_argument("--faithfulness-steps", type=positive_int, default=16,
                    help="steps K of the deletion and insertion curves (default: 16)")
     p.add_argument("--randomization-images", type=positive_int, default=20,
@@ -319,6 +320,7 @@ def evaluate_main(argv):
         scores=scores,
         faithfulness_images=args.faithfulness_images,
         faithfulness_steps=args.faithfulness_steps,
+        road_images=args.road_images,
         randomization_images=args.randomization_images,
         num_images=args.num_images,
         split=args.split,

@@ -330,6 +330,46 @@ def evidence_hit(cam, evidence):
     return _finish(hits, single), _finish(status, single)
 
 
+def _ranks(values):
+    """Ranks 1..n of a 1-D array, ties given their average rank."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    # Start and end of every run of equal values, in sorted order.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    average = (starts + ends + 1) / 2.0  # mean of the 1-based positions starts+1 .. ends
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(average, ends - starts)
+    return ranks
+
+
+def rank_correlation(a, b):
+    """Spearman's rank correlation of two maps (Adebayo et al. 2018's first similarity measure).
+
+    The Pearson correlation of the ranks of the flattened maps, ties given
+    their average rank (as ``scipy.stats.spearmanr``). The maps are not made
+    absolute first: CAMs are non-negative already.
+
+    Args:
+        a, b: two maps (H, W) of the same shape.
+
+    Returns:
+        A float in [-1, 1]; NaN when either map is constant or not finite.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"two maps (H, W) of the same shape are compared. Received: {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra = _ranks(a.ravel())
+    rb = _ranks(b.ravel())
+    ra -= ra.mean()
+    rb -= rb.mean()
+    return float(np.clip(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)), -1.0, 1.0))
+
+
+
 class ConfidenceInterval(NamedTuple):
     mean: float
     low: float

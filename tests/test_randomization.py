@@ -357,7 +357,7 @@ def test_extras_summary_markdown_and_figures(unet, images, tmp_path):
     assert curve["steps"] == [TRAINED, *UNET_STEPS, FULL]
     assert curve["spearman"][FULL]["n"] + curve["undefined"][FULL] == 2 * len(images)
     assert curve["layers"]["dec1"] == 5
-    assert summary["randomization_grid"]["unet"]["method"] == "gradcam++"
+    assert summary["_randomization_grid"]["unet"]["method"] == "gradcam++"
     json.dumps(summary, allow_nan=False)
 
     lines = scorer.markdown(summary, ["unet"], ["gradcam", "gradcam++"])

@@ -41,6 +41,8 @@ class EvalConfig:
         faithfulness_images: Deletion and insertion score the first this many
             images (each costs 2 (K + 1) forward passes per model x method).
         faithfulness_steps: K, the steps of the deletion and insertion curves.
+        road_images: ROAD scores the first this many images (each costs a
+            sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
             many images (each costs one explanation per cascade step).
     """
@@ -63,6 +65,7 @@ class EvalConfig:
     shard: int = 0
     num_shards: int = 1
     chunk: int = 10
-    faithfulness_images: int = 50
+    faithfulness_images: int = 25
     faithfulness_steps: int = 16
+    road_images: int = 10
     randomization_images: int = 20

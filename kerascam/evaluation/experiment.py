@@ -13,6 +13,7 @@ Outputs in ``WORKDIR/eval/``: ``records.csv``, ``table.md``, ``table.csv``,
 are described in `kerascam.evaluation.parts`.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -180,9 +181,11 @@ def evaluate(config, *, progress=True):
     crop_size = data_config.image_size if split.needs_crop else None
     part = parts.Part(done_chunks)
     active = None
+    seconds = collections.Counter()  # wall-clock of this process per stage: "explain" and each score
     for batch in _batches(config, split, crop_size, skip=done):
         if active is None:
             active = _active_scorers(scorers, batch, models)
+        tic = time.perf_counter()
         explained, predictions = explain_batch(
             models, methods, batch.images, batch.labels, config.class_index, config.max_N, backend=config.backend
         )
@@ -192,7 +195,8 @@ def evaluate(config, *, progress=True):
             context = {**explained, **explained_ref}
         else:
             context = explained
-        _score_batch(config, scorers, active, batch, explained, context, predictions, part)
+        seconds["explain"] += time.perf_counter() - tic
+        _score_batch(config, scorers, active, batch, explained, context, predictions, part, seconds)
         keep = config.num_figures - done if config.shard == 0 else 0
         if keep > 0:
             part.figures.append({
@@ -213,12 +217,14 @@ def evaluate(config, *, progress=True):
         from kerascam.data import describe_skipped
 
         print(describe_skipped(split.skipped), flush=True)
+    if seconds:
+        print("seconds of this run: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.most_common()), flush=True)
     if config.num_shards > 1:
         missing = [i for i in range(config.num_shards)
                    if not parts.is_complete(parts.shard_dir(out_dir, i, config.num_shards))]
         if missing:
             return {"settings": settings, "missing_shards": missing}
-    return parts.merge_shards(config, started)
+    return parts.merge_shards(config, started, dict(seconds))
 
 
 def _active_scorers(scorers, batch, models):
@@ -233,10 +239,12 @@ def _active_scorers(scorers, batch, models):
     return active
 
 
-def _score_batch(config, scorers, active, batch, explained, context, predictions, part):
-    """Appends the batch's records, chance values and extras to ``part``."""
+def _score_batch(config, scorers, active, batch, explained, context, predictions, part, seconds):
+    """Appends the batch's records, chance values and extras to ``part``; adds each scorer's time to ``seconds``."""
     for scorer in active:
+        tic = time.perf_counter()
         scorer.begin_batch(batch, context)
+        seconds[scorer.name] += time.perf_counter() - tic
         for field, values in scorer.chance(batch).items():
             part.chance.setdefault(field, []).extend(
                 [int(i), float(v)] for i, v in zip(batch.ids, values) if np.isfinite(v))
@@ -248,15 +256,18 @@ def _score_batch(config, scorers, active, batch, explained, context, predictions
                 rows = rows[batch.ids < scorer.max_images]
             if len(rows) == 0:
                 continue
+            tic = time.perf_counter()
             result = scorer.score(batch.take(rows), one.take(rows))
+            seconds[scorer.name] += time.perf_counter() - tic
             if not isinstance(result, ScoreResult):
                 result = ScoreResult(result)
             for field in scorer.fields:
-                formatted = [""] * len(batch.ids)
+                formatted = [None] * len(batch.ids)
                 values = result.values[field.name]
                 for row, value in zip(rows, values):
-                    if field.kind == "info" or one.status[row] == "ok":
-                        formatted[row] = field.format(value)
+                    formatted[row] = field.format(value)
+                    if field.kind != "info" and formatted[row] is not None and one.status[row] != "ok":
+                        formatted[row] = ""  # an undefined map is never scored
                 columns[(key, field.name)] = formatted
             if result.extra is not None:
                 part.extras.setdefault(scorer.name, []).append([key[0], key[1], result.extra])
@@ -275,7 +286,7 @@ def _score_batch(config, scorers, active, batch, explained, context, predictions
             }
             for field in fields:
                 values = columns.get(((name, method), field))
-                record[field] = "" if values is None else values[i]
+                record[field] = None if values is None else values[i]
             part.records.append(record)
 
 

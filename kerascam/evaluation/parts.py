@@ -150,7 +150,7 @@ def is_complete(folder):
     return all(os.path.exists(part_path(folder, i)) for i in range(io.read_json(path)["num_chunks"]))
 
 
-def merge_shards(config, started=None):
+def merge_shards(config, started=None, seconds=None):
     """Builds the tables from the saved parts of all ``config.num_shards`` shards.
 
     Models, methods, scores and thresholds are those the shards were run with.
@@ -160,7 +160,7 @@ def merge_shards(config, started=None):
     missing = [d for d in shard_dirs if not is_complete(d)]
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) not evaluated yet (or not finished), e.g. {missing[0]}")
-    return finish(config, out_dir, shard_dirs, started)
+    return finish(config, out_dir, shard_dirs, started, seconds)
 
 
 def _check_same_evaluation(shard_dirs, manifests):
@@ -183,7 +183,7 @@ def _shard_records(folder, num_chunks, on_part):
         yield from data["records"]
 
 
-def finish(config, out_dir, shard_dirs, started=None):
+def finish(config, out_dir, shard_dirs, started=None, seconds=None):
     """Records, tables and figures from the saved parts of one or more shards, streaming."""
     import array
 
@@ -227,13 +227,17 @@ def finish(config, out_dir, shard_dirs, started=None):
     settings = dict(first["settings"], images=images[0])
     table["settings"] = settings
     table["seconds"] = time.time() - started if started else None
-    tables.write_tables(out_dir, table, model_names, methods, settings, scorers)
+    if seconds:
+        table["seconds_by_stage"] = {k: round(v, 1) for k, v in seconds.items()}
+    # Keys that start with "_" are figure data of a scorer: not part of the tables.
+    shown = {k: v for k, v in table.items() if not k.startswith("_")}
+    tables.write_tables(out_dir, shown, model_names, methods, settings, scorers)
     folder = os.path.join(out_dir, "figures")
     if os.path.exists(part_path(shard_dirs[0], 0, ".npz")):  # shard 0 saves the figures' data
         _write_figures(folder, shard_dirs[0], model_names, methods, first["class_names"])
     for scorer in scorers:
         scorer.figures(table, folder, model_names, methods)
-    return table
+    return shown
 
 
 def _write_figures(folder, first_shard, models, methods, class_names):

@@ -71,10 +71,16 @@ class Field:
     percent: bool = True
 
     def format(self, value):
-        """The record's text for one value: "" for None or NaN."""
+        """The record's value: None where the image is not scored (it has
+        nothing to score, e.g. no sticker, or lies past ``max_images``), ""
+        where the score is undefined (NaN), else the number as text (an int
+        for ``digits=0``). Both are written as an empty cell in
+        ``records.csv``; only "" counts as undefined in the tables."""
+        if value is None:
+            return None
         if self.kind == "info":
-            return "" if value is None else str(value)
-        if value is None or not np.isfinite(value):
+            return str(value)
+        if not np.isfinite(value):
             return ""
         if self.digits == 0:
             return int(value)
@@ -176,7 +182,9 @@ class Scorer:
 
         Returns:
             A `ScoreResult` (or a plain dict of field -> values). Values are
-            arrays or lists of length n, NaN or None where undefined.
+            arrays or lists of length n: NaN where the score is undefined
+            (counted apart in the tables), None where the image has nothing
+            to score (not counted at all).
         """
         raise NotImplementedError
 

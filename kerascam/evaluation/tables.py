@@ -50,12 +50,14 @@ class TableBuilder:
         self.paired = {}
 
     def add(self, record):
+        """Adds one record (as saved in the parts: None where not scored)."""
         key = (record["model"], record["method"])
         for field in self.fields:
-            self.values.setdefault((field.name,) + key, array.array("d")).append(_as_float(record[field.name]))
+            if record[field.name] is not None:
+                self.values.setdefault((field.name,) + key, array.array("d")).append(_as_float(record[field.name]))
         if record["model"] in PAIRED:
             for field in self.fields:
-                if field.paired:
+                if field.paired and record[field.name] is not None:
                     ids, values = self.paired.setdefault((field.name,) + key, (array.array("q"), array.array("d")))
                     ids.append(int(record["image_id"]))
                     values.append(_as_float(record[field.name]))

@@ -8,3 +8,6 @@ from kerascam.evaluation.scores import reference  # noqa: F401  (the paper's Tab
 from kerascam.evaluation.scores import ground_truth  # noqa: F401
 from kerascam.evaluation.scores import fine_detail  # noqa: F401
 from kerascam.evaluation.scores import edges  # noqa: F401
+from kerascam.evaluation.scores import faithfulness  # noqa: F401  (needs forward passes)
+from kerascam.evaluation.scores import road  # noqa: F401
+from kerascam.evaluation.scores import randomization  # noqa: F401

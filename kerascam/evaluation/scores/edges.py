@@ -11,32 +11,10 @@ baseline, whose own correlation is 1.
 """
 
 import numpy as np
-import scipy.stats
 
 from kerascam import metrics
 from kerascam.evaluation.baselines import edge_maps
 from kerascam.evaluation.scorer import Field, Scorer, register
-
-
-def rank_correlation(a, b):
-    """Spearman's rank correlation of each pair of maps (ties get average ranks).
-
-    Args:
-        a, b: arrays (N, H, W) of the same shape.
-
-    Returns:
-        float64 (N,): NaN where either map is constant or not finite.
-    """
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    if a.shape != b.shape:
-        raise ValueError(f"maps to correlate must have the same shape. Received: {a.shape} and {b.shape}")
-    out = np.full(len(a), np.nan)
-    for i, (x, y) in enumerate(zip(a, b)):
-        if np.isfinite(x).all() and np.isfinite(y).all() and np.ptp(x) > 0 and np.ptp(y) > 0:
-            rx, ry = scipy.stats.rankdata(x), scipy.stats.rankdata(y)
-            out[i] = np.corrcoef(rx, ry)[0, 1]
-    return out
 
 
 @register
@@ -49,5 +27,6 @@ class EdgeCorrelation(Scorer):
     )
 
     def score(self, batch, one):
-        values = rank_correlation(one.maps, edge_maps(batch.images))
-        return {"edge_spearman": np.where(one.status == metrics.OK, values, np.nan)}
+        edges = edge_maps(batch.images)
+        values = [metrics.rank_correlation(a, b) if ok == metrics.OK else np.nan for a, b, ok in zip(one.maps, edges, one.status)]
+        return {"edge_spearman": values}

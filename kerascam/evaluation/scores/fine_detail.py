@@ -33,7 +33,11 @@ class FineDetail(Scorer):
     def score(self, batch, one):
         ratio = metrics.evidence_ratio(one.maps, batch.evidence)
         hits, status = metrics.evidence_hit(one.maps, batch.evidence)
-        return {"sticker_ratio": ratio, "sticker_hit": np.where(status == metrics.OK, hits, np.nan)}
+        hits = np.where(status == metrics.OK, hits, np.nan)
+        # Images without a sticker have nothing to score: None, not undefined.
+        empty = status == metrics.EMPTY
+        return {"sticker_ratio": [None if e else r for e, r in zip(empty, ratio)],
+                "sticker_hit": [None if e else h for e, h in zip(empty, hits)]}
 
     def chance(self, batch):
         has_evidence = batch.evidence.reshape(len(batch.ids), -1).any(axis=1)

@@ -29,7 +29,7 @@ the full randomization only, and one line says so.
 
 At each step the trained model's map and the randomized model's map of the
 same image and the same class are compared with Spearman's rank correlation
-(`spearman`) and the structural similarity (`ssim`): values near 1 fail the
+(`kerascam.metrics.rank_correlation`) and the structural similarity (`ssim`): values near 1 fail the
 check, lower values pass it. There is no fixed threshold; the ``edges`` and
 ``noise`` columns, which know nothing of the model, give 1 by construction.
 
@@ -64,6 +64,7 @@ import numpy as np
 from kerascam import figures as kfigures
 from kerascam import metrics
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
+from kerascam.metrics import rank_correlation as spearman  # noqa: F401  (named as in the paper)
 
 SEED = 0
 TRAINED = "trained"  # the curves' first point: the trained model itself
@@ -351,42 +352,6 @@ def _pair(a, b):
     return a, b
 
 
-def _ranks(values):
-    """Ranks 1..n of a 1-D array, ties given their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    # Start and end of every run of equal values, in sorted order.
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    average = (starts + ends + 1) / 2.0  # mean of the 1-based positions starts+1 .. ends
-    ranks = np.empty(len(values))
-    ranks[order] = np.repeat(average, ends - starts)
-    return ranks
-
-
-def spearman(a, b):
-    """Spearman's rank correlation of two maps (Adebayo et al. 2018's first similarity).
-
-    The Pearson correlation of the ranks of the flattened maps, ties given
-    their average rank (as ``scipy.stats.spearmanr``). The maps are not made
-    absolute first: CAMs are non-negative already.
-
-    Args:
-        a, b: two maps (H, W) of the same shape.
-
-    Returns:
-        A float in [-1, 1]; NaN when either map is constant or not finite.
-    """
-    a, b = _pair(a, b)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra = _ranks(a.ravel())
-    rb = _ranks(b.ravel())
-    ra -= ra.mean()
-    rb -= rb.mean()
-    return float(np.clip(ra @ rb / np.sqrt((ra @ ra) * (rb @ rb)), -1.0, 1.0))
-
-
 def _unit(x):
     """Min-max normalisation to [0, 1]; a constant map becomes zeros."""
     low, high = x.min(), x.max()
@@ -494,7 +459,7 @@ class RandomizationScore(Scorer):
 
     ``summarize`` gives ``randomization_cascade``: per model x method, per
     step (``trained`` first, ``full`` last), the mean Spearman and SSIM with
-    their 95 % Student-t interval and n; and ``randomization_grid``: per
+    their 95 % Student-t interval and n; and ``_randomization_grid`` (figure data, not written to table.json): per
     model, the grid's image, method, steps and maps.
     """
 
@@ -606,7 +571,7 @@ class RandomizationScore(Scorer):
             return {}
         summary = {"randomization_cascade": cascade}
         if grids:
-            summary["randomization_grid"] = grids
+            summary["_randomization_grid"] = grids
         return summary
 
     def markdown(self, summary, models, methods):
@@ -648,7 +613,7 @@ class RandomizationScore(Scorer):
         cascade = summary.get("randomization_cascade")
         if cascade:
             plot_curves(os.path.join(folder, "randomization_curves.png"), cascade, models, methods)
-        grids = summary.get("randomization_grid")
+        grids = summary.get("_randomization_grid")
         if grids:
             plot_grid(os.path.join(folder, "randomization_grid.png"), grids, models)
 
@@ -712,7 +677,7 @@ def plot_grid(path, grids, models):
 
     Args:
         path: the PNG to write (atomically).
-        grids: `RandomizationScore.summarize`'s ``randomization_grid``.
+        grids: `RandomizationScore.summarize`'s ``_randomization_grid``.
         models: the order of the rows.
     """
     models = [m for m in models if m in grids]
