@@ -183,8 +183,9 @@ def test_both_backends_give_the_same_maps_for_trained_models(workdir):
 
 
 def test_sharded_evaluation_merges_into_the_unsharded_table(workdir, tmp_path):
-    path = _linked_workdir(workdir, tmp_path / "runs", MODEL_NAMES)
-    base = dict(workdir=str(path), num_images=5, batch_size=2, max_N=3, num_figures=1, methods=("gradcam", "scorecam"),
+    # The reference (ResNet50) and the paired twins; one CAM and one model-free column.
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet", "unet_ablated", "resnet50"))
+    base = dict(workdir=str(path), num_images=5, batch_size=2, num_figures=1, methods=("gradcam++", "noise"),
                 scores=MAP_SCORES)
     whole = evaluate(EvalConfig(**base), progress=False)
     first = evaluate(EvalConfig(**base, shard=1, num_shards=2), progress=False)
@@ -329,3 +330,33 @@ def test_evaluation_of_a_folder_with_bad_files_goes_on_and_names_them(workdir, t
     # Every output lands in the eval folder, whatever the dataset's file names.
     written = {p for p in tmp_path.rglob("*") if p.is_file()} - before
     assert written and all((path / "eval") in p.parents for p in written), sorted(map(str, written))
+
+
+def test_scores_that_need_the_model_run_inside_the_experiment(workdir, tmp_path):
+    """Deletion/insertion, ROAD and randomization through `evaluate`: only the
+    first images are scored, the others are not counted as undefined, and
+    their tables, curves and figures are written."""
+    path = _linked_workdir(workdir, tmp_path / "runs", ("unet", "unet_ablated"))
+    table = evaluate(EvalConfig(workdir=str(path), methods=("gradcam", "edges"), scores=("faithfulness", "road",
+                                                                                          "randomization"),
+                                num_images=3, batch_size=3, num_figures=0, faithfulness_images=2,
+                                faithfulness_steps=4, road_images=1, randomization_images=2), progress=False)
+    records = read_records(path)
+    for r in records:
+        scored = int(r["image_id"]) < 2
+        assert (r["deletion_auc"] != "") == (scored and r["status"] == "ok")
+        assert (r["road_morf"] != "") == (r["image_id"] == "0" and r["status"] == "ok")
+        if r["method"] == "edges" and scored:  # a map that ignores the weights fails the check
+            assert float(r["randomization_spearman"]) == pytest.approx(1.0)
+    for model in ("unet", "unet_ablated"):
+        cell = table["deletion_auc"][model]["gradcam"]
+        defined = sum(1 for r in records if r["model"] == model and r["method"] == "gradcam" and r["deletion_auc"])
+        assert cell["n"] == defined and cell["n"] + cell["undefined"] == 2
+        assert 0.0 <= cell["mean"] <= 1.0
+    assert table["paired_unet_minus_ablated"]["deletion_auc"]["gradcam"]["n"] <= 2
+    assert "faithfulness_curves" in table and "randomization_cascade" in table
+    assert not any(key.startswith("_") for key in table)  # figure data stays out of table.json
+    assert table["settings"]["faithfulness_images"] == 2 and table["settings"]["randomization_images"] == 2
+    assert set(table["seconds_by_stage"]) >= {"explain", "faithfulness", "road", "randomization"}
+    for name in ("faithfulness.png", "road.png", "randomization_curves.png", "randomization_grid.png"):
+        assert (path / "eval" / "figures" / name).stat().st_size > 0, name

@@ -266,6 +266,6 @@ def _write_figures(folder, first_shard, models, methods, class_names):
     for model in models:
         figures.plot_explanations(os.path.join(folder, f"explanations_{model}.png"), images, masks,
                                   {key: value for key, value in maps.items() if key[0] == model},
-                                  title=model, **labelled)
+                                  **labelled)
     natives = {key: parts[0]["native::{}::{}".format(*key)] for key in keys}
     figures.plot_native_maps(os.path.join(folder, "native_maps.png"), images[0], natives)
