@@ -370,20 +370,24 @@ def _train(config, workdir, strategy, verbose):
             bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("acc", correct_sum / ((step + 1) * global_batch))])
         val_loss, val_acc = evaluate()
         epoch_var.assign(epoch + 1)
+        if history is not None:
+            # The epoch's row before its checkpoint: a kill between the two
+            # redoes the epoch on resume, which drops the row past the
+            # checkpoint; the other order would lose the row of a saved epoch.
+            history.add(
+                {
+                    "epoch": epoch,
+                    "loss": loss_sum / steps,
+                    "accuracy": correct_sum / (steps * global_batch),
+                    "val_loss": val_loss,
+                    "val_accuracy": val_acc,
+                    "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                    "seconds": time.time() - epoch_start,
+                }
+            )
         manager.save(checkpoint_number=epoch + 1)
         if history is None:
             continue
-        history.add(
-            {
-                "epoch": epoch,
-                "loss": loss_sum / steps,
-                "accuracy": correct_sum / (steps * global_batch),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                "seconds": time.time() - epoch_start,
-            }
-        )
         if verbose == 1:
             print(f"  val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} ({time.time() - epoch_start:.0f} s)")
         elif verbose == 2:

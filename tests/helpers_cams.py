@@ -59,3 +59,23 @@ FORMULAS = {
 
 def relative_error(actual, expected):
     return np.max(np.abs(actual - expected)) / np.max(np.abs(expected))
+
+
+def small_cnn_model(name="small_cnn", seed=None):
+    """Random conv net, any input size: "conv1" at full resolution, target layer
+    "target" (8 channels) at 1/4 size, then global average pooling and 3 logits.
+
+    Args:
+        name: the model's name.
+        seed: seeds Keras before any layer is made (None: leave the global state).
+    """
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
+    x = keras.layers.MaxPooling2D(4, name="pool")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="target_conv")(x)
+    x = keras.layers.Activation("relu", name="target")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name=name)

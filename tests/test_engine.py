@@ -11,6 +11,7 @@ import weakref
 import keras
 import numpy as np
 import pytest
+from helpers_cams import small_cnn_model
 
 from kerascam import cams
 from kerascam.cams import engine as engine_module
@@ -28,19 +29,6 @@ MODEL_SIZES = {"unet": 32, "unet_ablated": 32, "resnet50": 64, "vgg16": 64}
 # ScoreCAM on all 2048 / 512 channels would take minutes here: Faster-ScoreCAM
 # with 16 channels exercises the same code plus the channel selection.
 SCORECAM_MAX_N = {"unet": None, "unet_ablated": None, "resnet50": 16, "vgg16": 16}
-
-
-def _small_cnn(name="small_cnn"):
-    """Random conv net, any input size; target layer "target" (8 channels) at 1/4 size."""
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(4, name="pool")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="target_conv")(x)
-    x = keras.layers.Activation("relu", name="target")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(3, name="predictions")(x)
-    return keras.Model(inputs, outputs, name=name)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +54,7 @@ def models():
 @pytest.fixture(scope="module")
 def small_cnn():
     keras.utils.set_random_seed(1)
-    return _small_cnn()
+    return small_cnn_model()
 
 
 def _images(size, n=2, seed=0):
@@ -161,12 +149,12 @@ def test_engines_are_cached_per_model_layer_and_method(small_cnn):
     assert get_engine(small_cnn, "target", "gradcam") is gradcam
     assert get_engine(small_cnn, "target", "gradcam++") is not gradcam
     assert get_engine(small_cnn, "target_conv", "gradcam") is not gradcam
-    other = _small_cnn("other_cnn")
+    other = small_cnn_model("other_cnn")
     assert get_engine(other, "target", "gradcam") is not gradcam
 
 
 def test_cache_lets_models_be_garbage_collected():
-    model = _small_cnn("short_lived")
+    model = small_cnn_model("short_lived")
     for method in METHODS:
         cams.explain(model, _images(32, n=1), method, target_layer="target")
     assert model in engine_module._ENGINES
@@ -257,7 +245,7 @@ def test_engine_returns_raw_and_resized_maps(small_cnn):
 @pytest.mark.parametrize("method, backend", METHOD_BACKENDS)
 def test_compute_returns_the_classes_it_explained(method, backend):
     keras.utils.set_random_seed(1)
-    model = _small_cnn("varied_predictions")
+    model = small_cnn_model("varied_predictions")
     kernel, bias = model.get_layer("predictions").get_weights()
     model.get_layer("predictions").set_weights([np.random.default_rng(0).normal(0, 3, kernel.shape), bias])
     rng = np.random.default_rng(0)
@@ -374,7 +362,7 @@ def test_mixed_precision_model_gives_the_float32_maps(small_cnn, policy):
     from kerascam.training import dtype_policy
 
     with dtype_policy(policy):
-        mixed = _small_cnn("mixed")
+        mixed = small_cnn_model("mixed")
     mixed.set_weights(small_cnn.get_weights())
     assert mixed.get_layer("target").compute_dtype != "float32"
     images = _images(32, n=3, seed=2)

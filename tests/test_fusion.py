@@ -11,7 +11,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
-from helpers_cams import CLASSES, FORMULAS, hand_activations_and_gradients, hand_images, hand_net
+from helpers_cams import CLASSES, FORMULAS, hand_activations_and_gradients, hand_images, hand_net, small_cnn_model
 
 from kerascam import cams
 from kerascam.cams.engine import get_engine
@@ -22,15 +22,7 @@ GRADIENT_METHODS = [name for name, cls in cams.METHODS.items() if cls.supports_f
 
 def small_cnn():
     """Any input size; "conv1" at full resolution, "target" at 1/4, then global pooling."""
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(x)
-    x = keras.layers.MaxPooling2D(4, name="pool")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", name="target_conv")(x)
-    x = keras.layers.Activation("relu", name="target")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, keras.layers.Dense(3, name="predictions")(x), name="fusion_cnn")
+    return small_cnn_model("fusion_cnn", seed=1)
 
 
 @pytest.fixture(scope="module")

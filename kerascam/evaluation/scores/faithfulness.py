@@ -265,6 +265,22 @@ def perturbed_forward(model):
     return _FORWARDS[model]
 
 
+def check_perturbation_inputs(images, maps, classes):
+    """``(images, maps, classes)`` as arrays that agree, for a perturbation
+    score; ValueError naming the shapes otherwise, or for non-finite maps."""
+    images = np.asarray(images)
+    maps = np.asarray(maps)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
+        raise ValueError(
+            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
+            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
+    return images, maps, classes
+
+
 def deletion_insertion_curves(
     model,
     images,
@@ -313,16 +329,7 @@ def deletion_insertion_curves(
         ValueError: for mismatched shapes, non-finite maps, steps < 1 or a
             blur wider than the image.
     """
-    images = np.asarray(images)
-    maps = np.asarray(maps)
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
-        raise ValueError(
-            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
-            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
-        )
-    if not np.isfinite(maps).all():
-        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
+    images, maps, classes = check_perturbation_inputs(images, maps, classes)
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer. Received: steps={steps}")
     if int(batch_size) != batch_size or batch_size < 1:

@@ -140,16 +140,7 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
         (morf, lerf): float64 arrays (n, len(fractions)) of
         ``softmax(logits)[class]``, most and least relevant pixels removed.
     """
-    images = np.asarray(images)
-    maps = np.asarray(maps)
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
-        raise ValueError(
-            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
-            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
-        )
-    if not np.isfinite(maps).all():
-        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
+    images, maps, classes = faithfulness.check_perturbation_inputs(images, maps, classes)
     fractions = np.asarray(fractions, dtype=np.float64).reshape(-1)
     if len(fractions) == 0 or not ((fractions > 0) & (fractions < 1)).all():
         raise ValueError(f"fractions must lie in (0, 1). Received: fractions={fractions.tolist()}")
