@@ -360,3 +360,28 @@ def test_scores_that_need_the_model_run_inside_the_experiment(workdir, tmp_path)
     assert set(table["seconds_by_stage"]) >= {"explain", "faithfulness", "road", "randomization"}
     for name in ("faithfulness.png", "road.png", "randomization_curves.png", "randomization_grid.png"):
         assert (path / "eval" / "figures" / name).stat().st_size > 0, name
+
+
+def test_a_damaged_saved_part_is_recomputed_never_merged(workdir, tmp_path, capsys):
+    """A part cut short by a crash where rename is not atomic: found on resume,
+    recomputed with the parts after it, and the table equals an undamaged run's."""
+    flags = ["--models", "unet", "--cam", "gradcam", "--scores", *MAP_SCORES, "--num-images", "3", "--batch-size", "1",
+             "--chunk", "1", "--figures", "2", "--quiet"]
+    whole = _linked_workdir(workdir, tmp_path / "whole", ("unet",))
+    _run_in_process(["--workdir", str(whole), *flags], capsys)
+    damaged = _linked_workdir(workdir, tmp_path / "damaged", ("unet",))
+    _run_in_process(["--workdir", str(damaged), *flags], capsys)
+    parts = damaged / "eval" / "shards" / "shard-0-of-1"
+    text = (parts / "chunk-00001.json").read_text()
+    (parts / "chunk-00001.json").write_text(text[: len(text) // 2])  # truncated mid-write
+    out = _run_in_process(["--workdir", str(damaged), *flags], capsys)
+    assert "chunk-00001 is damaged (truncated or unreadable .json or .npz); recomputing from chunk 1" in out
+    assert "resuming: 1 of 3 chunks done" in out
+    assert _table_without_time(damaged) == _table_without_time(whole)
+    # Figure data cut short: the same, from its part on.
+    (parts / "chunk-00000.npz").write_bytes((parts / "chunk-00000.npz").read_bytes()[:100])
+    out = _run_in_process(["--workdir", str(damaged), *flags], capsys)
+    assert "chunk-00000 is damaged" in out and "resuming" not in out
+    assert _table_without_time(damaged) == _table_without_time(whole)
+    for name in ("records.csv", "figures/explanations.png"):
+        assert (damaged / "eval" / name).read_bytes() == (whole / "eval" / name).read_bytes(), name

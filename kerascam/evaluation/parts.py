@@ -23,6 +23,7 @@ import heapq
 import os
 import shutil
 import time
+import zipfile
 
 import numpy as np
 
@@ -72,6 +73,16 @@ def open_parts(folder, manifest, out_dir):
         if old.get("identity") == manifest["identity"]:
             done = 0
             while done < manifest["num_chunks"] and os.path.exists(part_path(folder, done)):
+                if not part_is_whole(folder, done):
+                    # A crash in the middle of a write where rename is not atomic
+                    # (some network file systems): recompute from this part on.
+                    print(f"saved part {part_path(folder, done, '')} is damaged (truncated or unreadable "
+                          f".json or .npz); recomputing from chunk {done}", flush=True)
+                    for later in range(done, manifest["num_chunks"]):
+                        for suffix in (".json", ".npz"):
+                            if os.path.exists(part_path(folder, later, suffix)):
+                                os.remove(part_path(folder, later, suffix))
+                    break
                 done += 1
             return done
         changed = sorted(k for k in set(old.get("identity", {})) | set(manifest["identity"])
@@ -143,11 +154,30 @@ def _save_figure_data(path, pieces):
         np.savez(tmp, **arrays)
 
 
+def part_is_whole(folder, index):
+    """Whether part ``index`` reads back complete: its JSON parses and is
+    that part's, and its figure data (if any) opens with every array it names."""
+    try:
+        data = io.read_json(part_path(folder, index))
+        if not isinstance(data, dict) or data.get("chunk") != index or not isinstance(data.get("records"), list):
+            return False
+        if data.get("figures"):
+            with np.load(part_path(folder, index, ".npz")) as arrays:
+                for key in arrays.files:
+                    arrays[key]
+        return True
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return False
+
+
 def is_complete(folder):
+    """Whether every part of a shard is saved and whole (a damaged one is
+    recomputed by that shard's next run, never merged)."""
     path = os.path.join(folder, "manifest.json")
     if not os.path.exists(path):
         return False
-    return all(os.path.exists(part_path(folder, i)) for i in range(io.read_json(path)["num_chunks"]))
+    return all(os.path.exists(part_path(folder, i)) and part_is_whole(folder, i)
+               for i in range(io.read_json(path)["num_chunks"]))
 
 
 def merge_shards(config, started=None, seconds=None):
