@@ -230,7 +230,7 @@ def test_skipped_files_are_known_before_the_first_step_and_same_every_epoch(tmp_
     assert "skipped 3 unreadable files: a/empty.jpg (empty file), b/half.jpg (not a decodable image" in caplog.text
 
     # Nothing is checked any more once training runs.
-    monkeypatch.setattr(folder, "check_file", lambda path: pytest.fail(f"checked {path} during an epoch"))
+    monkeypatch.setattr(folder, "check_file", lambda path, **limit: pytest.fail(f"checked {path} during an epoch"))
     good = {"a/0.png", "a/1.png", "b/0.png", "b/1.png", "b/2.png"}
     orders = []
     for epoch in range(3):
@@ -247,7 +247,9 @@ def test_the_check_is_cached_and_only_new_or_changed_files_are_checked_again(tmp
     first = load_folder(tmp_path, "train")
     checked = []
     check_file = folder.check_file
-    monkeypatch.setattr(folder, "check_file", lambda path: checked.append(os.path.basename(path)) or check_file(path))
+    monkeypatch.setattr(
+        folder, "check_file", lambda path, **limit: checked.append(os.path.basename(path)) or check_file(path, **limit)
+    )
 
     second = load_folder(tmp_path, "train")
     assert checked == [] and second[1:] == first[1:]

@@ -21,8 +21,8 @@ class Split:
 
     ``needs_crop`` is True for sources whose images have their own sizes
     (ImageNet, folders): the pipeline crops them to the model's input size.
-    ``skipped`` names the files left out because they cannot be decoded
-    (folders only), relative to the split folder (``"cat/broken.jpg"``),
+    ``skipped`` names the files left out because they cannot be decoded or
+    have more pixels than the limit (folders only), relative to the split folder (``"cat/broken.jpg"``),
     sorted; they are not in ``examples`` nor counted in ``num_examples``.
     """
 
@@ -66,7 +66,8 @@ def load_split(config, split, *, boxes_dir=None):
     Args:
         config: A ``TrainConfig`` (or anything with its data fields:
             ``dataset``, ``image_size``, ``train_examples``,
-            ``validation_examples``, ``data_dir``, ``manual_dir``). The shapes
+            ``validation_examples``, ``data_dir``, ``manual_dir``, and for
+            folders ``max_pixels``, default ``MAX_PIXELS``). The shapes
             dataset keeps its own default seed: a training ``seed`` changes
             the run, not the data.
         split: ``"train"`` or ``"validation"`` (TFDS slices such as
@@ -99,9 +100,12 @@ def load_split(config, split, *, boxes_dir=None):
         examples, n, num_classes, names = load_imagenet(split, config.data_dir, config.manual_dir)
     else:
         from kerascam.data.folder import load_folder
+        from kerascam.data.images import MAX_PIXELS
 
-        # Unreadable files are found (and left out) here, before any step.
-        examples, n, num_classes, names, skipped = load_folder(config.dataset[len("folder:"):], split)
+        # Unreadable and oversized files are found (and left out) here, before any step.
+        examples, n, num_classes, names, skipped = load_folder(
+            config.dataset[len("folder:"):], split, max_pixels=getattr(config, "max_pixels", MAX_PIXELS)
+        )
     if boxes_dir:
         from kerascam.data.boxes import with_box_masks
 

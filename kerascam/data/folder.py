@@ -9,7 +9,13 @@ sorted class folder names), and so is the unshuffled order.
 Users' folders hold bad files, so every file of a split is checked once,
 before any training or evaluation step, by :func:`scan_split`:
 
-* It decodes each file eagerly with :func:`decode_image`, the very function
+* It reads each file's width and height from its header
+  (:func:`kerascam.data.images.image_dimensions`) and refuses, without
+  decoding it, an image of more than ``max_pixels`` pixels (default
+  :data:`kerascam.data.images.MAX_PIXELS`, Pillow's 89,478,485): a
+  decompression bomb, a small file claiming 20,000 x 20,000 pixels, would
+  otherwise take gigabytes of memory.
+* It decodes each other file eagerly with :func:`decode_image`, the very function
   the dataset maps over the files, so the check and the pipeline agree: a file
   that passes the check decodes in every epoch, and a file that fails is left
   out of the dataset from the start (the same files in every epoch, no error
@@ -17,7 +23,7 @@ before any training or evaluation step, by :func:`scan_split`:
 * Unreadable files are skipped and reported by name: files that cannot be
   opened (broken links, folders named ``x.jpg``), empty files, files that are
   not images whatever their extension (text, macOS ``._x.jpg`` resource
-  forks, TIFF) and damaged images. A truncated JPEG or PNG needs no rule of
+  forks, TIFF), damaged images and images over the pixel limit. A truncated JPEG or PNG needs no rule of
   its own (such as a missing 0xFFD9 end marker): TensorFlow's decoders fail
   on data that ends early, anywhere before the end marker, rather than
   return a partly grey image (``decode_jpeg``'s ``try_recover_truncated``
@@ -33,22 +39,27 @@ Checking decodes every image once (about a millisecond for a 256x256 JPEG,
 spread over a thread pool). The result is cached in
 ``$KERASCAM_CACHE`` (default ``~/.cache/kerascam``), one file per split
 folder, keyed by each file's name, size and modification time: a second
-load checks only the files that are new or changed since.
+load checks only the files that are new or changed since. Each entry keeps
+the header's size and the limit it was checked under, so another limit
+decodes only the files that the old one refused unread and the new one
+allows.
 """
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
 import os
 import random
-import re
+
+from kerascam.data.images import MAX_PIXELS, ImageSize, check_max_pixels, image_size, too_many_pixels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the ones ImageFolder reads, any case
 
 # Bump when what makes a file readable changes, so that stale scans are not
 # reused. The TensorFlow version is part of the cache too: its decoders decide.
-SCAN_FORMAT = 1
+SCAN_FORMAT = 2
 
 logger = logging.getLogger(__name__)
 
@@ -124,33 +135,28 @@ def decode_image(contents):
     return tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
 
 
-def _decode_error(error):
-    # "{{function_node __wrapped__DecodeImage_device_...}} Invalid PNG data,
-    # size 7752 [Op:DecodeImage]" -> "Invalid PNG data, size 7752"
-    return re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message).strip()
-
-
-def check_file(path):
+def check_file(path, max_pixels=MAX_PIXELS):
     """Why ``path`` cannot be used as an image, or None when it decodes.
 
-    Reads the file and decodes it with :func:`decode_image`, exactly as the
-    dataset will. Never raises for a bad file: the reason is returned, e.g.
-    ``"empty file"``, ``"cannot be read: Is a directory"`` or ``"not a
-    decodable image: Unknown image file format. ..."``.
+    Reads the image's size from its header and refuses an oversized one
+    unread; reads and decodes any other with :func:`decode_image`, exactly as
+    the dataset will (both through :func:`kerascam.data.images.read_image`).
+    Never raises for a bad file: the reason is returned, e.g. ``"empty
+    file"``, ``"cannot be read: Is a directory"``, ``"20000x20000 pixels
+    (400,000,000) is more than --max-pixels 89,478,485; not decoded"`` or
+    ``"not a decodable image: Unknown image file format. ..."``.
+
+    Args:
+        path: The file.
+        max_pixels: The most pixels (width x height) allowed; None or 0 for
+            no limit.
     """
-    import tensorflow as tf
+    from kerascam.data.images import ImageError, read_image
 
     try:
-        with open(path, "rb") as f:
-            contents = f.read()
-    except OSError as error:
-        return f"cannot be read: {error.strerror or error}"
-    if not contents:
-        return "empty file"
-    try:
-        decode_image(contents)
-    except tf.errors.OpError as error:
-        return f"not a decodable image: {_decode_error(error)}"
+        read_image(path, max_pixels=max_pixels)
+    except ImageError as error:
+        return error.reason
     return None
 
 
@@ -171,7 +177,7 @@ def _cache_path(split_dir):
 
 
 def _read_cache(path, split_dir, tf_version):
-    """The cached ``{name: [size, mtime_ns, reason]}`` of ``split_dir``, or {}."""
+    """The cached ``{name: [size, mtime_ns, max_pixels, reason, *ImageSize]}`` of ``split_dir``, or {}."""
     try:
         with open(path, encoding="utf-8") as f:
             cache = json.load(f)
@@ -191,22 +197,70 @@ def _read_cache(path, split_dir, tf_version):
     return cache["files"]
 
 
-def scan_split(split_dir, names):
+_CHECK_AGAIN = object()
+
+
+def _cached_reason(entry, key, limit):
+    """The reason a cache entry gives under ``limit`` (None: readable), or ``_CHECK_AGAIN``.
+
+    An entry holds the limit it was checked under and the header's size, so
+    that another limit reuses it whenever the answer follows: a size over the
+    new limit is refused unread, and a file that was decoded under the old
+    limit and fits the new one keeps its answer. Only a file refused unread
+    before and allowed now must be checked (decoded) again.
+    """
+    if key is None or not isinstance(entry, list) or len(entry) != 4 + len(ImageSize._fields) or entry[:2] != key:
+        return _CHECK_AGAIN
+    checked_limit, reason, *size = entry[2:]
+    known_size = all(isinstance(value, int) for value in size)
+    if (
+        not isinstance(checked_limit, int)
+        or not (reason is None or isinstance(reason, str))
+        or not (known_size or all(value is None for value in size))
+    ):
+        return _CHECK_AGAIN
+    if checked_limit == limit or not known_size:  # no size from the header: the limit played no part
+        return reason
+    size = ImageSize(*size)
+    refused_now = too_many_pixels(size, limit)
+    if refused_now:
+        return refused_now
+    if too_many_pixels(size, checked_limit):
+        return _CHECK_AGAIN
+    return reason
+
+
+def _check_and_measure(path, max_pixels):
+    """``(reason, size)``: :func:`check_file`'s answer and the header's :class:`ImageSize` (or None)."""
+    reason = check_file(path, max_pixels=max_pixels)
+    try:
+        size = image_size(path)
+    except OSError:
+        size = None
+    return reason, size
+
+
+def scan_split(split_dir, names, max_pixels=MAX_PIXELS):
     """Finds the files of a split that cannot be decoded, each checked once.
 
     Args:
         split_dir: Absolute path of the split folder.
         names: File names relative to ``split_dir`` (``"cat/0001.jpg"``).
+        max_pixels: The most pixels an image may have (see
+            :func:`check_file`); None or 0 for no limit.
 
     Returns:
         ``{name: reason}`` of the unreadable files (see :func:`check_file`);
         empty when every file decodes. Results are cached (see the module
         docstring); files whose size and modification time are unchanged
-        are not read again.
+        are not read again, nor decoded again under another limit unless
+        they were refused unread under the old one and fit the new one.
     """
     import tensorflow as tf
     from kerascam.io import write_text
 
+    check_max_pixels(max_pixels)
+    limit = max_pixels or 0  # None and 0 both mean no limit
     cache_path = _cache_path(split_dir)
     cached = _read_cache(cache_path, split_dir, tf.__version__)
     results = {}
@@ -214,28 +268,29 @@ def scan_split(split_dir, names):
     for name in names:
         key = _file_key(os.path.join(split_dir, name))
         entry = cached.get(name)
-        if key is not None and isinstance(entry, list) and len(entry) == 3 and entry[:2] == key:
-            results[name] = entry
-        else:
+        reason = _cached_reason(entry, key, limit)
+        if reason is _CHECK_AGAIN:
             to_check.append((name, key))
+        else:
+            results[name] = key + [limit, reason] + entry[4:]
     if to_check:
         logger.info("Checking %d images of %s (once; cached in %s)", len(to_check), split_dir, cache_path)
         paths = [os.path.join(split_dir, name) for name, _ in to_check]
         # Decoding releases the GIL: threads use every core.
         with concurrent.futures.ThreadPoolExecutor() as pool:
-            reasons = list(pool.map(check_file, paths))
-        for (name, key), reason in zip(to_check, reasons):
-            results[name] = (key or [None, None]) + [reason]
-    if to_check or len(cached) != len(results):
+            checked = list(pool.map(functools.partial(_check_and_measure, max_pixels=limit), paths))
+        for (name, key), (reason, size) in zip(to_check, checked):
+            results[name] = (key or [None, None]) + [limit, reason] + list(size or [None] * len(ImageSize._fields))
+    if to_check or results != cached:
         cache = {"format": SCAN_FORMAT, "tensorflow": tf.__version__, "split_dir": split_dir, "files": results}
         try:
             write_text(cache_path, json.dumps(cache, separators=(",", ":")) + "\n")
         except OSError as error:  # a read-only home must not stop training
             logger.warning("Could not cache the image check in %s (%s)", cache_path, error)
-    return {name: entry[2] for name, entry in results.items() if entry[2] is not None}
+    return {name: entry[3] for name, entry in results.items() if entry[3] is not None}
 
 
-def load_folder(path, split, *, shuffle_files=False):
+def load_folder(path, split, *, shuffle_files=False, max_pixels=MAX_PIXELS):
     """Loads one split of an image classification folder, bad files left out.
 
     Every file is checked before this returns (see :func:`scan_split`), so the
@@ -252,6 +307,9 @@ def load_folder(path, split, *, shuffle_files=False):
         shuffle_files: Shuffle the file order (each epoch anew). Unshuffled,
             the order is ImageFolder's fixed pseudo-random permutation of all
             the split's files, the skipped ones left out.
+        max_pixels: Images of more pixels (width x height, read from their
+            header) are skipped without being decoded; None or 0 for no
+            limit. Default :data:`kerascam.data.images.MAX_PIXELS`.
 
     Returns:
         ``(examples, num_examples, num_classes, class_names, skipped)``: an
@@ -264,10 +322,12 @@ def load_folder(path, split, *, shuffle_files=False):
         ValueError: The folder or the split is missing, there are no class
             folders, a split has a class the reference split lacks, a class
             folder of ``split`` has no images or no readable ones, or there
-            are no images or no readable ones at all.
+            are no images or no readable ones at all; ``max_pixels`` is
+            negative.
     """
     import tensorflow as tf
 
+    check_max_pixels(max_pixels)
     root = os.path.abspath(os.fspath(path))
     class_names = _check_layout(root, split)
     split_dir = os.path.join(root, split)
@@ -276,7 +336,7 @@ def load_folder(path, split, *, shuffle_files=False):
         for class_name in _subfolders(split_dir)
         for file_name in _image_names(os.path.join(split_dir, class_name))
     ]
-    unreadable = scan_split(split_dir, names)
+    unreadable = scan_split(split_dir, names, max_pixels=max_pixels)
     skipped = tuple(sorted(unreadable))
     if skipped:
         from kerascam.data import describe_skipped

@@ -30,6 +30,9 @@ class EvalConfig:
         num_figures: Images shown in the overview figure.
         boxes_dir: ImageNet: folder of the validation box XMLs, whose boxes
             become the ground-truth masks.
+        max_pixels: ``folder:`` datasets: images of more pixels are skipped
+            without being decoded; 0 for no limit; None for the limit the
+            models were trained with (``TrainConfig.max_pixels``).
         backend: ``"kerascam"`` (the compiled engine) or ``"tf-keras-vis"``
             (the reference implementation); they give the same maps.
         shard, num_shards: This run explains the images whose index i (in
@@ -61,6 +64,7 @@ class EvalConfig:
     class_index: str = "predicted"
     num_figures: int = 6
     boxes_dir: Optional[str] = None
+    max_pixels: Optional[int] = None
     backend: str = "kerascam"
     shard: int = 0
     num_shards: int = 1
