@@ -70,19 +70,27 @@ def explain(
     """Explanation maps of a classifier for a batch of images.
 
     Args:
-        model: a flat functional Keras classifier taking raw RGB pixels
-            (0-255) and returning logits. A softmax head (a Dense with
+        model: a Sequential or functional Keras classifier with one input
+            and one output, returning logits. A softmax head (a Dense with
             activation="softmax", a Softmax or Activation("softmax") layer)
-            is explained at its logits (`kerascam.cams.logits`).
+            is explained at its logits (`kerascam.cams.logits`). It may nest
+            other models (a keras.applications base in a Sequential): their
+            layers are named by path (see `target_layer`).
         images: array (N, H, W, 3), uint8 or float.
         method: one of `available_methods()`: "gradcam", "gradcam++",
             "layercam", "hirescam" or "scorecam".
         class_index: None for the model's predicted class per image, an int
             for the same class in all images, or an int array of length N
             (e.g. the true labels).
-        target_layer: the layer the CAM is computed at; None for
-            `kerascam.models.target_layer_name(model)`. A list of layer
-            names (gradient methods only; e.g.
+        target_layer: the layer the CAM is computed at: a layer of `model`
+            by name, or a layer of a nested sub-model by path, the names of
+            the nested models and of the layer joined by "/"
+            ("resnet50/conv5_block3_out", any depth: "a/b/c"); a name that is
+            not a layer of `model` but of exactly one nested model stands for
+            its path. None for `kerascam.models.target_layer_name(model)`:
+            the declared layer of the paper's four models, else the last
+            feature map before the classifier head, searched into nested
+            models. A list of layer names or paths (gradient methods only; e.g.
             `kerascam.models.fusion_layer_names(model)`) computes the method
             at every listed layer in one forward and one backward pass and
             fuses the maps as the LayerCAM paper does (Jiang et al., IEEE TIP
@@ -121,7 +129,8 @@ def explain(
             max_N given to a gradient method or out of range, a target
             layer that is not a 4-D layer of the model or is listed twice,
             a list of layers given to scorecam, or backend="tf-keras-vis"
-            for a method tf-keras-vis does not have (hirescam).
+            for a method tf-keras-vis does not have (hirescam) or for a
+            layer inside a nested model (tf-keras-vis cannot reach those).
     """
     cam = get_method(method)(model, target_layer)
     return cam(

@@ -50,6 +50,7 @@ import numpy as np
 from kerascam.cams.fusion import deepest_index, fuse_maps
 from kerascam.cams.logits import logits_model
 from kerascam.metrics import OK, map_status
+from kerascam.models.layers import get_layer_by_path, is_nested_path, resolve_layer_path
 
 DEFAULT_BATCH_SIZE = 32
 BACKENDS = ("kerascam", "tf-keras-vis")
@@ -238,8 +239,11 @@ class BaseCAM:
         supports_fusion: whether a list of target layers can be fused.
         fused_in_experiment: whether the evaluation also scores the method
             fused over `kerascam.models.fusion_layer_names(model)`.
-        target_layer: the target layer as given: a name, or a list of names.
-        target_layers: the target layers' names, always a tuple.
+        target_layer: the target layer used: its name, or its path
+            ("outer/inner") inside a nested sub-model; a list of them when
+            fused. The default layer, or a layer named without its path,
+            appears here as found, so a caller can say which layer it was.
+        target_layers: the same names or paths, always a tuple.
         fused: whether the maps of `target_layers` are fused (a list was
             given, even of one layer).
         channels: the channel count of the target layer (of the deepest
@@ -256,19 +260,28 @@ class BaseCAM:
         """Binds the method to a model.
 
         Args:
-            model: a flat functional Keras classifier whose output is logits
-                (or a softmax of them, explained at the logits).
-            target_layer: name of the layer whose activations the CAM is
-                computed on; None for `kerascam.models.target_layer_name(model)`.
-                A list of names (gradient methods only) computes the method at
-                each layer in one forward and one backward pass and fuses the
-                maps (`kerascam.cams.fusion`), e.g.
-                `kerascam.models.fusion_layer_names(model)`.
+            model: a Sequential or functional Keras classifier with one input
+                whose output is logits (or a softmax of them, explained at the
+                logits). It may nest other models, e.g. a keras.applications
+                base inside a Sequential.
+            target_layer: the layer whose activations the CAM is computed on:
+                a layer of `model` by name (``"conv5_block3_out"``), or a
+                layer of a nested sub-model by path, the nested models' names
+                and the layer's joined by "/" (``"resnet50/conv5_block3_out"``,
+                any depth: ``"a/b/c"``); a name that is not a layer of `model`
+                but of exactly one nested model stands for its path. None for
+                `kerascam.models.target_layer_name(model)`. A list of names or
+                paths (gradient methods only) computes the method at each
+                layer in one forward and one backward pass and fuses the maps
+                (`kerascam.cams.fusion`), e.g.
+                `kerascam.models.fusion_layer_names(model)`. Layers of nested
+                models need backend="kerascam".
 
         Raises:
-            ValueError: in one line, for a layer that is not in the model, not
-                4-D or listed twice, an empty list, or a list given to a method
-                that cannot fuse.
+            ValueError: in one line, for a layer that is not in the model (or
+                a name found in several nested models), not 4-D or listed
+                twice, an empty list, or a list given to a method that cannot
+                fuse.
         """
         if target_layer is None:
             from kerascam.models import target_layer_name
@@ -283,8 +296,7 @@ class BaseCAM:
             )
         if fused and not layers:
             raise ValueError("target_layer=[] names no layer: list at least one layer to fuse.")
-        for name in layers:
-            self._check_layer(model, name)
+        layers = tuple(self._check_layer(model, name) for name in layers)
         repeated = sorted({name for name in layers if layers.count(name) > 1})
         if repeated:
             raise ValueError(
@@ -296,23 +308,20 @@ class BaseCAM:
         self.target_layers = layers
         self.target_layer = list(layers) if fused else layers[0]
         self._deepest = deepest_index(model, layers)
-        self.channels = int(model.get_layer(layers[self._deepest]).output.shape[-1])
+        self.channels = int(get_layer_by_path(model, layers[self._deepest]).output.shape[-1])
         self._visualizer = None  # tf-keras-vis' object, made on first use
 
     @staticmethod
     def _check_layer(model, name):
-        names = [layer.name for layer in model.layers]
-        if not isinstance(name, str) or name not in names:
-            raise ValueError(
-                f"target_layer {name!r} is not a layer of model {model.name!r} "
-                f"(nested sub-models are not searched). Its layers end with: {names[-8:]}"
-            )
-        shape = model.get_layer(name).output.shape
+        """The path of the 4-D layer `name` names (`kerascam.models.layers.resolve_layer_path`)."""
+        path = resolve_layer_path(model, name)
+        shape = get_layer_by_path(model, path).output.shape
         if len(shape) != 4:
             raise ValueError(
                 f"target_layer must output a 4-D feature map (N, h, w, channels). "
-                f"Received: {name!r} with output shape {tuple(shape)}"
+                f"Received: {path!r} with output shape {tuple(shape)}"
             )
+        return path
 
     @classmethod
     def make_engine(cls, model, target_layer):
@@ -332,6 +341,13 @@ class BaseCAM:
             raise ValueError(
                 f"{self.name} exists only in kerascam: tf-keras-vis has no such method, "
                 "so backend='tf-keras-vis' cannot compute it; use backend='kerascam'."
+            )
+        nested = [layer for layer in self.target_layers if is_nested_path(layer)]
+        if nested:
+            raise ValueError(
+                f"tf-keras-vis cannot reach layers inside nested sub-models (it takes their activations "
+                f"from the nested model's own graph, which the input does not reach). Received: "
+                f"target_layer={self.target_layer!r} with {nested} nested; use backend='kerascam'."
             )
         if self._visualizer is None:
             module, class_name = self.reference

@@ -38,12 +38,13 @@ and apply a ReLU to the weighted sum. Each method's file documents the rest.
 
 import weakref
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kerascam.cams.fusion import deepest_index, fuse_maps
 from kerascam.cams.logits import logits_model
+from kerascam.models.layers import SEPARATOR as LAYER_PATH_SEPARATOR
+from kerascam.models.layers import build_extractor
 
 PREDICTED_CLASS = -1  # a class index that asks the engine for the predicted class
 CLASS_SPEC = tf.TensorSpec((None,), tf.int64)
@@ -105,16 +106,20 @@ class CAMEngine:
         self.target_layers = (target_layer,) if isinstance(target_layer, str) else tuple(target_layer)
         self.deepest = deepest_index(model, self.target_layers)
         # The extractor takes the single input tensor, not a one-element list, so
-        # that calling it with a tensor matches its structure.
-        self.extractor = keras.Model(
-            model.inputs[0],
-            [*(model.get_layer(name).output for name in self.target_layers), model.outputs[0]],
-            name=f"{model.name}_{'_'.join(self.target_layers)}_cam",
+        # that calling it with a tensor matches its structure. A layer of a nested
+        # sub-model ("outer/inner") is reached by re-running the graph on the
+        # model's own layers (`kerascam.models.layers.build_extractor`).
+        self.extractor = build_extractor(
+            model,
+            self.target_layers,
+            name=f"{model.name}_{'_'.join(self.target_layers)}_cam".replace(LAYER_PATH_SEPARATOR, "_"),
         )
         self.input_dtype = model.inputs[0].dtype
         # The batch dimension is left free so that one trace serves every batch.
         self.images_spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
-        self.target_shapes = [tuple(model.get_layer(name).output.shape[1:]) for name in self.target_layers]
+        # Read in the extractor's graph: a nested layer's own output may have a
+        # free spatial size where the outer model's input fixes it.
+        self.target_shapes = [tuple(tensor.shape[1:]) for tensor in self.extractor.outputs[:-1]]
 
     def _forward(self, images):
         """The target layers' activations (a list) and the logits of one
@@ -213,7 +218,36 @@ class GradientEngine(CAMEngine):
         return tf.nn.relu(tf.reduce_sum(activations * weights, axis=-1))
 
     def _graph(self, images, classes):
+        outputs = self.explain_tensors(images, classes)
+        return outputs["native"], outputs["resized"], outputs["classes"]
+
+    def explain_tensors(self, images, classes=None):
+        """One batch's explanation as tensors, for a graph of the caller's.
+
+        The graph `explain` runs, with the logits of its forward pass
+        returned too, for a `tf.function` that embeds the explanation (the
+        SavedModel's explain signatures, `kerascam.export`): one forward pass
+        and one backward pass that stops at the (shallowest) target layer.
+        `tf.gradients` works on graphs only: call this while a `tf.function`
+        is being traced, not eagerly.
+
+        Args:
+            images: float tensor (n, H, W, channels) of raw pixels.
+            classes: int64 tensor (n,) of the classes to explain,
+                `PREDICTED_CLASS` where the predicted class is wanted; None
+                for the predicted class of every image.
+
+        Returns:
+            A dict of tensors: "logits", the model's logits (n, classes) as
+            the model computes them; "native", float32 (n, h, w), the maps
+            after the method's ReLU (the fused map (n, H, W) for fused
+            layers); "resized", float32 (n, H, W), the same resized
+            bilinearly with half-pixel centres, not normalised; "classes",
+            int64 (n,), the classes explained.
+        """
         activations, logits = self._forward(images)
+        if classes is None:
+            classes = tf.fill(tf.shape(logits)[:1], tf.constant(PREDICTED_CLASS, tf.int64))
         classes = self._choose_classes(classes, logits)
         class_scores = tf.gather(logits, classes, batch_dims=1)
         # One tf.gradients call for every layer: a single backward pass from the
@@ -231,9 +265,9 @@ class GradientEngine(CAMEngine):
         ]
         size = tf.shape(images)[1:3]
         if not self.fused:
-            return maps[0], resize_half_pixel(maps[0], size), classes
+            return dict(logits=logits, native=maps[0], resized=resize_half_pixel(maps[0], size), classes=classes)
         fused = fuse_maps([resize_half_pixel(m, size) for m in maps], self.deepest)
-        return fused, fused, classes
+        return dict(logits=logits, native=fused, resized=fused, classes=classes)
 
     def _explain_batch(self, images, classes, max_N, batch_size):
         del max_N, batch_size

@@ -30,6 +30,8 @@ layers' normalised maps instead of taking their maximum.
 
 import tensorflow as tf
 
+from kerascam.models.layers import layer_order_key
+
 GAMMA = 2.0  # the paper's gamma
 
 
@@ -38,14 +40,17 @@ def deepest_index(model, layer_names):
 
     Args:
         model: the Keras model holding the layers.
-        layer_names: names of layers of `model`.
+        layer_names: names of layers of `model`, or paths of layers of its
+            nested sub-models ("outer/inner", see `kerascam.models.layers`).
 
     Returns:
         The index in `layer_names` of the layer that comes last in
-        `model.layers` (a topological order of the graph).
+        `model.layers` (a topological order of the graph); layers of a nested
+        model are ordered by the nested model's place in `model.layers`, then
+        by their own in its `layers`, and come before the nested model's own
+        output (`kerascam.models.layers.layer_order_key`).
     """
-    order = {layer.name: position for position, layer in enumerate(model.layers)}
-    return max(range(len(layer_names)), key=lambda i: order[layer_names[i]])
+    return max(range(len(layer_names)), key=lambda i: layer_order_key(model, layer_names[i]))
 
 
 def fuse_maps(maps, deepest, gamma=GAMMA):

@@ -9,6 +9,7 @@ taken to be fused (LayerCAM over several layers).
 import re
 
 from kerascam.models import applications, unet
+from kerascam.models.layers import default_target_layer
 from kerascam.models.preprocessing import ImagePreprocessing
 
 MODEL_NAMES = ("unet", "unet_ablated", "resnet50", "vgg16")
@@ -97,20 +98,29 @@ def check_image_size(name, image_size):
 
 
 def target_layer_name(model):
-    """Name of the layer whose activations a CAM of ``model`` explains.
+    """Name (or path) of the layer whose activations a CAM of ``model`` explains.
 
-    U-Net twins: the last decoder activation (full input resolution). ResNet50:
-    the output of its last residual block (1/32 of the input). VGG16:
-    ``block5_conv3`` (1/16 of the input).
+    The paper's four models, found by name, have declared layers. U-Net twins:
+    the last decoder activation (full input resolution). ResNet50: the output
+    of its last residual block (1/32 of the input). VGG16: ``block5_conv3``
+    (1/16 of the input).
+
+    Any other model (or one of those names without its declared layer) gets
+    ``kerascam.models.layers.default_target_layer(model)``: the last layer
+    with a 4-D output before the classifier head (its last global pooling
+    layer, or the end of the model), not counting pooling and zero-padding
+    layers, searched inside nested models too, whose layers come back as
+    paths (``"mobilenetv2_1.00_224/out_relu"``). On the paper's four models
+    this rule finds their declared layers as well.
+
+    Raises:
+        ValueError: in one line, when the model has no such layer.
     """
     names = {layer.name for layer in model.layers}
     for candidate in _TARGET_LAYERS.get(model.name, ()):
         if candidate in names:
             return candidate
-    raise ValueError(
-        f"No CAM target layer is declared for a model named {model.name!r}; "
-        f"pass target_layer=... explicitly (known models: {', '.join(MODEL_NAMES)})"
-    )
+    return default_target_layer(model)
 
 
 def fusion_layer_names(model):
@@ -125,6 +135,11 @@ def fusion_layer_names(model):
     ``block1_relu2`` ... ``block5_relu3`` with batch norm
     (``build_vgg16_bn``). The list always ends with ``target_layer_name(model)``.
 
+    Other models have no declared set: which layers to fuse is a choice
+    that changes the map, so it is left to the caller, who passes the
+    layers' names or paths (``"outer/inner"`` in a nested model) as
+    ``target_layer=[...]``.
+
     Args:
         model: a model built by ``build_model`` (found by its name).
 
@@ -133,7 +148,8 @@ def fusion_layer_names(model):
         ``kerascam.cams.explain``.
 
     Raises:
-        ValueError: in one line, when no set is declared for the model.
+        ValueError: in one line, when no set is declared for the model (any
+            model but the paper's four).
     """
     names = {layer.name for layer in model.layers}
     if model.name in ("unet", "unet_ablated"):
