@@ -27,6 +27,7 @@ CELL_INCHES = 1.3  # side of one image panel
 ROW_LABEL_INCHES = 0.9  # room left of the first column for the row labels
 TITLE_INCHES = 0.35  # room above the grid for a figure title
 DPI = 100
+OVERLAY_MIN_SIDE = 256  # pixels: plot_overlay magnifies smaller images to this
 FONT_SIZE = 7
 
 # Panel notes for maps that min-max normalisation cannot show.
@@ -40,14 +41,22 @@ _STATUS_NOTES = {
 def overlay(image, cam, alpha=0.5, colormap=COLORMAP):
     """Blends a colour-mapped explanation map over its image.
 
+    Also `kerascam.overlay`.
+
     Args:
         image: uint8 RGB image, shape (H, W, 3).
-        cam: explanation map of shape (H, W), values in [0, 1]. Values outside
-            are clipped; NaN and inf are drawn as 0.
+        cam: explanation map of shape (h, w), values in [0, 1]. Values outside
+            are clipped; NaN and inf are drawn as 0. A map of another size
+            than the image (a model's input size, or a layer's native
+            resolution) is first resized to (H, W) bilinearly, with
+            half-pixel centres (OpenCV's INTER_LINEAR, as
+            `kerascam.cams.resize_maps`).
         alpha: weight of the coloured map, in [0, 1]; 0 gives back the image,
             1 the coloured map alone. Default 0.5.
         colormap: name of a matplotlib colormap. Default "jet", as in the
-            Grad-CAM literature; "turbo" is a perceptually smoother choice.
+            Grad-CAM literature; "viridis" is perceptually uniform (equal
+            steps of the map look like equal steps of colour, and it reads
+            in grey and for colour-blind eyes); "turbo" is a smoother jet.
 
     Returns:
         uint8 RGB array of shape (H, W, 3).
@@ -58,13 +67,17 @@ def overlay(image, cam, alpha=0.5, colormap=COLORMAP):
         raise ValueError(
             f"image must be a uint8 RGB array (H, W, 3). Received: dtype={image.dtype}, shape={image.shape}"
         )
-    if cam.shape != image.shape[:2]:
-        raise ValueError(
-            f"cam must have the image's height and width {image.shape[:2]}. Received: cam.shape={cam.shape}"
-        )
+    if cam.ndim != 2 or cam.size == 0:
+        raise ValueError(f"cam must be a non-empty 2-D map (h, w). Received: cam.shape={cam.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]. Received: alpha={alpha}")
+    if colormap not in matplotlib.colormaps:
+        raise ValueError(f"unknown colormap {colormap!r}; e.g. viridis, turbo, jet, magma. Received: colormap={colormap!r}")
     cam = np.clip(np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
+    if cam.shape != image.shape[:2]:
+        import cv2
+
+        cam = cv2.resize(cam, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
     coloured = matplotlib.colormaps[colormap](cam)[..., :3] * 255.0
     blend = (1.0 - alpha) * image + alpha * coloured
     return np.clip(np.rint(blend), 0, 255).astype(np.uint8)
@@ -194,6 +207,45 @@ def plot_native_maps(path, image, native_maps, *, title=None):
         if note:
             _note(ax, note)
     _save(fig, path)
+
+
+def plot_overlay(path, image, cam, *, title=None, colormap=COLORMAP, alpha=0.5):
+    """Draws one explanation map over its image at the image's own resolution, with a colour bar.
+
+    The image panel has the image's size in pixels (one figure pixel per
+    image pixel; small images are magnified by a whole factor to at least
+    `OVERLAY_MIN_SIDE` pixels, nearest-neighbour), so nothing of a large
+    photo is lost to a thumbnail. A colour bar beside it gives the map's
+    scale, 0 to 1.
+
+    Args:
+        path: where to write the PNG; written atomically.
+        image: uint8 RGB image, shape (H, W, 3).
+        cam: map (h, w) in [0, 1]; resized to (H, W) by `overlay` if needed.
+        title: text above the image (e.g. class name and probability). Optional.
+        colormap: matplotlib colormap name. Default "jet".
+        alpha: weight of the map in the blend, in [0, 1]. Default 0.5.
+    """
+    blended = overlay(image, cam, alpha=alpha, colormap=colormap)
+    height, width = blended.shape[:2]
+    scale = max(1, -(-OVERLAY_MIN_SIDE // min(height, width)))
+    panel_w, panel_h = width * scale / DPI, height * scale / DPI  # inches
+    bar_w, margin, top = 0.15, 0.1, (TITLE_INCHES if title else 0.0)
+    right = 0.55  # the colour bar and its tick labels
+    fig_w, fig_h = margin + panel_w + right, margin + panel_h + top + margin
+    fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((margin / fig_w, margin / fig_h, panel_w / fig_w, panel_h / fig_h))
+    ax.imshow(blended, interpolation="nearest")
+    ax.set_axis_off()
+    bar = fig.add_axes(((margin + panel_w + 0.08) / fig_w, margin / fig_h, bar_w / fig_w, panel_h / fig_h))
+    mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0.0, 1.0), matplotlib.colormaps[colormap])
+    fig.colorbar(mappable, cax=bar)
+    bar.tick_params(labelsize=FONT_SIZE)
+    if title:
+        fig.text(0.5, 1.0 - (top / 2) / fig_h, title, ha="center", va="center", fontsize=FONT_SIZE + 2)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def _normalize_for_display(cam):

@@ -86,3 +86,41 @@ def test_evaluate_without_trained_models_or_with_a_bad_method_exits_2(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("evaluate.py: error:"), err
     assert expected in err[0]
+
+
+def test_evaluate_finds_models_of_any_name_and_leaves_out_fused_columns_they_lack(tmp_path, capsys):
+    import keras
+
+    from kerascam.cli import evaluate_parser
+    from kerascam.evaluation import experiment
+    from kerascam.export import save_keras
+    from kerascam.io import write_json
+    from kerascam.models import build_model
+
+    workdir = tmp_path / "runs"
+    (workdir / "unet").mkdir(parents=True)
+    (workdir / "mine").mkdir()
+    save_keras(build_model("unet", 32, 3, unet_filters=4), workdir / "unet" / "model.keras")
+    write_json(workdir / "unet" / "run.json", {"config": {"model": "unet", "image_size": 32, "dataset": "shapes"}})
+    inputs = keras.Input((32, 32, 3))
+    features = keras.layers.Conv2D(4, 3, activation="relu", name="features")(inputs)
+    outputs = keras.layers.Dense(3, name="logits")(keras.layers.GlobalAveragePooling2D()(features))
+    save_keras(keras.Model(inputs, outputs, name="mine"), workdir / "mine" / "model.keras")  # no run.json
+
+    assert evaluate_parser().parse_args(["--models", "mine"]).models == ["mine"]
+    runs = experiment.find_models(str(workdir))
+    assert list(runs) == ["unet", "mine"]  # the paper's models first, then the others by name
+    data = experiment._data_config(runs, None)
+    assert (data.dataset, data.image_size) == ("shapes", 32)
+    with pytest.raises(ValueError, match="--dataset"):
+        experiment._data_config({"mine": runs["mine"]}, None)
+    with pytest.raises(FileNotFoundError, match="models in .*: mine, unet"):
+        experiment.find_models(str(workdir), ["theirs"])
+
+    models = {name: model for name, (model, _) in runs.items()}
+    capsys.readouterr()
+    kept = experiment._columns_every_model_has(["gradcam", "layercam-fused"], models)
+    assert kept == ["gradcam"]
+    assert "column 'layercam-fused' skipped: no fusion layers are declared for 'mine'" in capsys.readouterr().out
+    assert experiment._columns_every_model_has(["gradcam", "layercam-fused"], {"unet": models["unet"]}) == [
+        "gradcam", "layercam-fused"]

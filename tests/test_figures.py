@@ -91,13 +91,39 @@ def test_overlay_clips_out_of_range_and_non_finite_values():
     [
         (np.zeros((4, 4, 3), np.float32), np.zeros((4, 4)), 0.5, "uint8 RGB"),
         (np.zeros((4, 4), np.uint8), np.zeros((4, 4)), 0.5, "uint8 RGB"),
-        (np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2)), 0.5, "height and width"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2, 3)), 0.5, "2-D map"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4)), 0.5, "2-D map"),
+        (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4)), 0.5, "unknown colormap"),
         (np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4)), 1.5, "alpha"),
     ],
 )
 def test_overlay_rejects_bad_arguments(image, cam, alpha, match):
+    colormap = "no-such-map" if match == "unknown colormap" else figures.COLORMAP
     with pytest.raises(ValueError, match=match):
-        figures.overlay(image, cam, alpha=alpha)
+        figures.overlay(image, cam, alpha=alpha, colormap=colormap)
+
+
+def test_overlay_resizes_a_smaller_map_bilinearly_with_half_pixel_centres():
+    image = _images(1, 4, 4)[0]
+    cam = np.array([[0.0, 1.0], [0.0, 1.0]])
+    pure = figures.overlay(image, cam, alpha=1.0, colormap="viridis")
+    # Half-pixel centres: output column x samples input column (x + 0.5) / 2 - 0.5, clamped: 0, 0.25, 0.75, 1.
+    for column, value in enumerate((0.0, 0.25, 0.75, 1.0)):
+        expected = np.rint(np.asarray(matplotlib.colormaps["viridis"](value))[:3] * 255)
+        np.testing.assert_array_equal(pure[:, column], np.tile(expected, (4, 1)))
+    import kerascam
+
+    assert kerascam.overlay is figures.overlay
+
+
+def test_plot_overlay_keeps_the_image_resolution(tmp_path, saved_figures):
+    image = _images(1, 300, 500)[0]
+    figures.plot_overlay(tmp_path / "o.png", image, np.random.default_rng(0).random((7, 7)), title="cat (93.0%)")
+    pixels = _read_png(tmp_path / "o.png")
+    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 500
+    (fig,) = saved_figures
+    assert [t.get_text() for t in fig.texts] == ["cat (93.0%)"] and len(fig.axes) == 2  # the image and its colour bar
+    assert fig.axes[0].images[0].get_array().shape[:2] == (300, 500)
 
 
 # --- plot_explanations ---------------------------------------------------------------------------

@@ -37,10 +37,21 @@ _MISSING = {
 
 
 def find_models(workdir, names=None):
-    """Trained models in ``workdir``: {name: (model, run.json dict)}, in MODEL_NAMES order."""
+    """Trained models in ``workdir``: {name: (model, run.json dict)}.
+
+    A model is a folder of ``workdir`` holding a ``model.keras``: the paper's
+    four (`MODEL_NAMES`, in that order) and any other, sorted by name after
+    them. A folder without ``run.json`` (a model of your own) gets
+    ``{"config": {"image_size": its input side, "dataset": None}}``: the
+    dataset then comes from the other runs or ``--dataset``.
+    """
     from kerascam.export import load_keras
 
-    wanted = list(names) if names else [n for n in MODEL_NAMES if os.path.exists(os.path.join(workdir, n, "model.keras"))]
+    if names:
+        wanted = list(names)
+    else:
+        present = [n for n in sorted(os.listdir(workdir)) if os.path.isfile(os.path.join(workdir, n, "model.keras"))]
+        wanted = [n for n in MODEL_NAMES if n in present] + [n for n in present if n not in MODEL_NAMES]
     if not wanted:
         raise FileNotFoundError(
             f"no trained model in {workdir!r} (expected {workdir}/MODEL/model.keras); run train.py first"
@@ -49,15 +60,25 @@ def find_models(workdir, names=None):
     for name in wanted:
         path = os.path.join(workdir, name, "model.keras")
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} does not exist; train it with: python train.py --model {name}")
-        run = io.read_json(os.path.join(workdir, name, "run.json"))
-        found[name] = (load_keras(path), run)
+            if name in MODEL_NAMES:
+                raise FileNotFoundError(f"{path} does not exist; train it with: python train.py --model {name}")
+            present = [n for n in sorted(os.listdir(workdir)) if os.path.isfile(os.path.join(workdir, n, "model.keras"))]
+            raise FileNotFoundError(f"{path} does not exist; models in {workdir}: {', '.join(present) or 'none'}")
+        model = load_keras(path)
+        run_path = os.path.join(workdir, name, "run.json")
+        if os.path.exists(run_path):
+            run = io.read_json(run_path)
+        else:
+            run = {"config": {"image_size": model.input_shape[1], "dataset": None}}
+        found[name] = (model, run)
     return found
 
 
-def _data_config(runs, dataset):
-    sizes = {run["config"]["image_size"] for _, run in runs.values()}
-    datasets = {run["config"]["dataset"] for _, run in runs.values()}
+def _data_config(runs, dataset, max_pixels=None):
+    sizes = {run["config"]["image_size"] for _, run in runs.values()} - {None}  # None: a model of any input size
+    datasets = {run["config"]["dataset"] for _, run in runs.values()} - {None}  # None: a model without run.json
+    if not datasets and not dataset:
+        raise ValueError(f"no run.json beside {', '.join(runs)}: say which data to evaluate on with --dataset")
     if len(sizes) > 1 or len(datasets) > 1:
         raise ValueError(
             f"the models were trained on different data (image sizes {sorted(sizes)}, datasets {sorted(datasets)}); "
@@ -65,11 +86,14 @@ def _data_config(runs, dataset):
         )
     from kerascam.configs import TrainConfig
 
-    config = next(iter(runs.values()))[1]["config"]
+    trained = [run["config"] for _, run in runs.values() if run["config"]["dataset"] is not None]
+    config = trained[0] if trained else {"dataset": dataset, **({"image_size": sizes.pop()} if sizes else {})}
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in config.items() if k in fields})
     if dataset:
         config = dataclasses.replace(config, dataset=dataset)
+    if max_pixels is not None:
+        config = dataclasses.replace(config, max_pixels=max_pixels)
     return config
 
 
@@ -143,7 +167,8 @@ def evaluate(config, *, progress=True):
     scorers = get_scorers(config.scores, config)
     runs = find_models(config.workdir, config.models)
     models = {name: model for name, (model, _) in runs.items()}
-    data_config = _data_config(runs, config.dataset)
+    methods = _columns_every_model_has(methods, models)
+    data_config = _data_config(runs, config.dataset, config.max_pixels)
     split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
     check_num_classes(models, split.num_classes, data_config.dataset)
     out_dir = os.path.join(config.workdir, "eval")
@@ -225,6 +250,37 @@ def evaluate(config, *, progress=True):
         if missing:
             return {"settings": settings, "missing_shards": missing}
     return parts.merge_shards(config, started, dict(seconds))
+
+
+def _columns_every_model_has(methods, models):
+    """``methods`` without the fused columns when a model has no declared fusion layers; one line each.
+
+    The tables compare every model on every column, so a fused column that
+    one model (a model of your own) cannot have is left out for all; evaluate
+    that model apart (--models) to keep the column for the others.
+    """
+    from kerascam.evaluation.maps import FUSED_SUFFIX
+    from kerascam.models import fusion_layer_names
+
+    fused = [m for m in methods if m.endswith(FUSED_SUFFIX)]
+    if not fused:
+        return methods
+    lacking = []
+    for name, model in models.items():
+        try:
+            fusion_layer_names(model)
+        except ValueError:
+            lacking.append(name)
+    if not lacking:
+        return methods
+    for column in fused:
+        print(f"column {column!r} skipped: no fusion layers are declared for {', '.join(map(repr, lacking))} "
+              f"(evaluate the others apart with --models to keep it)", flush=True)
+    kept = [m for m in methods if m not in fused]
+    if not kept:
+        raise ValueError(f"nothing to evaluate: {', '.join(fused)} need fusion layers, which "
+                         f"{', '.join(map(repr, lacking))} do not declare; add a CAM method with --cam")
+    return kept
 
 
 def _active_scorers(scorers, batch, models):
