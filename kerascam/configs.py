@@ -9,6 +9,8 @@ applies the preset's per-model settings last but one (flags win).
 import dataclasses
 from typing import Optional
 
+from kerascam.data.images import MAX_PIXELS
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -49,9 +51,25 @@ class TrainConfig:
             ``"multiworker"``.
         mixed_precision: None (float32), ``"mixed_float16"`` (GPUs; with
             dynamic loss scaling) or ``"mixed_bfloat16"`` (GPUs from Ampere
-            on, TPUs, recent CPUs). Variables stay float32 and the exported
-            model is float32.
+            on, TPUs, CPUs with AVX512-BF16 or AMX). Variables stay float32
+            and the exported model is float32. Always a resolved value:
+            ``train.py --mixed-precision auto`` (the default of the presets
+            named in ``DEFAULT_MIXED_PRECISION``) picks one with
+            ``kerascam.precision.resolve_mixed_precision`` before the config
+            is built, so ``config.json`` and ``run.json`` record what ran.
         jit: Compile the forward and backward pass with XLA.
+        max_pixels: ``folder:`` images of more pixels (width x height, read
+            from their header) are skipped without being decoded, like
+            unreadable files; 0 for no limit. Default: Pillow's limit,
+            ``kerascam.data.images.MAX_PIXELS`` (89,478,485).
+        checkpoint_every: Steps between checkpoints within an epoch (an
+            epoch's end always writes one); 0: only at epoch ends; None: about
+            every 10 minutes at the preset's expected speed (see
+            ``kerascam.training.default_checkpoint_every``).
+        target_accuracy: Stop at the first validation check (every quarter
+            epoch) whose accuracy is at least this, in (0, 1]; None: off.
+        cam_summaries: CAM overlays of this many fixed validation images
+            written to TensorBoard after every epoch (0: none).
         model_overrides: Per-model field overrides, e.g. a smaller learning
             rate for VGG16, which has no batch normalization.
     """
@@ -82,6 +100,10 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: Optional[str] = None
     jit: bool = False
+    max_pixels: int = MAX_PIXELS
+    checkpoint_every: Optional[int] = None
+    target_accuracy: Optional[float] = None
+    cam_summaries: int = 0
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
     def for_model(self, model, **flags):
@@ -162,6 +184,42 @@ def imagenet():
     )
 
 
+def paper224():
+    """The paper's geometry on the embedded data: 224x224 images, U-Nets at 64 filters.
+
+        python train.py --model all --preset paper224 --workdir runs-paper224
+        python evaluate.py --cam all --workdir runs-paper224 --num-images 100
+
+    At 224x224 ResNet50's last block is 7x7, as in the paper (the demo's 48x48
+    gives 2x2), and the U-Nets have the paper's width. The demo's recipe
+    otherwise (batch 32, AdamW 1e-3, the same epochs per model, VGG16 with
+    batch normalization at 1e-4) on 3,000 training and 300 validation images,
+    sized for one GPU: a train step costs 221 (U-Net), 177 (ablated U-Net),
+    23 (ResNet50) and 93 (VGG16) GFLOP per image (forward x3, counted by
+    ``benchmarks/train_speed.py``), 5.6 PFLOP for the four runs, under a
+    minute of compute at 100-250 TFLOP/s (an H200 in bfloat16 at 10-25 % of
+    its peak), plus drawing the 3,300 images once (about 25 ms each on one
+    CPU core) and each process' start, tracing and exports: a few minutes in
+    all. An estimate, not yet measured on a GPU (``benchmarks/gpu_check.sh``
+    measures it). On this project's 2-core CPU (AVX512-BF16) a few steps
+    ran at 0.7, 0.8, 3.6 and 1.3 images per CPU-second in bfloat16 (0.4,
+    0.5, 1.6, 0.8 in float32), about 11 CPU-hours for the four runs
+    (20 in float32): 6 hours or more of wall-clock.
+    """
+    return TrainConfig(
+        image_size=224,
+        epochs=5,
+        unet_filters=64,
+        train_examples=3000,
+        validation_examples=300,
+        model_overrides={
+            "unet": {"epochs": 3},
+            "unet_ablated": {"epochs": 4},
+            "vgg16": {"vgg_batch_norm": True, "learning_rate": 1e-4, "epochs": 4},
+        },
+    )
+
+
 def smoke():
     """A few tiny steps: what the tests run."""
     return TrainConfig(
@@ -176,7 +234,15 @@ def smoke():
     )
 
 
-PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke}
+PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper224}
+# What train.py's --mixed-precision is when not given, per preset (resolved by
+# kerascam.precision). "auto" trains in bfloat16 where the hardware has it. On
+# this project's AVX512-BF16 CPU the demo's train steps ran 1.0-1.5x faster in
+# CPU time (ResNet50 1.0-1.1x, VGG16 1.5x; benchmarks/README.md), but the
+# U-Net's 3 demo epochs reached 0.920 validation accuracy against float32's
+# 0.988, so the demo stays float32 (the models it produces are unchanged);
+# smoke stays float32 so that the tests compare runs bit for bit.
+DEFAULT_MIXED_PRECISION = {"demo": "none", "imagenet": "none", "smoke": "none", "paper224": "auto"}
 
 
 def get_preset(name):

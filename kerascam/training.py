@@ -7,20 +7,31 @@ over the global batch and the optimizer sums the replicas' gradients.
 
 A run of model M lives in ``WORKDIR/M/``:
 
-- ``checkpoints/``: model, optimizer and epoch after every epoch; a run
-  started again with the same command resumes from the newest one.
+- ``checkpoints/``: model, optimizer, epoch and step in the epoch, every
+  ``checkpoint_every`` steps and at every epoch's end (the newest three
+  kept); a run started again with the same command resumes at the step after
+  the newest one, with the batches it would have seen.
 - ``history.csv`` and ``logs/`` (TensorBoard): loss and accuracy per epoch.
 - ``model.keras``, ``saved_model/``: the trained model.
 - ``run.json``: config, final validation accuracy, wall time.
+
+SIGTERM or SIGINT ends the current step, writes a checkpoint and raises
+:class:`TrainingInterrupted` (exit code 128 + the signal's number: 143, 130);
+a second one ends the process at once. A full disk during a checkpoint or an
+export leaves the previous ones whole and raises a one-line ``TrainingError``.
 """
 
 import contextlib
 import csv
+import errno
+import glob
 import io as _io
 import math
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 
 import keras
@@ -35,6 +46,23 @@ from kerascam.models import build_model
 
 class TrainingError(RuntimeError):
     """A problem the user can act on; train.py prints it as one line."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM or SIGINT stopped the run after saving a checkpoint.
+
+    Attributes:
+        exit_code: 128 + the signal's number (SIGTERM 143, SIGINT 130), the
+            code ``train.py`` exits with, as a shell reports a process ended
+            by that signal.
+    """
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def __reduce__(self):  # crosses process boundaries (train.py --jobs 2)
+        return type(self), (str(self), self.exit_code)
 
 
 def make_strategy(name="auto", devices=None):
@@ -206,6 +234,149 @@ def make_train_step(
     return train_step
 
 
+# A checkpoint about every CHECKPOINT_SECONDS when checkpoint_every is None.
+CHECKPOINT_SECONDS = 600
+# Training images per second each model is expected to reach, by dataset.
+# "shapes" (demo preset, 48x48, batch 32): measured on this project's 2-core
+# CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
+# images/s; the ablated U-Net not measured, given the U-Net's rate); a demo
+# epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
+# epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
+# way): estimates for one H200 with --mixed-precision --jit, not measured
+# (published A100 ResNet50 training rates of ~2,600 images/s, scaled to the
+# H200 and by each model's FLOPs); ResNet50 at batch 256 then checkpoints
+# every ~7,000 steps, more than an epoch, VGG16 every ~2,300 and the U-Nets
+# every ~700.
+# Each rate is at its image side (48 and 224); other sides scale it by the
+# ratio of pixels (the convolutions' cost).
+EXPECTED_IMAGES_PER_SECOND = {
+    "shapes": (48, {"unet": 204, "unet_ablated": 204, "resnet50": 67, "vgg16": 39}),
+    "imagenet2012": (224, {"unet": 300, "unet_ablated": 320, "resnet50": 3000, "vgg16": 1000}),
+}
+
+
+def default_checkpoint_every(config):
+    """Steps between checkpoints so that one lands about every 10 minutes.
+
+    Based on ``EXPECTED_IMAGES_PER_SECOND`` for ``config``'s dataset (folders
+    count as ImageNet) and model, scaled to ``config.image_size``, at
+    ``config.batch_size``. An interval at or above the steps of an epoch
+    means checkpoints at epoch ends only.
+    """
+    side, table = EXPECTED_IMAGES_PER_SECOND["shapes" if config.dataset == "shapes" else "imagenet2012"]
+    images_per_second = table.get(config.model, min(table.values())) * (side / config.image_size) ** 2
+    return max(1, round(CHECKPOINT_SECONDS * images_per_second / config.batch_size))
+
+
+def target_check_steps(steps_per_epoch):
+    """Steps of an epoch after which ``target_accuracy`` is checked: every quarter epoch.
+
+    The last one is the epoch's end, where the validation pass runs anyway.
+    """
+    return sorted({max(1, round(steps_per_epoch * k / 4)) for k in range(1, 5)})
+
+
+def _is_no_space(error):
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    # TensorFlow's file writers report the C library's error in their text.
+    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
+
+
+@contextlib.contextmanager
+def _no_space_is_one_line(what):
+    """Turns a full disk while writing ``what`` into a one-line TrainingError."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001  (re-raised unless the disk is full)
+        if not _is_no_space(e):
+            raise
+        raise TrainingError(
+            f"no space left on device while writing {what}; free space and run the same command to resume"
+        ) from e
+
+
+def _save_checkpoint(manager, number):
+    """``manager.save(number)``; a full disk leaves the previous checkpoints as they were.
+
+    TensorFlow writes a checkpoint's data and index first (through a
+    temporary folder, then renamed) and only then, atomically, rewrites the
+    ``checkpoint`` state file that names the newest; the older files are
+    deleted after that. A failure mid-write therefore never moves the state
+    file to a partial checkpoint: what it leaves behind is this number's
+    partial files, removed here so that they free their space. (A number is
+    never saved twice: see ``_train``.)
+    """
+    prefix = os.path.join(manager.directory, f"ckpt-{number}")
+    try:
+        with _no_space_is_one_line(f"checkpoint {prefix}"):
+            manager.save(checkpoint_number=number)
+    except TrainingError:
+        if prefix not in manager.checkpoints:
+            for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp*"):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+        raise
+
+
+class _StopRequest:
+    """Catches SIGTERM and SIGINT during training: the loop saves and stops.
+
+    The first signal only sets ``signum``; the handlers then go back to the
+    default action, so a second signal ends the process at once, even inside
+    a long TensorFlow call. SIGUSR1 (what ``train.py --jobs N`` sends its
+    training processes) asks the same, without arming the second-signal exit.
+    The handlers are installed by :meth:`install` once the first step is near
+    (a Ctrl-C while a dataset is prepared still stops at once), from the main
+    thread only (Python's rule; elsewhere it never fires), and removed when
+    the ``with`` block ends.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        return self
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            for signum in (*self.SIGNALS, signal.SIGUSR1):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGUSR1:
+            self.signum = self.signum or signal.SIGTERM
+            return
+        self.signum = signum
+        for other in self.SIGNALS:
+            signal.signal(other, signal.SIG_DFL)
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+# Tests only: "STEP:SIGNAL[,STEP:SIGNAL...]" makes the loop send itself
+# SIGNAL right after global step STEP (1-based over the run), so that a test
+# interrupts a run at an exact step without sleeping on timing luck.
+_TEST_SIGNALS_VARIABLE = "KERASCAM_TEST_SIGNALS"
+
+
+def _test_signals():
+    plan = {}
+    for item in filter(None, os.environ.get(_TEST_SIGNALS_VARIABLE, "").split(",")):
+        step, name = item.split(":")
+        plan.setdefault(int(step), []).append(getattr(signal, name))
+    return plan
+
+
+def _spans_workers(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return resolver is not None and sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
+
+
 class _History:
     """Per-epoch metrics in ``history.csv`` and TensorBoard, kept consistent on resume."""
 
@@ -248,19 +419,53 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         The ``run.json`` summary as a dict.
 
     Raises:
+        TrainingInterrupted: SIGTERM or SIGINT arrived (called from the main
+            thread); the step under way finished and a checkpoint was saved.
         TrainingError: the loss became non-finite (the last good checkpoint is
-            kept), or ``workdir`` holds an incompatible run.
+            kept), the disk filled up while writing (the previous checkpoint
+            and exports are kept), or ``workdir`` holds an incompatible run.
+        ValueError: ``target_accuracy`` outside (0, 1], a negative
+            ``checkpoint_every`` or ``cam_summaries``.
     """
-    with dtype_policy(config.mixed_precision):
-        return _train(config, workdir, strategy, verbose)
+    if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
+        raise ValueError(f"target_accuracy must lie in (0, 1]. Received: target_accuracy={config.target_accuracy}")
+    if config.checkpoint_every is not None and config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be 0 (epoch ends only) or positive. Received: {config.checkpoint_every}")
+    if config.cam_summaries < 0:
+        raise ValueError(f"cam_summaries must be 0 or positive. Received: {config.cam_summaries}")
+    with dtype_policy(config.mixed_precision), _StopRequest() as stop_request:
+        return _train(config, workdir, strategy, verbose, stop_request)
 
 
-def _train(config, workdir, strategy, verbose):
+def _make_stop_agreement(strategy):
+    """``agree(flag)``: True on every worker if any worker's ``flag`` is True.
+
+    One scalar all-reduce per call across the workers of a
+    MultiWorkerMirroredStrategy (a signal reaches one worker, but all of them
+    must save at the same step: saving is collective); the flag itself
+    elsewhere.
+    """
+    if not _spans_workers(strategy):
+        return lambda flag: flag
+
+    @tf.function
+    def total(flag):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
+
+    return lambda flag: float(total(tf.constant(1.0 if flag else 0.0))) > 0
+
+
+def _train(config, workdir, strategy, verbose, stop_request):
     started = time.time()
     run_dir = os.path.join(workdir, config.model)
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
     _check_compatible(run_dir, config)
+    write_cam_summaries = None
+    if config.cam_summaries:
+        # kerascam.summaries draws the overlays; imported before any step so
+        # that a missing module fails at once, not after the first epoch.
+        from kerascam.summaries import write_cam_summaries
 
     # Load the data before writing anything: a dataset that fails to load
     # leaves no trace of a run that never started.
@@ -287,19 +492,38 @@ def _train(config, workdir, strategy, verbose):
         # Create the optimizer's slots now so a restore fills them directly.
         optimizer.build(model.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Where the run stands within the epoch, saved with the weights: the
+        # steps done and their loss and correct-prediction sums (so that the
+        # epoch's history row is the one of an uninterrupted run), and the
+        # target-accuracy stop (global step and accuracy of the check).
+        progress = {
+            "step": tf.Variable(0, dtype=tf.int64, trainable=False),
+            "loss_sum": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+            "correct_sum": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+            "stopped_at_step": tf.Variable(0, dtype=tf.int64, trainable=False),
+            "stopped_accuracy": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+        }
     if chief:
-        # Two kept checkpoints and one being written (weights and optimizer
+        # Three kept checkpoints and one being written (weights and optimizer
         # slots), model.keras, the SavedModel, and room for logs.
-        copies = 3 * (1 + len(optimizer.variables) // max(1, len(model.trainable_variables))) + 2
+        copies = 4 * (1 + len(optimizer.variables) // max(1, len(model.trainable_variables))) + 2
         io.check_free_space(run_dir, copies * 4 * model.count_params() + 64 * 2**20, "checkpoints and exports")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, **progress)
     shared_dir = os.path.join(run_dir, "checkpoints")
     # Every worker takes part in saving (the variables are read collectively),
     # but only the chief's copy lands in the run folder; the others write to
     # a scratch folder of their own. All of them resume from the chief's.
     save_dir = shared_dir if chief else tempfile.mkdtemp(prefix="kerascam-worker-ckpt-")
-    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=2)
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
     latest = tf.train.latest_checkpoint(shared_dir)
+    state = tf.train.get_checkpoint_state(shared_dir)
+    if latest is None and state is not None and state.model_checkpoint_path:
+        # latest_checkpoint() answers None when the files it names are gone:
+        # never take that for a fresh start.
+        raise TrainingError(
+            f"{os.path.join(shared_dir, 'checkpoint')} names {state.model_checkpoint_path}, whose files are "
+            "missing; restore them, or remove the checkpoints folder to start over"
+        )
     if latest:
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
@@ -309,8 +533,21 @@ def _train(config, workdir, strategy, verbose):
                 f"cannot restore checkpoint {latest} ({reason}); it is damaged or from "
                 "another run: remove it to resume from the previous one, or use another --workdir"
             ) from e
-        if verbose:
-            print(f"{config.model}: resuming from {latest} (epoch {int(epoch_var)})")
+    start_epoch, start_step = int(epoch_var.numpy()), int(progress["step"].numpy())
+    stopped_at_step = int(progress["stopped_at_step"].numpy())
+    stopped_accuracy = float(progress["stopped_accuracy"].numpy())
+    # A run stopped at its target stays stopped while the target holds; with
+    # a higher target, or none, it trains on from that checkpoint.
+    stopped = bool(stopped_at_step) and config.target_accuracy is not None and stopped_accuracy >= config.target_accuracy
+    if latest and verbose:
+        # "epoch N": N epochs done; mid-epoch, the words of the interruption line.
+        where = f"epoch {start_epoch + 1} step {start_step}, mid-epoch" if start_step else f"epoch {start_epoch}"
+        print(f"{config.model}: resuming from {latest} ({where})")
+        if stopped:
+            print(f"{config.model}: stopped at validation accuracy {stopped_accuracy:.4f} >= "
+                  f"--target-accuracy {config.target_accuracy}; not training further")
+    if not stopped:
+        progress["stopped_at_step"].assign(0)
     if verbose:
         precision = f", {config.mixed_precision}" if config.mixed_precision else ""
         print(
@@ -318,7 +555,6 @@ def _train(config, workdir, strategy, verbose):
             f"peak learning rate {config.effective_learning_rate:.3g} ({config.lr_scaling} scaling from "
             f"{config.learning_rate:g} per {config.reference_batch_size}){precision}{', XLA' if config.jit else ''}"
         )
-    start_epoch = int(epoch_var.numpy())
 
     num_classes = train_split.num_classes
     train_step = make_train_step(
@@ -345,61 +581,147 @@ def _train(config, workdir, strategy, verbose):
             totals += [float(v) for v in eval_step(batch)]
         return totals[0] / totals[2], totals[1] / totals[2]
 
+    every = config.checkpoint_every if config.checkpoint_every is not None else default_checkpoint_every(config)
+    target = config.target_accuracy
+    checks = target_check_steps(steps) if target is not None else ()
+    any_worker_stops = _make_stop_agreement(strategy)
+    test_signals = _test_signals()
+    stop_request.install()  # from here on, a signal saves a checkpoint
+    # Checkpoints are numbered by global step; a number already saved (the
+    # one resumed from, or a periodic save just before a stop) is never
+    # written again, so an existing checkpoint is never overwritten in place.
+    last_saved = start_epoch * steps + start_step if latest else None
+
+    def save(epoch, done, loss_sum, correct_sum):
+        nonlocal last_saved
+        number = epoch * steps + done
+        if number == last_saved:
+            return
+        epoch_var.assign(epoch if done < steps else epoch + 1)
+        progress["step"].assign(done if done < steps else 0)
+        progress["loss_sum"].assign(loss_sum if done < steps else 0.0)
+        progress["correct_sum"].assign(correct_sum if done < steps else 0.0)
+        _save_checkpoint(manager, number)
+        last_saved = number
+
+    def interrupted(epoch, done):
+        return TrainingInterrupted(
+            f"{config.model}: interrupted at epoch {epoch + 1} step {done}; the same command resumes",
+            # Another worker's signal (MultiWorkerMirroredStrategy): SIGTERM's code.
+            128 + (stop_request.signum or signal.SIGTERM),
+        )
+
+    cam_images = cam_labels = None
+    if write_cam_summaries is not None and chief:
+        # The first images of the validation split: the same ones every epoch.
+        first = next(iter(pipeline.evaluation_batches(val_split.examples, config.cam_summaries, crop_size=crop_size)))
+        cam_images, cam_labels = first["image"].numpy(), first["label"].numpy()
+        if cam_images.dtype != np.uint8:  # resized crops come as floats in 0-255
+            cam_images = np.clip(np.rint(cam_images), 0, 255).astype(np.uint8)
+
     history = _History(run_dir, start_epoch) if chief else None
     val_loss = val_acc = float("nan")
-    for epoch in range(start_epoch, config.epochs):
+    evaluated = False
+    for epoch in range(start_epoch, config.epochs if not stopped else start_epoch):
         epoch_start = time.time()
+        first_step = start_step if epoch == start_epoch else 0
+        # Resumed mid-epoch: the epoch's own order, less the batches done,
+        # skipped in the example stream (pipeline.training_batches). Not
+        # tf.data's iterator checkpointing: it would store the shuffle buffer,
+        # up to 10,000 decoded images (about 1 GB for ImageNet), in every
+        # checkpoint, and the order is already a function of seed and epoch.
         batches = pipeline.training_batches(
             train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
-            crop_size=crop_size, num_examples=train_split.num_examples,
-        ).take(steps)
+            crop_size=crop_size, num_examples=train_split.num_examples, skip_batches=first_step,
+        ).take(steps - first_step)
         bar = keras.utils.Progbar(steps, verbose=1 if verbose == 1 else 0, stateful_metrics=["loss", "acc"])
         if verbose == 1:
             print(f"{config.model} epoch {epoch + 1}/{config.epochs}")
-        loss_sum = correct_sum = 0.0
-        for step, batch in enumerate(strategy.experimental_distribute_dataset(batches)):
+        loss_sum = float(progress["loss_sum"].numpy()) if first_step else 0.0
+        correct_sum = float(progress["correct_sum"].numpy()) if first_step else 0.0
+        for done, batch in enumerate(strategy.experimental_distribute_dataset(batches), start=first_step + 1):
             loss, correct = (float(v) for v in train_step(batch))
             if not math.isfinite(loss):
                 raise TrainingError(
-                    f"{config.model}: the loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
+                    f"{config.model}: the loss became {loss} at epoch {epoch + 1}, step {done}; "
                     f"stopped, the last good checkpoint is kept in {manager.directory} "
                     "(try a smaller --learning-rate)"
                 )
             loss_sum += loss
             correct_sum += correct
-            bar.update(step + 1, [("loss", loss_sum / (step + 1)), ("acc", correct_sum / ((step + 1) * global_batch))])
+            bar.update(done, [("loss", loss_sum / done), ("acc", correct_sum / (done * global_batch))])
+            for signum in test_signals.get(epoch * steps + done, ()):
+                os.kill(os.getpid(), signum)
+            if done == steps:
+                break  # the epoch's end: validation, checkpoint, stop (below)
+            stop = any_worker_stops(stop_request.signum is not None)
+            reached = False
+            if done in checks:
+                val_loss, val_acc = evaluate()
+                reached = val_acc >= target
+            if reached:
+                progress["stopped_at_step"].assign(epoch * steps + done)
+                progress["stopped_accuracy"].assign(val_acc)
+            if reached or stop or (every and done % every == 0):
+                save(epoch, done, loss_sum, correct_sum)
+            if reached:
+                stopped, evaluated = True, True
+                if history is not None:  # the partial epoch's row
+                    _add_history_row(history, epoch, loss_sum / done, correct_sum / (done * global_batch),
+                                     val_loss, val_acc, optimizer, epoch_start)
+                break
+            if stop:
+                raise interrupted(epoch, done)
+        if stopped:
+            break
         val_loss, val_acc = evaluate()
-        epoch_var.assign(epoch + 1)
+        evaluated = True
+        stopped = target is not None and val_acc >= target
+        if stopped:
+            progress["stopped_at_step"].assign((epoch + 1) * steps)
+            progress["stopped_accuracy"].assign(val_acc)
         if history is not None:
             # The epoch's row before its checkpoint: a kill between the two
             # redoes the epoch on resume, which drops the row past the
             # checkpoint; the other order would lose the row of a saved epoch.
-            history.add(
-                {
-                    "epoch": epoch,
-                    "loss": loss_sum / steps,
-                    "accuracy": correct_sum / (steps * global_batch),
-                    "val_loss": val_loss,
-                    "val_accuracy": val_acc,
-                    "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
-                    "seconds": time.time() - epoch_start,
-                }
-            )
-        manager.save(checkpoint_number=epoch + 1)
-        if history is None:
-            continue
-        if verbose == 1:
+            _add_history_row(history, epoch, loss_sum / steps, correct_sum / (steps * global_batch),
+                             val_loss, val_acc, optimizer, epoch_start)
+        save(epoch, steps, loss_sum, correct_sum)
+        if history is not None and write_cam_summaries is not None:
+            # Mixed precision: the float32 twin, as exported, so that the
+            # overlays never come from float16 gradients.
+            explained = _float32_copy(model, config, num_classes) if config.mixed_precision else model
+            write_cam_summaries(history.writer, explained, cam_images, epoch + 1,
+                                class_names=list(train_split.class_names), labels=cam_labels)
+        if history is not None and verbose == 1:
             print(f"  val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} ({time.time() - epoch_start:.0f} s)")
-        elif verbose == 2:
+        elif history is not None and verbose == 2:
             print(
                 f"{config.model} epoch {epoch + 1}/{config.epochs}: loss {loss_sum / steps:.4f} - accuracy "
                 f"{correct_sum / (steps * global_batch):.4f} - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} "
                 f"({time.time() - epoch_start:.0f} s)",
                 flush=True,
             )
+        if stopped:
+            break
+        # A signal during the validation or the save: that checkpoint is the one to resume from.
+        if any_worker_stops(stop_request.signum is not None):
+            raise interrupted(epoch, steps)
 
-    if start_epoch >= config.epochs:  # nothing left to train: report the saved model
+    if not evaluated:  # nothing left to train: report the saved model
         val_loss, val_acc = evaluate()
+    stop_info = None
+    if stopped:
+        stop_step = int(progress["stopped_at_step"].numpy())
+        stop_info = {
+            "epoch": (stop_step - 1) // steps + 1,
+            "step": stop_step - (stop_step - 1) // steps * steps,
+            "global_step": stop_step,
+            "val_accuracy": float(progress["stopped_accuracy"].numpy()),
+        }
+        if verbose:
+            print(f"{config.model}: validation accuracy {stop_info['val_accuracy']:.4f} reached --target-accuracy "
+                  f"{target} at epoch {stop_info['epoch']} step {stop_info['step']}; stopped there")
     if not chief:
         shutil.rmtree(save_dir, ignore_errors=True)
         return {"model": config.model, "val_accuracy": float(val_acc), "chief": False,
@@ -407,11 +729,13 @@ def _train(config, workdir, strategy, verbose):
 
     if config.mixed_precision:
         model = _float32_copy(model, config, train_split.num_classes)
-    export.save_keras(model, os.path.join(run_dir, "model.keras"))
-    export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
+    with _no_space_is_one_line(os.path.join(run_dir, "model.keras")):
+        export.save_keras(model, os.path.join(run_dir, "model.keras"))
+    with _no_space_is_one_line(os.path.join(run_dir, "saved_model")):
+        export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
     previous_seconds = 0.0
     summary_path = os.path.join(run_dir, "run.json")
-    if start_epoch > 0 and os.path.exists(summary_path):
+    if latest and os.path.exists(summary_path):
         previous_seconds = io.read_json(summary_path).get("wall_seconds", 0.0)
     summary = {
         "model": config.model,
@@ -423,14 +747,34 @@ def _train(config, workdir, strategy, verbose):
         # Unreadable image files left out of the data (folders), by split.
         "skipped_files": [f"train/{n}" for n in train_split.skipped] + [f"validation/{n}" for n in val_split.skipped],
         "epochs_completed": int(epoch_var.numpy()),
+        "stopped_early": stop_info is not None,
+        # Where the target accuracy was reached: epoch and step (1-based), its
+        # validation accuracy; the exported model is that checkpoint's.
+        "stopped_at": stop_info,
         "val_accuracy": float(val_acc),
         "val_loss": float(val_loss),
         "wall_seconds": previous_seconds + time.time() - started,
         "replicas": strategy.num_replicas_in_sync,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    io.write_json(summary_path, summary)
+    with _no_space_is_one_line(summary_path):
+        io.write_json(summary_path, summary)
     return summary
+
+
+def _add_history_row(history, epoch, loss, accuracy, val_loss, val_acc, optimizer, epoch_start):
+    with _no_space_is_one_line(history.path):
+        history.add(
+            {
+                "epoch": epoch,
+                "loss": loss,
+                "accuracy": accuracy,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                "seconds": time.time() - epoch_start,
+            }
+        )
 
 
 def _float32_copy(model, config, num_classes):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_python
 
@@ -71,3 +72,66 @@ def test_two_workers_train_in_step_and_match_one_process(tmp_path):
     run_dir = tmp_path / "multi" / "unet"
     assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
+
+
+# A checkpoint at every step; verbose, to tell where it resumed.
+RESUMING_WORKER = WORKER.replace("epochs=2, steps_per_epoch=3)", "epochs=2, steps_per_epoch=3, checkpoint_every=1)").replace(
+    "verbose=0", "verbose=1"
+)
+assert RESUMING_WORKER.count("checkpoint_every=1") == 1 and "verbose=1" in RESUMING_WORKER
+
+
+def _start_workers(tmp_path, kill_worker_1_after_step=None):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index in range(2):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        if index == 1 and kill_worker_1_after_step:
+            env["KERASCAM_TEST_SIGNALS"] = f"{kill_worker_1_after_step}:SIGKILL"
+        workers.append(subprocess.Popen(
+            [sys.executable, "-c", RESUMING_WORKER, str(tmp_path / "multi"), str(tmp_path / f"worker{index}.npz"),
+             "multiworker"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))
+    return workers
+
+
+@pytest.mark.skipif(not os.environ.get("KERASCAM_SLOW_TESTS"), reason="36 s alone, over the test budget: KERASCAM_SLOW_TESTS=1 runs it")
+def test_a_lost_worker_and_a_restart_of_both_end_like_an_uninterrupted_run(tmp_path):
+    # Worker 1 dies (SIGKILL) right after global step 4 of 6, before the
+    # checkpoint of that step; worker 0 then fails in its next collective.
+    lost = _start_workers(tmp_path, kill_worker_1_after_step=4)
+    try:
+        for worker in lost:
+            worker.communicate(timeout=240)
+    finally:
+        for worker in lost:
+            worker.kill()
+    assert lost[1].returncode == -9 and lost[0].returncode != 0
+    assert tf_latest(tmp_path / "multi" / "unet") == "ckpt-3"
+
+    restarted = _start_workers(tmp_path)
+    try:
+        outputs = [worker.communicate(timeout=240)[0] for worker in restarted]
+    finally:
+        for worker in restarted:
+            worker.kill()
+    for worker, output in zip(restarted, outputs):
+        assert worker.returncode == 0, output[-3000:]
+        assert "resuming from" in output and "ckpt-3 (epoch 1)" in output
+
+    single = run_python(["-c", RESUMING_WORKER, str(tmp_path / "single"), str(tmp_path / "single.npz"), "default"],
+                        timeout=240)
+    assert single.returncode == 0, single.stderr[-3000:]
+    w0, _ = _weights(tmp_path / "worker0.npz")
+    w1, _ = _weights(tmp_path / "worker1.npz")
+    ws, _ = _weights(tmp_path / "single.npz")
+    for a, b, c in zip(w0, w1, ws, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)
+
+
+def tf_latest(run_dir):
+    import tensorflow as tf
+
+    return os.path.basename(tf.train.latest_checkpoint(str(run_dir / "checkpoints")) or "")

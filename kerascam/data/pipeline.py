@@ -32,7 +32,9 @@ def _training_features(example):
     return {k: v for k, v in _model_features(example).items() if k != "evidence"}
 
 
-def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_size=None, num_examples=None):
+def training_batches(
+    examples, batch_size, *, epoch, seed, augment=True, crop_size=None, num_examples=None, skip_batches=0
+):
     """One epoch of shuffled, augmented, batched training examples.
 
     Args:
@@ -46,6 +48,9 @@ def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_si
         crop_size: For images of their own sizes (ImageNet, folders):
             random-resized-crop to this size (centre crop without ``augment``).
         num_examples: Size of ``examples`` when its cardinality is unknown.
+        skip_batches: Batches of this epoch already trained on (a run resumed
+            mid-epoch): they are left out before the crop and flip, so the
+            rest of the epoch is the same batches an uninterrupted run sees.
     """
     n = int(examples.cardinality())
     n = n if n > 0 else (num_examples or MAX_SHUFFLE_BUFFER)
@@ -55,6 +60,13 @@ def training_batches(examples, batch_size, *, epoch, seed, augment=True, crop_si
     # built while the model trains.
     ds = examples.map(_training_features).shuffle(min(n, MAX_SHUFFLE_BUFFER), seed=epoch_seed, reshuffle_each_iteration=False)
     ds = ds.enumerate()
+    if skip_batches:
+        # After the shuffle and the numbering (order and per-example seeds
+        # stay those of the whole epoch), before the crop and flip: skipped
+        # examples are never augmented, batched or sent to a device. Sources
+        # that decode in ``examples`` (ImageNet, folders) still decode them
+        # to fill the shuffle buffer.
+        ds = ds.skip(skip_batches * batch_size)
 
     def prepare(index, example):
         example_seed = tf.stack([tf.cast(epoch_seed, tf.int64), index])
