@@ -35,7 +35,6 @@ reports its wall-clock and CPU time.
 """
 
 import argparse
-import json
 import os
 import shlex
 import statistics

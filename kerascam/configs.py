@@ -149,6 +149,9 @@ def demo():
     return TrainConfig(
         image_size=48,
         epochs=5,
+        # GradCAM++ overlays of 4 validation images in TensorBoard after every
+        # epoch: a few seconds per model, to watch where it learns to look.
+        cam_summaries=4,
         model_overrides={
             "unet": {"epochs": 3},
             "unet_ablated": {"epochs": 4},

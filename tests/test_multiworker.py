@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from conftest import ROOT, run_python
 
@@ -96,7 +95,6 @@ def _start_workers(tmp_path, kill_worker_1_after_step=None):
     return workers
 
 
-@pytest.mark.skipif(not os.environ.get("KERASCAM_SLOW_TESTS"), reason="36 s alone, over the test budget: KERASCAM_SLOW_TESTS=1 runs it")
 def test_a_lost_worker_and_a_restart_of_both_end_like_an_uninterrupted_run(tmp_path):
     # Worker 1 dies (SIGKILL) right after global step 4 of 6, before the
     # checkpoint of that step; worker 0 then fails in its next collective.
