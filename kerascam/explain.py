@@ -104,9 +104,12 @@ class ModelSource:
         if self.kind == "saved-model":
             signature = next(iter(self.signatures.values()))
             return np.asarray(signature(images=_tensor(pixels))["probabilities"], np.float32)
+        from kerascam.cams.base import _quiet_model_calls
+
         network, inputs, step = logits_model(self.model), self.inputs(pixels), batch_size or 32
-        logits = np.concatenate([np.asarray(network(inputs[i:i + step], training=False), np.float32)
-                                 for i in range(0, len(inputs), step)])
+        with _quiet_model_calls():  # Keras' warning about a single input given as a tensor, not a list
+            logits = np.concatenate([np.asarray(network(inputs[i:i + step], training=False), np.float32)
+                                     for i in range(0, len(inputs), step)])
         return np.asarray(keras.ops.softmax(logits, axis=-1))
 
 
