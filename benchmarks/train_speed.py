@@ -61,19 +61,10 @@ def _csv(choices, name):
     return parse
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def parse_args(argv=None):
     sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
     from kerascam import configs
+    from kerascam.cli import positive_int as _positive
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS),
