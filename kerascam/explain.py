@@ -42,14 +42,7 @@ DEFAULT_COLORMAP = "viridis"  # perceptually uniform; jet stays available
 DEFAULT_OUT = "explanations"
 RECORDS_FILE = "explanations.jsonl"
 APPLICATION_PREFIX = "keras.applications:"
-# SavedModel signature keys: explain_<key> (float32 pixels) and explain_<key>_uint8.
-SIGNATURE_PREFIX = "explain"
 _GLOB_CHARACTERS = "*?["
-
-
-def signature_key(method):
-    """The part of a SavedModel signature name that stands for ``method`` ("gradcam++" -> "gradcam_plus_plus")."""
-    return method.replace("++", "_plus_plus")
 
 
 @dataclasses.dataclass
@@ -244,6 +237,7 @@ def load_saved_model(path):
     import tensorflow as tf
 
     from kerascam.cams import available_methods
+    from kerascam.export import explain_signature_name
 
     try:
         loaded = tf.saved_model.load(path)
@@ -251,7 +245,7 @@ def load_saved_model(path):
         raise ValueError(f"{path}: cannot load the SavedModel ({type(e).__name__})") from e
     signatures = {}
     for method in available_methods():
-        key = f"{SIGNATURE_PREFIX}_{signature_key(method)}"
+        key = explain_signature_name(method)
         if key in loaded.signatures:
             signatures[method] = loaded.signatures[key]
     if not signatures:

@@ -620,6 +620,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
             cam_images = np.clip(np.rint(cam_images), 0, 255).astype(np.uint8)
 
     history = _History(run_dir, start_epoch) if chief else None
+    explained = None  # the model the CAM summaries explain (float32 under mixed precision)
     val_loss = val_acc = float("nan")
     evaluated = False
     for epoch in range(start_epoch, config.epochs if not stopped else start_epoch):
@@ -690,7 +691,13 @@ def _train(config, workdir, strategy, verbose, stop_request):
         if history is not None and write_cam_summaries is not None:
             # Mixed precision: the float32 twin, as exported, so that the
             # overlays never come from float16 gradients.
-            explained = _float32_copy(model, config, num_classes) if config.mixed_precision else model
+            # Built once and refreshed each epoch, so its CAM graph is traced once.
+            if not config.mixed_precision:
+                explained = model
+            elif explained is None:
+                explained = _float32_copy(model, config, num_classes)
+            else:
+                explained.set_weights(model.get_weights())
             write_cam_summaries(history.writer, explained, cam_images, epoch + 1,
                                 class_names=list(train_split.class_names), labels=cam_labels)
         if history is not None and verbose == 1:
