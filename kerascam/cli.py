@@ -126,6 +126,10 @@ def train_parser(prog="train.py"):
                         "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
                         "Default: the preset's (paper224 auto, the others none)")
     p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
+    p.add_argument("--low-res-epochs", type=non_negative_int, metavar="N",
+                   help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
+                        "(default: the preset's per model; 0: none)")
+    p.add_argument("--low-res-size", type=positive_int, metavar="S", help="side of the low-resolution epochs' images")
     p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
     p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
     p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
@@ -288,11 +292,16 @@ def _collect(futures, summaries, failures, interrupted_type):
 def _resolve_precision(run_configs, requested, workdir):
     """Each config with ``--mixed-precision`` resolved, and the run's first line(s) saying which and why.
 
+    ``requested`` is one request for every config, or a dict of requests by model.
+
     Returns:
         ``(configs, choices)``: the configs with ``mixed_precision`` set, and
         each model's ``kerascam.precision.PrecisionChoice``.
     """
-    choices = {c.model: precision.resolve_for_run(requested, os.path.join(workdir, c.model)) for c in run_configs}
+    if isinstance(requested, str):
+        requested = {c.model: requested for c in run_configs}
+    choices = {c.model: precision.resolve_for_run(requested[c.model], os.path.join(workdir, c.model))
+               for c in run_configs}
     lines = {choice.describe() for choice in choices.values()}
     if len(lines) == 1:
         print(lines.pop(), flush=True)
@@ -342,6 +351,8 @@ def train_main(argv, prog="train.py"):
         "reference_batch_size": args.reference_batch_size,
         "lr_scaling": args.lr_scaling,
         "jit": args.jit or None,
+        "low_resolution_epochs": args.low_res_epochs,
+        "low_resolution_size": args.low_res_size,
         "unet_filters": args.unet_filters,
         "train_examples": args.train_examples,
         "validation_examples": args.validation_examples,
@@ -355,16 +366,22 @@ def train_main(argv, prog="train.py"):
     }
     names = MODEL_NAMES if args.model == "all" else (args.model,)
     run_configs = [preset.for_model(name, **flags) for name in names]
+    from kerascam import progressive
     from kerascam.models import check_image_size
     from kerascam.training import train
 
     for config in run_configs:  # reject sizes a model cannot take before any training
         check_image_size(config.model, config.image_size)
+        try:
+            progressive.check_config(config)
+        except ValueError as e:
+            raise UsageError(f"{config.model}: {e} (--low-res-epochs, --low-res-size, --epochs)") from None
 
     if (args.jobs or 1) > 1 and args.strategy in ("mirrored", "multiworker"):
         raise UsageError(f"--jobs {args.jobs} trains models side by side on one device; "
                          f"with --strategy {args.strategy} train them one at a time (--jobs 1)")
-    requested = args.mixed_precision or configs.DEFAULT_MIXED_PRECISION.get(args.preset, "none")
+    requested = {c.model: args.mixed_precision or configs.default_mixed_precision(args.preset, c.model)
+                 for c in run_configs}
     run_configs, precisions = _resolve_precision(run_configs, requested, args.workdir)
     started = time.time()
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))

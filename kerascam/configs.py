@@ -58,6 +58,10 @@ class TrainConfig:
             ``kerascam.precision.resolve_mixed_precision`` before the config
             is built, so ``config.json`` and ``run.json`` record what ran.
         jit: Compile the forward and backward pass with XLA.
+        low_resolution_epochs: The first this many epochs train on images
+            downscaled to ``low_resolution_size`` (progressive resizing, see
+            ``kerascam.progressive``); 0: every epoch at ``image_size``.
+        low_resolution_size: The side of those epochs' images.
         max_pixels: ``folder:`` images of more pixels (width x height, read
             from their header) are skipped without being decoded, like
             unreadable files; 0 for no limit. Default: Pillow's limit,
@@ -100,6 +104,8 @@ class TrainConfig:
     strategy: str = "auto"
     mixed_precision: Optional[str] = None
     jit: bool = False
+    low_resolution_epochs: int = 0
+    low_resolution_size: Optional[int] = None
     max_pixels: int = MAX_PIXELS
     checkpoint_every: Optional[int] = None
     target_accuracy: Optional[float] = None
@@ -237,7 +243,17 @@ PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper
 # U-Net's 3 demo epochs reached 0.920 validation accuracy against float32's
 # 0.988, so the demo stays float32 (the models it produces are unchanged);
 # smoke stays float32 so that the tests compare runs bit for bit.
+# A preset's value is one request for every model, or a dict of requests by
+# model ("default" for the rest).
 DEFAULT_MIXED_PRECISION = {"demo": "none", "imagenet": "none", "smoke": "none", "paper224": "auto"}
+
+
+def default_mixed_precision(preset, model):
+    """What ``--mixed-precision`` is for ``model`` under ``preset`` when the flag is not given."""
+    value = DEFAULT_MIXED_PRECISION.get(preset, "none")
+    if isinstance(value, dict):
+        return value.get(model, value.get("default", "none"))
+    return value
 
 
 def get_preset(name):

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerascam import data, export, io
+from kerascam import data, export, io, progressive
 from kerascam.configs import MIXED_PRECISION_POLICIES
 from kerascam.data import pipeline
 from kerascam.models import build_model
@@ -425,8 +425,10 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             kept), the disk filled up while writing (the previous checkpoint
             and exports are kept), or ``workdir`` holds an incompatible run.
         ValueError: ``target_accuracy`` outside (0, 1], a negative
-            ``checkpoint_every`` or ``cam_summaries``.
+            ``checkpoint_every`` or ``cam_summaries``, low-resolution epochs
+            the run cannot use (``kerascam.progressive.check_config``).
     """
+    progressive.check_config(config)
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise ValueError(f"target_accuracy must lie in (0, 1]. Received: target_accuracy={config.target_accuracy}")
     if config.checkpoint_every is not None and config.checkpoint_every < 0:
@@ -557,10 +559,19 @@ def _train(config, workdir, strategy, verbose, stop_request):
         )
 
     num_classes = train_split.num_classes
-    train_step = make_train_step(
-        model, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
-        label_smoothing=config.label_smoothing, jit_compile=config.jit,
-    )
+    # One train step per image side: the model's own, and for progressive
+    # resizing a twin at the low resolution that shares all its layers.
+    trained = {config.image_size: model}
+    if config.low_resolution_epochs:
+        with strategy.scope():
+            trained[config.low_resolution_size] = progressive.resized_twin(model, config.low_resolution_size)
+    train_steps = {
+        side: make_train_step(
+            net, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
+            label_smoothing=config.label_smoothing, jit_compile=config.jit,
+        )
+        for side, net in trained.items()
+    }
 
     def eval_replica_step(batch):
         images = tf.cast(batch["image"], tf.float32)
@@ -635,9 +646,14 @@ def _train(config, workdir, strategy, verbose, stop_request):
             train_split.examples, global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
             crop_size=crop_size, num_examples=train_split.num_examples, skip_batches=first_step,
         ).take(steps - first_step)
+        side = progressive.side_of_epoch(config, epoch)
+        if side != config.image_size:
+            batches = progressive.downscale(batches, side)
+        train_step = train_steps[side]
         bar = keras.utils.Progbar(steps, verbose=1 if verbose == 1 else 0, stateful_metrics=["loss", "acc"])
+        at = f" ({side}x{side} images)" if side != config.image_size else ""
         if verbose == 1:
-            print(f"{config.model} epoch {epoch + 1}/{config.epochs}")
+            print(f"{config.model} epoch {epoch + 1}/{config.epochs}{at}")
         loss_sum = float(progress["loss_sum"].numpy()) if first_step else 0.0
         correct_sum = float(progress["correct_sum"].numpy()) if first_step else 0.0
         for done, batch in enumerate(strategy.experimental_distribute_dataset(batches), start=first_step + 1):
@@ -704,7 +720,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
             print(f"  val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} ({time.time() - epoch_start:.0f} s)")
         elif history is not None and verbose == 2:
             print(
-                f"{config.model} epoch {epoch + 1}/{config.epochs}: loss {loss_sum / steps:.4f} - accuracy "
+                f"{config.model} epoch {epoch + 1}/{config.epochs}{at}: loss {loss_sum / steps:.4f} - accuracy "
                 f"{correct_sum / (steps * global_batch):.4f} - val_loss {val_loss:.4f} - val_accuracy {val_acc:.4f} "
                 f"({time.time() - epoch_start:.0f} s)",
                 flush=True,

@@ -75,6 +75,26 @@ def test_explicit_requests_and_the_warning_for_emulated_bfloat16(monkeypatch, tm
     assert capsys.readouterr().err == ""  # no warning where it is native
 
 
+def test_a_preset_can_default_each_model_to_its_own_precision(monkeypatch, tmp_path, capsys):
+    from kerascam.cli import _resolve_precision
+
+    monkeypatch.setitem(configs.DEFAULT_MIXED_PRECISION, "smoke", {"vgg16": "auto", "default": "none"})
+    assert configs.default_mixed_precision("smoke", "vgg16") == "auto"
+    assert configs.default_mixed_precision("smoke", "unet") == "none"
+    assert configs.default_mixed_precision("paper224", "unet") == "auto"
+    assert configs.default_mixed_precision("no such preset", "unet") == "none"
+    run_configs = [configs.smoke().for_model(m) for m in ("unet", "vgg16")]
+    requested = {c.model: configs.default_mixed_precision("smoke", c.model) for c in run_configs}
+    for flags, policies in [(("avx512_bf16",), [None, "mixed_bfloat16"]), ((), [None, None])]:
+        _hardware(monkeypatch, flags)
+        resolved, choices = _resolve_precision(run_configs, requested, str(tmp_path))
+        assert [c.mixed_precision for c in resolved] == policies
+        lines = capsys.readouterr().out.splitlines()
+        if flags:  # two choices: one line per model
+            assert lines == ["unet: precision float32 (asked for float32)", f"vgg16: precision mixed_bfloat16 ({NATIVE_REASON})"]
+        assert choices["vgg16"].requested == "auto"
+
+
 def test_auto_resumes_a_run_in_the_precision_it_started_with(monkeypatch, tmp_path):
     _hardware(monkeypatch, ("avx512_bf16",))
     run_dir = tmp_path / "unet"
