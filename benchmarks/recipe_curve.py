@@ -38,7 +38,8 @@ def parse_value(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", choices=["unet", "unet_ablated", "resnet50", "vgg16"])
     p.add_argument("--preset", default="demo")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a TrainConfig field")

@@ -124,11 +124,12 @@ def train_parser(prog="train.py"):
                    help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
                         "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
                         "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
-                        "Default: the preset's (paper224 auto, the others none)")
+                        "Default: the preset's (paper224 auto; demo auto for vgg16, none for the others; "
+                        "imagenet and smoke none)")
     p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
     p.add_argument("--low-res-epochs", type=non_negative_int, metavar="N",
                    help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
-                        "(default: the preset's per model; 0: none)")
+                        "(default 0: every epoch at --image-size)")
     p.add_argument("--low-res-size", type=positive_int, metavar="S", help="side of the low-resolution epochs' images")
     p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
     p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
@@ -289,10 +290,12 @@ def _collect(futures, summaries, failures, interrupted_type):
         print(f"{model} done: val_accuracy {s['val_accuracy']:.4f} in {s['wall_seconds']:.0f} s", flush=True)
 
 
-def _resolve_precision(run_configs, requested, workdir):
+def _resolve_precision(run_configs, requested, workdir, preset=None):
     """Each config with ``--mixed-precision`` resolved, and the run's first line(s) saying which and why.
 
-    ``requested`` is one request for every config, or a dict of requests by model.
+    ``requested`` is one request for every config, or a dict of requests by
+    model; ``preset``: the preset they are the defaults of (no flag given),
+    named as the reason of a float32 choice.
 
     Returns:
         ``(configs, choices)``: the configs with ``mixed_precision`` set, and
@@ -302,6 +305,10 @@ def _resolve_precision(run_configs, requested, workdir):
         requested = {c.model: requested for c in run_configs}
     choices = {c.model: precision.resolve_for_run(requested[c.model], os.path.join(workdir, c.model))
                for c in run_configs}
+    if preset:
+        choices = {model: dataclasses.replace(choice, reason=f"the {preset} preset's default")
+                   if choice.requested == "none" and choice.reason == "asked for float32" else choice
+                   for model, choice in choices.items()}
     lines = {choice.describe() for choice in choices.values()}
     if len(lines) == 1:
         print(lines.pop(), flush=True)
@@ -382,7 +389,8 @@ def train_main(argv, prog="train.py"):
                          f"with --strategy {args.strategy} train them one at a time (--jobs 1)")
     requested = {c.model: args.mixed_precision or configs.default_mixed_precision(args.preset, c.model)
                  for c in run_configs}
-    run_configs, precisions = _resolve_precision(run_configs, requested, args.workdir)
+    run_configs, precisions = _resolve_precision(run_configs, requested, args.workdir,
+                                                 preset=None if args.mixed_precision else args.preset)
     started = time.time()
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))
     if jobs > 1:

@@ -4,11 +4,14 @@ A convolution costs in proportion to the pixels it sees, so an epoch at 32x32
 costs about (32 / 48)^2 = 0.44 of one at 48x48. ``TrainConfig`` fields
 ``low_resolution_epochs`` and ``low_resolution_size`` (``train.py
 --low-res-epochs N --low-res-size S``) train the first N epochs on images
-resized to S x S, then the rest at ``image_size``: the fast.ai "progressive
-resizing" recipe (Howard, DAWNBench 2018), also in "Budgeted training"
-(Li et al., ICLR 2020). The weights learnt at the low resolution carry over,
-and the last epochs at full size adapt them (and the batch-norm statistics)
-to the size the model is exported and explained at.
+resized to S x S, then the rest at ``image_size``: the "progressive
+resizing" of fast.ai's DAWNBench ImageNet entry (2018) and of FFCV's
+ResNet-50 recipes. The weights learnt at the low resolution carry over, and
+the last epochs at full size adapt them (and the batch-norm statistics) to
+the size the model is exported and explained at. On the demo's 48x48 shapes
+it did not pay (``benchmarks/README.md``, ``recipe_curve.py``): at 32x32 the
+details that tell the classes apart are 1-2 pixels, and every model lost
+more accuracy than the cheaper epochs saved; no preset turns it on.
 
 The model itself is built once, at ``image_size``; the low-resolution epochs
 run a twin that shares every layer (and so every variable and optimizer
@@ -73,7 +76,7 @@ def resized_twin(model, side):
 
 
 def downscale(batches, side):
-    """``batches`` with each image resized to ``side`` x ``side`` (area-averaged, floats in 0-255)."""
+    """``batches`` with each image resized to ``side`` x ``side`` (bilinear with antialiasing, floats in 0-255)."""
 
     def resize(batch):
         images = tf.image.resize(tf.cast(batch["image"], tf.float32), (side, side), antialias=True)

@@ -87,11 +87,12 @@ def test_a_preset_can_default_each_model_to_its_own_precision(monkeypatch, tmp_p
     requested = {c.model: configs.default_mixed_precision("smoke", c.model) for c in run_configs}
     for flags, policies in [(("avx512_bf16",), [None, "mixed_bfloat16"]), ((), [None, None])]:
         _hardware(monkeypatch, flags)
-        resolved, choices = _resolve_precision(run_configs, requested, str(tmp_path))
+        resolved, choices = _resolve_precision(run_configs, requested, str(tmp_path), preset="smoke")
         assert [c.mixed_precision for c in resolved] == policies
         lines = capsys.readouterr().out.splitlines()
         if flags:  # two choices: one line per model
-            assert lines == ["unet: precision float32 (asked for float32)", f"vgg16: precision mixed_bfloat16 ({NATIVE_REASON})"]
+            assert lines == ["unet: precision float32 (the smoke preset's default)",
+                             f"vgg16: precision mixed_bfloat16 ({NATIVE_REASON})"]
         assert choices["vgg16"].requested == "auto"
 
 
@@ -115,7 +116,7 @@ def test_auto_resumes_a_run_in_the_precision_it_started_with(monkeypatch, tmp_pa
     [
         (["--mixed-precision", "auto"], "mixed_bfloat16", "auto", NATIVE_REASON),
         (["--mixed-precision", "none"], None, "none", "asked for float32"),
-        ([], None, "none", "asked for float32"),  # the smoke preset's default
+        ([], None, "none", "the smoke preset's default"),
         (["--mixed-precision"], "mixed_float16", "mixed_float16", "as asked, with dynamic loss scaling"),
     ],
 )
