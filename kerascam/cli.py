@@ -305,10 +305,9 @@ def _resolve_precision(run_configs, requested, workdir, preset=None):
         requested = {c.model: requested for c in run_configs}
     choices = {c.model: precision.resolve_for_run(requested[c.model], os.path.join(workdir, c.model))
                for c in run_configs}
-    if preset:
+    if preset:  # float32 was the preset's choice, not the user's
         choices = {model: dataclasses.replace(choice, reason=f"the {preset} preset's default")
-                   if choice.requested == "none" and choice.reason == "asked for float32" else choice
-                   for model, choice in choices.items()}
+                   if choice.requested == "none" else choice for model, choice in choices.items()}
     lines = {choice.describe() for choice in choices.values()}
     if len(lines) == 1:
         print(lines.pop(), flush=True)
