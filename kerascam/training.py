@@ -778,6 +778,12 @@ def _train(config, workdir, strategy, verbose, stop_request):
         "val_loss": float(val_loss),
         "wall_seconds": previous_seconds + time.time() - started,
         "replicas": strategy.num_replicas_in_sync,
+        # TensorFlow's thread pools (0: TensorFlow's default, one thread per
+        # core): with the seed and the machine, what the weights depend on
+        # (oneDNN sums in another order with another number of threads).
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "cpus": os.cpu_count()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     with _no_space_is_one_line(summary_path):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_python
-from kerascam import configs
+from kerascam import configs, io
+from kerascam.cli import threads_per_job
 from kerascam.evaluation import EvalConfig, evaluate
 from kerascam.models import MODEL_NAMES
 from kerascam.training import train
@@ -27,7 +28,8 @@ def workdir(tmp_path_factory):
     result = run_python(["train.py", "--model", "all", "--preset", "smoke", "--image-size", "64", "--steps-per-epoch", "1",
                          "--jobs", "2", "--workdir", str(path)])
     assert result.returncode == 0, result.stderr
-    assert "2 at a time, each in its own process" in result.stdout
+    threads = threads_per_job(2)  # 1 on this project's 2 cores
+    assert f"2 at a time, each in its own process with {threads} thread" in result.stdout
     for name in MODEL_NAMES:  # a line per epoch and model instead of progress bars
         assert f"{name} epoch 1/1: loss " in result.stdout and f"{name} done: val_accuracy" in result.stdout
     assert result.stderr == ""  # TensorFlow's start-up noise stays quiet in the child processes too
@@ -40,9 +42,16 @@ def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path
     config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_64)
     train(config, tmp_path, verbose=0)
     alone = load_keras(str(tmp_path / "unet_ablated" / "model.keras")).get_weights()
+    assert io.read_json(str(tmp_path / "unet_ablated" / "run.json"))["threads"]["intra_op"] == 0  # the default pools
     side_by_side = load_keras(str(workdir / "unet_ablated" / "model.keras")).get_weights()
     for a, b in zip(alone, side_by_side):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_each_process_runs_its_share_of_the_cores_and_records_it(workdir):
+    for name in MODEL_NAMES:
+        threads = io.read_json(str(workdir / name / "run.json"))["threads"]
+        assert threads == {"intra_op": threads_per_job(2), "inter_op": threads_per_job(2), "cpus": os.cpu_count()}
 
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "noise")
