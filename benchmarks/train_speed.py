@@ -87,6 +87,9 @@ def parse_args(argv=None):
                         help="untimed rounds of one step per case after tracing (default 2)")
     parser.add_argument("--peak-size", type=_positive, default=2048, help="side of the peak matmul (default 2048)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=_positive,
+                        help="TensorFlow's intra- and inter-op threads (default: TensorFlow's, one per core); "
+                             "train.py --model all gives each process cores / jobs")
     parser.add_argument("--json", help="also write the measurements to this file")
     parser.add_argument("--demo-time", action="store_true",
                         help="also time `python train.py --model all` (demo preset, 15+ minutes on 2 CPUs) "
@@ -326,12 +329,18 @@ def main(argv=None):
     import kerascam  # noqa: F401  (first: it quiets TensorFlow's start-up logs)
     from kerascam import configs
 
+    if args.threads:  # before the runtime starts
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     machine = _machine()
     print(
         f"machine: {machine['cpus']} CPUs ({machine['usable_cpus']} usable, "
         f"load average {machine['load_average']:.1f}), "
         f"CPU bfloat16 flags: {', '.join(machine['cpu_bfloat16_flags']) or 'none'}; "
-        f"GPUs: {', '.join(machine['gpus']) or 'none'}; TensorFlow {machine['tensorflow']}, Keras {machine['keras']}",
+        f"GPUs: {', '.join(machine['gpus']) or 'none'}; TensorFlow {machine['tensorflow']} "
+        f"(threads: {args.threads or 'the default'}), Keras {machine['keras']}",
         flush=True,
     )
     preset = configs.get_preset(args.preset)
