@@ -212,7 +212,7 @@ def threads_per_job(jobs):
     """TensorFlow threads for each of ``jobs`` training processes: the cores split evenly, at least 1.
 
     Left alone, every process starts a pool as wide as the machine, so two
-    processes on 2 cores run 4 busy threads that wait on each other: measured
+    processes on 2 cores run 4 busy threads that compete for them: measured
     here (``benchmarks/train_speed.py``, two copies at once, one or two
     threads each) one thread per process trains 1.06-1.14x more images per
     CPU-second (ResNet50 44 -> 50, VGG16 in bfloat16 30.5 -> 32.5, U-Net
@@ -242,8 +242,10 @@ def _train_in_parallel(run_configs, workdir, jobs, verbose):
     in ``run.json``), and each run is the same as a run alone with as many
     threads (same seed, same data order); with another number of threads
     oneDNN may sum in another order (VGG16's weights moved by 1e-5 after 4
-    smoke steps with 1 thread instead of 2; ResNet50's did not). A failed model does not stop the others; the failures are
-    raised together at the end.
+    smoke steps with 1 thread instead of 2; ResNet50's did not), and over a
+    demo run such differences grow into a few points of accuracy. A failed
+    model does not stop the others; the failures are raised together at the
+    end.
 
     SIGTERM or SIGINT to this process is passed on to the training processes
     as SIGUSR1 (each finishes its step, saves and stops; a signal they got

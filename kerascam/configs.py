@@ -246,8 +246,10 @@ PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper
 # 0.982 validation accuracy in bfloat16 (0.971 in float32) in two thirds of
 # the CPU time, ResNet50's 5 epochs 0.942 (0.929) with 15 % less, while the
 # U-Net's 3 epochs fell from 0.988 to 0.920 (so the U-Nets stay float32).
-# ResNet50 in 4 epochs of bfloat16 stopped at 0.856. Smoke stays float32 so
-# that the tests compare runs bit for bit.
+# ResNet50 in 4 epochs of bfloat16 stopped at 0.856. All single runs: one
+# run's accuracy moves by a few points with the order of the floating-point
+# sums alone (README, "How much of this is one training run?"). Smoke stays
+# float32 so that the tests compare runs bit for bit.
 DEFAULT_MIXED_PRECISION = {
     "demo": {"vgg16": "auto", "resnet50": "auto", "default": "none"},
     "imagenet": "none",
