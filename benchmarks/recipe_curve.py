@@ -70,21 +70,14 @@ def main(argv=None):
     keras.utils.set_random_seed(config.seed)
     with training.dtype_policy(config.mixed_precision):
         model = training.build_model_for(config, train_split.num_classes)
-        nets = {config.image_size: model}
-        if config.low_resolution_epochs:
-            nets[config.low_resolution_size] = progressive.resized_twin(model, config.low_resolution_size)
     if args.zero_residual_gamma:
         for layer in model.layers:
             if "_block" in layer.name and layer.name.endswith("_3_bn"):
                 layer.gamma.assign(tf.zeros_like(layer.gamma))
     optimizer = training.make_optimizer(config, steps)
     optimizer.build(model.trainable_variables)
-    train_steps = {
-        side: training.make_train_step(net, optimizer, strategy, num_classes=train_split.num_classes,
-                                       global_batch=config.batch_size, label_smoothing=config.label_smoothing,
-                                       jit_compile=config.jit)
-        for side, net in nets.items()
-    }
+    train_steps = training.make_train_steps(config, model, optimizer, strategy, num_classes=train_split.num_classes,
+                                            global_batch=config.batch_size)
 
     @tf.function(reduce_retracing=True)
     def correct(images, labels):

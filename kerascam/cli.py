@@ -124,8 +124,8 @@ def train_parser(prog="train.py"):
                    help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
                         "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
                         "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
-                        "Default: the preset's (paper224 auto; demo auto for vgg16, none for the others; "
-                        "imagenet and smoke none)")
+                        "Default: the preset's (paper224 auto; demo auto for vgg16 and resnet50, none for the "
+                        "U-Nets; imagenet and smoke none)")
     p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
     p.add_argument("--low-res-epochs", type=non_negative_int, metavar="N",
                    help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
@@ -179,6 +179,8 @@ def default_jobs(strategy):
     """
     import tensorflow as tf
 
+    from kerascam.training import available_cpus
+
     if strategy in ("mirrored", "multiworker") or tf.config.list_physical_devices("GPU"):
         return 1
     return 2 if available_cpus() >= 2 else 1
@@ -200,14 +202,6 @@ def _train_in_child(config, workdir, verbose):
         raise
 
 
-def available_cpus():
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def threads_per_job(jobs):
     """TensorFlow threads for each of ``jobs`` training processes: the cores split evenly, at least 1.
 
@@ -218,6 +212,8 @@ def threads_per_job(jobs):
     CPU-second (ResNet50 44 -> 50, VGG16 in bfloat16 30.5 -> 32.5, U-Net
     114 -> 128 images/s per process).
     """
+    from kerascam.training import available_cpus
+
     return max(1, available_cpus() // jobs)
 
 
@@ -326,16 +322,14 @@ def _collect(futures, summaries, failures, interrupted_type):
 def _resolve_precision(run_configs, requested, workdir, preset=None):
     """Each config with ``--mixed-precision`` resolved, and the run's first line(s) saying which and why.
 
-    ``requested`` is one request for every config, or a dict of requests by
-    model; ``preset``: the preset they are the defaults of (no flag given),
-    named as the reason of a float32 choice.
+    ``requested``: the ``--mixed-precision`` request of each model, by name;
+    ``preset``: the preset they are the defaults of (no flag given), named as
+    the reason of a float32 choice.
 
     Returns:
         ``(configs, choices)``: the configs with ``mixed_precision`` set, and
         each model's ``kerascam.precision.PrecisionChoice``.
     """
-    if isinstance(requested, str):
-        requested = {c.model: requested for c in run_configs}
     choices = {c.model: precision.resolve_for_run(requested[c.model], os.path.join(workdir, c.model))
                for c in run_configs}
     if preset:  # float32 was the preset's choice, not the user's

@@ -255,6 +255,32 @@ EXPECTED_IMAGES_PER_SECOND = {
 }
 
 
+def make_train_steps(config, model, optimizer, strategy, *, num_classes, global_batch):
+    """``{side: train step}`` for every image side ``config`` trains at.
+
+    The model's own side, and with progressive resizing the low resolution,
+    through a twin that shares all the model's layers
+    (``kerascam.progressive.resized_twin``): both steps train ``model``.
+    """
+    nets = {config.image_size: model}
+    if config.low_resolution_epochs:
+        with strategy.scope():
+            nets[config.low_resolution_size] = progressive.resized_twin(model, config.low_resolution_size)
+    return {
+        side: make_train_step(net, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
+                              label_smoothing=config.label_smoothing, jit_compile=config.jit)
+        for side, net in nets.items()
+    }
+
+
+def available_cpus():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def default_checkpoint_every(config):
     """Steps between checkpoints so that one lands about every 10 minutes.
 
@@ -559,19 +585,8 @@ def _train(config, workdir, strategy, verbose, stop_request):
         )
 
     num_classes = train_split.num_classes
-    # One train step per image side: the model's own, and for progressive
-    # resizing a twin at the low resolution that shares all its layers.
-    trained = {config.image_size: model}
-    if config.low_resolution_epochs:
-        with strategy.scope():
-            trained[config.low_resolution_size] = progressive.resized_twin(model, config.low_resolution_size)
-    train_steps = {
-        side: make_train_step(
-            net, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
-            label_smoothing=config.label_smoothing, jit_compile=config.jit,
-        )
-        for side, net in trained.items()
-    }
+    train_steps = make_train_steps(config, model, optimizer, strategy, num_classes=num_classes,
+                                   global_batch=global_batch)
 
     def eval_replica_step(batch):
         images = tf.cast(batch["image"], tf.float32)
@@ -783,7 +798,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
         # (oneDNN sums in another order with another number of threads).
         "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                     "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "cpus": os.cpu_count()},
+                    "cpus": available_cpus()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     with _no_space_is_one_line(summary_path):

@@ -128,7 +128,7 @@ def test_evaluate_finds_models_of_any_name_and_leaves_out_fused_columns_they_lac
 
 @pytest.mark.parametrize("cpus, jobs, threads", [(2, 2, 1), (2, 1, 2), (16, 2, 8), (3, 2, 1), (1, 2, 1)])
 def test_training_processes_split_the_cores(monkeypatch, cpus, jobs, threads):
-    from kerascam import cli
+    from kerascam import cli, training
 
-    monkeypatch.setattr(cli, "available_cpus", lambda: cpus)
+    monkeypatch.setattr(training, "available_cpus", lambda: cpus)
     assert cli.threads_per_job(jobs) == threads

@@ -60,7 +60,7 @@ def test_explicit_requests_and_the_warning_for_emulated_bfloat16(monkeypatch, tm
         precision.resolve_mixed_precision("bf16")
 
     config = configs.smoke().for_model("unet")
-    [resolved], _ = _resolve_precision([config], "mixed_bfloat16", str(tmp_path))
+    [resolved], _ = _resolve_precision([config], {config.model: "mixed_bfloat16"}, str(tmp_path))
     out, err = capsys.readouterr()
     assert resolved.mixed_precision == "mixed_bfloat16"  # forced: it runs
     assert out.splitlines() == [
@@ -71,7 +71,7 @@ def test_explicit_requests_and_the_warning_for_emulated_bfloat16(monkeypatch, tm
         "it is emulated and will train slower than float32"
     ]
     _hardware(monkeypatch, ("avx512_bf16",))
-    _resolve_precision([config], "mixed_bfloat16", str(tmp_path))
+    _resolve_precision([config], {config.model: "mixed_bfloat16"}, str(tmp_path))
     assert capsys.readouterr().err == ""  # no warning where it is native
 
 
