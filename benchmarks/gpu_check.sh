@@ -16,6 +16,11 @@
 #    auto: bfloat16 from compute capability 8.0 on), the evaluation on 50
 #    images, and the size of each model's CAM (ResNet50's: 7x7, as in the paper).
 #
+# Where TensorFlow sees no GPU but JAX (with Keras) does, only the models'
+# train steps are timed, under Keras' JAX backend (benchmarks/backend_speed.py:
+# the paper224 rates and an estimate of its training, then U-Net and ResNet50
+# in three precisions); the steps above need TensorFlow's GPU build.
+#
 # Each step runs under `timeout`, within a deadline that keeps the whole under
 # 8 minutes (GPU_CHECK_SECONDS, default 470); a step that runs out is stopped
 # (training saves a checkpoint on SIGTERM: the same command resumes it) and
@@ -31,9 +36,15 @@ if ! ls /dev/nvidia[0-9]* >/dev/null 2>&1 && ! command -v nvidia-smi >/dev/null 
     exit 0
 fi
 GPUS=$("$PY" -c 'import kerascam, tensorflow as tf; print(len(tf.config.list_physical_devices("GPU")))' 2>/dev/null)
+BACKEND=tensorflow
 if [ "${GPUS:-0}" = "0" ]; then
-    echo "gpu_check: TensorFlow sees no GPU on this machine (a CPU-only build or no CUDA driver); nothing to check"
-    exit 0
+    # No TensorFlow GPU build (or no TensorFlow): the models alone, under Keras' JAX backend.
+    GPUS=$(KERAS_BACKEND=jax "$PY" -c 'import jax, keras; print(sum(d.platform == "gpu" for d in jax.devices()))' 2>/dev/null)
+    if [ "${GPUS:-0}" = "0" ]; then
+        echo "gpu_check: neither TensorFlow nor JAX (with Keras) sees a GPU on this machine; nothing to check"
+        exit 0
+    fi
+    BACKEND=jax
 fi
 
 RESULTS=${1:-${OUT:-gpu-check}}
@@ -68,6 +79,24 @@ step() {
 }
 
 echo "gpu_check: $GPUS GPU(s): $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1); results in $RESULTS"
+
+if [ "$BACKEND" = jax ]; then
+    # TensorFlow sees no GPU, JAX does: the four models' train steps under
+    # Keras' JAX backend (benchmarks/backend_speed.py), the paper's geometry.
+    # kerascam's TensorFlow loop, CAM engine and input pipeline need
+    # TensorFlow's GPU build and are not run.
+    echo "gpu_check: TensorFlow sees no GPU; JAX does: train steps under Keras' JAX backend only"
+    export KERAS_BACKEND=jax
+    step paper224-steps 230 "$PY" benchmarks/backend_speed.py --preset paper224 --precision mixed_bfloat16 \
+        --batch-size 32 --estimate paper224 --deadline-s 170 --json "$RESULTS/backend_paper224.json"
+    step precisions 220 "$PY" benchmarks/backend_speed.py --preset paper224 --models unet,resnet50 \
+        --precision float32,mixed_bfloat16,mixed_float16 --batch-size 64 --deadline-s 160 \
+        --json "$RESULTS/backend_precisions.json"
+    echo
+    echo "gpu_check summary ($SECONDS s in all, Keras' JAX backend):"
+    printf '  %s\n' "${SUMMARY[@]}"
+    exit $FAILED
+fi
 
 step cams 90 "$PY" benchmarks/cams.py --models resnet50,unet --repeats 3 --scorecam-max-n 256 \
     --reference-time-s 20 --json "$RESULTS/cams.json"

@@ -30,6 +30,10 @@ def _stderr_to_devnull():
 
 def silence_tensorflow():
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if os.environ["KERAS_BACKEND"] != "tensorflow":
+        # Another Keras backend (benchmarks/backend_speed.py on a GPU machine
+        # without TensorFlow's CUDA build): the models alone, no TensorFlow.
+        return
     ours = os.environ.get("_KERASCAM_QUIET") == "1"  # set by a parent process's kerascam (train.py --jobs)
     if ("TF_CPP_MIN_LOG_LEVEL" in os.environ and not ours) or "tensorflow" in sys.modules:
         return  # the user's choice, or too late to matter

@@ -210,8 +210,11 @@ def paper224():
     minute of compute at 100-250 TFLOP/s (an H200 in bfloat16 at 10-25 % of
     its peak), plus drawing the 3,300 images once (about 25 ms each on one
     CPU core) and each process' start, tracing and exports: a few minutes in
-    all. An estimate, not yet measured on a GPU (``benchmarks/gpu_check.sh``
-    measures it). On this project's 2-core CPU (AVX512-BF16) a few steps
+    all. On one H200 the four models' steps, timed under Keras' JAX backend
+    (``benchmarks/backend_speed.py``), ran at 1,163 / 1,187 / 1,463 / 2,152
+    images/s in bfloat16: 34 s of steps; the run itself has not been made on
+    a GPU (``benchmarks/gpu_check.sh`` makes it where TensorFlow sees one).
+    On this project's 2-core CPU (AVX512-BF16) a few steps
     ran at 0.7, 0.8, 3.6 and 1.3 images per CPU-second in bfloat16 (0.4,
     0.5, 1.6, 0.8 in float32), about 11 CPU-hours for the four runs
     (20 in float32): 6 hours or more of wall-clock.

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -252,3 +253,38 @@ def test_gpu_check_says_there_is_no_gpu_and_exits_0():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines() == [done.stdout.strip()] and "no GPU" in done.stdout
+
+
+@pytest.mark.parametrize("backend", ["jax", None])
+def test_another_keras_backend_leaves_tensorflow_out(backend):
+    # benchmarks/backend_speed.py builds the models on a GPU machine that has JAX and no TensorFlow:
+    # kerascam must not import TensorFlow there (it does under the default backend, to quiet its logs).
+    env = {k: v for k, v in os.environ.items() if k not in ("_KERASCAM_QUIET", "TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, kerascam, kerascam.configs; print('tensorflow' in sys.modules)"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )
+    assert done.stdout.strip() == str(backend is None), done.stderr
+
+
+def test_backend_speed_estimates_a_preset_from_its_own_batch_and_size():
+    spec = importlib.util.spec_from_file_location("backend_speed", os.path.join(ROOT, "benchmarks", "backend_speed.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    unet = configs.get_preset("paper224").for_model("unet")
+    row = dict(model="unet", batch=unet.batch_size, image_size=unet.image_size)
+    results = [
+        dict(row, precision="float32", images_per_s=100.0),
+        dict(row, precision="mixed_bfloat16", images_per_s=300.0),
+        dict(row, precision="mixed_float16", images_per_s=250.0, batch=unet.batch_size * 2),  # another batch
+        dict(model="resnet50", batch=unet.batch_size, image_size=48, precision="float32", images_per_s=1e4),  # size
+    ]
+    estimate = module.estimate("paper224", results)
+    seconds = unet.epochs * unet.train_examples / 300.0
+    assert estimate["models"] == {"unet": dict(precision="mixed_bfloat16", epochs=unet.epochs,
+                                               images=unet.epochs * unet.train_examples, images_per_s=300.0,
+                                               seconds=seconds)}
+    assert estimate["seconds"] == seconds
+    assert os.environ.get("KERAS_BACKEND") != "jax"  # loading the script left this process' backend alone

@@ -236,3 +236,20 @@ def test_target_accuracy_outside_0_1_is_one_line_and_exit_2(tmp_path, value, cap
     assert err == f"train.py: error: --target-accuracy must lie in (0, 1], got {float(value)}"
     with pytest.raises(ValueError, match="target_accuracy must lie in"):
         train(dataclasses.replace(CONFIG, target_accuracy=float(value)), tmp_path, verbose=0)
+
+
+@pytest.mark.parametrize("model", ["unet", "unet_ablated", "resnet50", "vgg16"])
+def test_default_checkpoint_interval_is_ten_minutes_at_the_expected_rate(model):
+    from kerascam import training
+
+    config = configs.get_preset("imagenet").for_model(model)
+    side, rates = training.EXPECTED_IMAGES_PER_SECOND["imagenet2012"]
+    every = training.default_checkpoint_every(config)
+    seconds = every * config.batch_size / rates[model]
+    assert abs(seconds - training.CHECKPOINT_SECONDS) <= config.batch_size / rates[model], (every, seconds)
+    # Half the side: a quarter of the pixels, steps four times as fast, four times as many between checkpoints.
+    quarter = training.default_checkpoint_every(dataclasses.replace(config, image_size=side // 2))
+    assert abs(quarter - 4 * every) <= 2, (quarter, every)
+    # The demo's epochs (30 s to 2.6 min on 2 cores) are shorter than the interval: epoch ends only.
+    demo = configs.get_preset("demo").for_model(model)
+    assert training.default_checkpoint_every(demo) > demo.train_examples // demo.batch_size
