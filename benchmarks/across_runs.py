@@ -1,0 +1,144 @@
+"""How much the README's conclusions move from one training run to the next.
+
+    python train.py --model all --seed 1 --workdir runs-seed1
+    python evaluate.py --cam all --workdir runs-seed1
+    python benchmarks/across_runs.py seed0=runs seed1=runs-seed1 [...] [--json FILE]
+
+Each argument is a workdir (optionally ``LABEL=DIR``) holding the four
+trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
+what ``evaluate.py --cam all`` writes). The script prints one markdown table,
+a column per run, a row per headline of the README: validation accuracies,
+the U-Net against its ablated twin on each score (paired mean difference
+and p), the U-Net's pointing game, randomization and sticker preference, the
+best map on the ground truth and by insertion. The last column counts the
+runs in which a row's claim holds (a difference of the stated sign with
+p < 0.05; the U-Net's sticker preference the highest of the four models),
+so that a conclusion is read off several runs instead of one.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+PAPER_METHODS = ("gradcam", "gradcam++", "scorecam")
+MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fused")
+# Paired U-Net - ablated rows: (table key, label, sign of "the U-Net is better").
+PAIRED = (
+    ("score_reference", "paper's score s (points)", +1, 100),
+    ("score_ground_truth", "ground truth s (points)", +1, 100),
+    ("insertion_auc", "insertion AUC", +1, 1),
+    ("deletion_auc", "deletion AUC (lower: more faithful)", -1, 1),
+    ("road_morf", "ROAD MoRF (lower: more faithful)", -1, 1),
+)
+SIGNIFICANT = 0.05
+
+
+class RunError(Exception):
+    pass
+
+
+def load_run(spec):
+    """``(label, {"table": table.json, "accuracy": {model: val_accuracy}})`` of ``LABEL=DIR`` or ``DIR``."""
+    label, _, path = spec.rpartition("=")
+    label = label or os.path.basename(os.path.normpath(path))
+    table_path = os.path.join(path, "eval", "table.json")
+    if not os.path.isfile(table_path):
+        raise RunError(f"{path}: no eval/table.json (run `python evaluate.py --cam all --workdir {path}` first)")
+    with open(table_path) as f:
+        table = json.load(f)
+    accuracy = {}
+    for model in MODELS:
+        run_json = os.path.join(path, model, "run.json")
+        if os.path.isfile(run_json):
+            with open(run_json) as f:
+                accuracy[model] = json.load(f).get("val_accuracy")
+    return label, {"table": table, "accuracy": accuracy}
+
+
+def _mean(table, key, model, method):
+    return table.get(key, {}).get(model, {}).get(method, {}).get("mean")
+
+
+def rows_of(run):
+    """The headline rows of one run: ``{row label: (text, holds or None)}``."""
+    table, rows = run["table"], {}
+    acc = run["accuracy"]
+    rows["validation accuracy, U-Net / ablated / ResNet50 / VGG16 (%)"] = (
+        " / ".join("—" if acc.get(m) is None else f"{100 * acc[m]:.1f}" for m in MODELS),
+        all(acc.get(m) is not None and acc[m] >= 0.95 for m in MODELS),
+    )
+    paired = table.get("paired_unet_minus_ablated", {})
+    for key, label, sign, scale in PAIRED:
+        for method in PAPER_METHODS:
+            cell = paired.get(key, {}).get(method)
+            if not cell:
+                continue
+            holds = sign * cell["mean_difference"] > 0 and cell["p_value"] < SIGNIFICANT
+            rows[f"U-Net − ablated, {label}, {method}"] = (
+                f"{scale * cell['mean_difference']:+.2f} (p {cell['p_value']:.2g})", holds)
+    for method in PAPER_METHODS:
+        hit = _mean(table, "pointing_hit", "unet", method)
+        if hit is not None:
+            rows[f"U-Net pointing game, {method} (%)"] = (f"{100 * hit:.1f}", None)
+    for method in ("gradcam++", "scorecam"):
+        rho = table.get("randomization_spearman", {}).get("unet", {}).get(method)
+        if rho:
+            # Passes when the map changes with the weights: the 95 % CI's top stays well below 1.
+            rows[f"U-Net randomization ρ, {method} (passes below 0.7)"] = (f"{rho['mean']:.2f}", rho["high"] < 0.7)
+    for method in PAPER_METHODS:
+        ratios = {m: _mean(table, "sticker_ratio", m, method) for m in MODELS}
+        if ratios["unet"] is None:
+            continue
+        others = max((v, m) for m, v in ratios.items() if m != "unet" and v is not None)
+        rows[f"sticker ratio, {method}: U-Net / best other"] = (
+            f"{ratios['unet']:.2f} / {others[0]:.2f} ({others[1]})", ratios["unet"] > others[0])
+    for key, label in (("score_ground_truth", "ground truth s"), ("insertion_auc", "insertion AUC")):
+        scored = [(_mean(table, key, m, c), m, c) for m in MODELS for c in MAPS if _mean(table, key, m, c) is not None]
+        if scored:
+            best, unet = max(scored), max(s for s in scored if s[1] == "unet")
+            scale = 100 if key == "score_ground_truth" else 1
+            rows[f"best map by {label} (a U-Net's?)"] = (
+                f"{best[1]} {best[2]} {scale * best[0]:.{1 if scale == 100 else 3}f}"
+                + ("" if best[1] == "unet" else f"; U-Net's best {unet[2]} {scale * unet[0]:.{1 if scale == 100 else 3}f}"),
+                best[1] == "unet")
+    return rows
+
+
+def report(runs):
+    labels = [label for label, _ in runs]
+    per_run = [rows_of(run) for _, run in runs]
+    order = list(dict.fromkeys(k for rows in per_run for k in rows))
+    lines = ["| | " + " | ".join(labels) + " | holds in |", "|---|" + "---|" * (len(labels) + 1)]
+    summary = {}
+    for key in order:
+        cells = [rows.get(key, ("—", None)) for rows in per_run]
+        verdicts = [holds for _, holds in cells if holds is not None]
+        count = f"{sum(verdicts)} of {len(verdicts)}" if verdicts else ""
+        lines.append(f"| {key} | " + " | ".join(text for text, _ in cells) + f" | {count} |")
+        summary[key] = dict(values=[text for text, _ in cells], holds=[holds for _, holds in cells])
+    return "\n".join(lines), summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("runs", nargs="+", help="workdirs, each LABEL=DIR or DIR")
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args(argv)
+    try:
+        runs = [load_run(spec) for spec in args.runs]
+    except (RunError, OSError, json.JSONDecodeError) as error:
+        print(f"across_runs.py: {error}", file=sys.stderr)
+        return 2
+    text, summary = report(runs)
+    print(text)
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(summary, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""benchmarks/across_runs.py: the README's headlines, run by run."""
+
+import importlib.util
+import json
+import os
+
+from conftest import ROOT
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("across_runs", os.path.join(ROOT, "benchmarks", "across_runs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(mean, high=None):
+    return {"mean": mean, "low": mean, "high": mean if high is None else high, "n": 10, "undefined": 0}
+
+
+def _workdir(root, name, *, difference, p, unet_sticker, accuracy):
+    table = {
+        "paired_unet_minus_ablated": {"score_ground_truth": {
+            m: {"mean_difference": difference, "p_value": p, "low": 0, "high": 0, "n": 10}
+            for m in ("gradcam", "gradcam++", "scorecam")}},
+        "sticker_ratio": {"unet": {"gradcam": _cell(unet_sticker)}, "vgg16": {"gradcam": _cell(2.0)},
+                          "resnet50": {"gradcam": _cell(1.5)}},
+        "score_ground_truth": {"unet": {"scorecam": _cell(0.20)}, "vgg16": {"layercam-fused": _cell(0.25)},
+                               "resnet50": {"edges": _cell(0.9)}},  # a model-free map never counts as the best
+        "randomization_spearman": {"unet": {"gradcam++": _cell(0.1, high=0.3), "scorecam": _cell(0.6, high=0.8)}},
+    }
+    os.makedirs(os.path.join(root, name, "eval"))
+    with open(os.path.join(root, name, "eval", "table.json"), "w") as f:
+        json.dump(table, f)
+    for model, value in accuracy.items():
+        os.makedirs(os.path.join(root, name, model))
+        with open(os.path.join(root, name, model, "run.json"), "w") as f:
+            json.dump({"val_accuracy": value}, f)
+    return os.path.join(root, name)
+
+
+def test_a_claim_holds_where_its_sign_and_significance_do(tmp_path, capsys):
+    module = _module()
+    every = dict(unet=0.96, unet_ablated=0.97, resnet50=0.95, vgg16=0.99)
+    one = _workdir(tmp_path, "one", difference=0.05, p=0.001, unet_sticker=3.0, accuracy=every)
+    two = _workdir(tmp_path, "two", difference=0.02, p=0.2, unet_sticker=1.8, accuracy=dict(every, unet=0.85))
+    assert module.main([f"first={one}", two, "--json", str(tmp_path / "rows.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| | first | two | holds in |"
+    row = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert row["validation accuracy, U-Net / ablated / ResNet50 / VGG16 (%)"].endswith(
+        "| 96.0 / 97.0 / 95.0 / 99.0 | 85.0 / 97.0 / 95.0 / 99.0 | 1 of 2 |")
+    # Positive in both, significant in the first only.
+    assert row["U-Net − ablated, ground truth s (points), scorecam"].endswith(
+        "| +5.00 (p 0.001) | +2.00 (p 0.2) | 1 of 2 |")
+    # 3.0 beats VGG16's 2.0; 1.8 does not.
+    assert row["sticker ratio, gradcam: U-Net / best other"].endswith(
+        "| 3.00 / 2.00 (vgg16) | 1.80 / 2.00 (vgg16) | 1 of 2 |")
+    assert row["U-Net randomization ρ, gradcam++ (passes below 0.7)"].endswith("| 0.10 | 0.10 | 2 of 2 |")
+    assert row["U-Net randomization ρ, scorecam (passes below 0.7)"].endswith("| 0.60 | 0.60 | 0 of 2 |")
+    assert "vgg16 layercam-fused 25.0; U-Net's best scorecam 20.0" in row["best map by ground truth s (a U-Net's?)"]
+    saved = json.loads((tmp_path / "rows.json").read_text())
+    assert saved["U-Net − ablated, ground truth s (points), gradcam"]["holds"] == [True, False]
+
+
+def test_a_workdir_without_evaluation_is_one_line_and_exit_2(tmp_path, capsys):
+    assert _module().main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no eval/table.json" in err and "evaluate.py --cam all" in err
