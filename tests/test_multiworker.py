@@ -13,10 +13,11 @@ from conftest import ROOT, run_python
 WORKER = r"""
 import dataclasses, sys, numpy as np, kerascam
 from kerascam import configs, training
+from kerascam.training import steps
 workdir, out, strategy_name = sys.argv[1:]
 built = []
-original = training.build_model
-training.build_model = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
+original = steps.build_model
+steps.build_model = lambda *a, **k: built.append(original(*a, **k)) or built[-1]
 config = dataclasses.replace(configs.smoke(), model="unet", batch_norm=False, epochs=2, steps_per_epoch=3)
 strategy = training.make_strategy(strategy_name)
 summary = training.train(config, workdir, strategy=strategy, verbose=0)

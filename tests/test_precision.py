@@ -184,7 +184,7 @@ def twin_models():
                                             global_batch=config.batch_size)
             for batch in batches:
                 step({"image": tf.constant(batch["image"]), "label": tf.constant(batch["label"])})
-        models[policy or "float32"] = training._float32_copy(model, run_config, split.num_classes) if policy else model
+        models[policy or "float32"] = training.loop._float32_copy(model, run_config, split.num_classes) if policy else model
     images = next(load_split(config, "validation").examples.batch(32).as_numpy_iterator())["image"]
     return models, images
 

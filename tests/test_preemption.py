@@ -141,8 +141,8 @@ def test_sigterm_saves_and_exits_143_a_full_disk_keeps_the_last_checkpoint_and_b
 
 SECOND_SIGNAL = r"""
 import os, signal, sys, time
-from kerascam.training import _StopRequest
-with _StopRequest() as request:
+from kerascam.training import StopRequest
+with StopRequest() as request:
     request.install()
     os.kill(os.getpid(), getattr(signal, sys.argv[1]))
     print("first:", request.signum, flush=True)  # noted, the run goes on to save
@@ -160,10 +160,10 @@ def test_a_second_signal_ends_the_process_at_once():
 
 
 def test_sigint_is_caught_like_sigterm_and_its_code_is_130():
-    from kerascam.training import TrainingInterrupted, _StopRequest
+    from kerascam.training import StopRequest, TrainingInterrupted
 
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    with _StopRequest() as request:
+    with StopRequest() as request:
         request.install()
         os.kill(os.getpid(), signal.SIGINT)
         assert request.signum == signal.SIGINT

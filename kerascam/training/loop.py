@@ -1,37 +1,12 @@
-"""Training under a tf.distribute strategy, resumable, with exports.
+"""The training loop: ``train`` runs one model from start (or its newest checkpoint) to its exports."""
 
-One custom loop serves every strategy: the step runs through
-``strategy.run`` (Keras 3's ``model.fit`` fails under
-MultiWorkerMirroredStrategy, keras-team/keras#20585), the loss is averaged
-over the global batch and the optimizer sums the replicas' gradients.
-
-A run of model M lives in ``WORKDIR/M/``:
-
-- ``checkpoints/``: model, optimizer, epoch and step in the epoch, every
-  ``checkpoint_every`` steps and at every epoch's end (the newest three
-  kept); a run started again with the same command resumes at the step after
-  the newest one, with the batches it would have seen.
-- ``history.csv`` and ``logs/`` (TensorBoard): loss and accuracy per epoch.
-- ``model.keras``, ``saved_model/``: the trained model.
-- ``run.json``: config, final validation accuracy, wall time.
-
-SIGTERM or SIGINT ends the current step, writes a checkpoint and raises
-:class:`TrainingInterrupted` (exit code 128 + the signal's number: 143, 130);
-a second one ends the process at once. A full disk during a checkpoint or an
-export leaves the previous ones whole and raises a one-line ``TrainingError``.
-"""
-
-import contextlib
 import csv
-import errno
-import glob
 import io as _io
 import math
 import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 
 import keras
@@ -39,241 +14,27 @@ import numpy as np
 import tensorflow as tf
 
 from kerascam import data, export, io, progressive
-from kerascam.configs import MIXED_PRECISION_POLICIES
 from kerascam.data import pipeline
-from kerascam.models import build_model
-
-
-class TrainingError(RuntimeError):
-    """A problem the user can act on; train.py prints it as one line."""
-
-
-class TrainingInterrupted(TrainingError):
-    """SIGTERM or SIGINT stopped the run after saving a checkpoint.
-
-    Attributes:
-        exit_code: 128 + the signal's number (SIGTERM 143, SIGINT 130), the
-            code ``train.py`` exits with, as a shell reports a process ended
-            by that signal.
-    """
-
-    def __init__(self, message, exit_code):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def __reduce__(self):  # crosses process boundaries (train.py --jobs 2)
-        return type(self), (str(self), self.exit_code)
-
-
-def make_strategy(name="auto", devices=None):
-    """Returns a ``tf.distribute.Strategy``.
-
-    Args:
-        name: ``"auto"`` (MirroredStrategy over all GPUs when there are two
-            or more, else the default strategy), ``"default"`` (one device) or
-            ``"mirrored"`` (MirroredStrategy over ``devices``, default all
-            GPUs, or the CPU when there is none).
-            ``"multiworker"``: MultiWorkerMirroredStrategy over the cluster
-            in the ``TF_CONFIG`` environment variable (on SLURM, build one
-            with ``tf.distribute.cluster_resolver.SlurmClusterResolver``
-            and pass the strategy to ``train``).
-        devices: Device names for ``"mirrored"``, e.g. two logical CPUs.
-    """
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "auto":
-        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
-    raise ValueError(f"Unknown strategy {name!r}. Choose one of: auto, default, mirrored, multiworker")
-
-
-def is_chief(strategy):
-    """True unless ``strategy`` spans a cluster in which this task is not the chief.
-
-    The chief is the task of type ``chief``, or worker 0 when the cluster
-    names no chief. Only the chief writes checkpoints, logs and exports.
-    """
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    if resolver.task_type == "chief":
-        return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
-
-
-def make_optimizer(config, steps_per_epoch):
-    """The optimizer with warm-up + cosine decay over the whole run.
-
-    The peak is ``config.effective_learning_rate`` (the learning rate scaled
-    to the global batch). Under ``mixed_float16`` it is wrapped in Keras'
-    ``LossScaleOptimizer`` (dynamic loss scaling: steps whose gradients
-    overflow are skipped and the scale lowered).
-    """
-    total = max(1, config.epochs * steps_per_epoch)
-    warmup = min(int(config.warmup_epochs * steps_per_epoch), total - 1)
-    peak = config.effective_learning_rate
-    if warmup > 0:
-        schedule = keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=peak, warmup_steps=warmup)
-    else:
-        schedule = keras.optimizers.schedules.CosineDecay(peak, total)
-    weight_decay = config.weight_decay or None
-    if config.optimizer == "adam":
-        optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay or 0.0)
-    elif config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"Unknown optimizer {config.optimizer!r}. Choose one of: adam, sgd")
-    if config.mixed_precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def build_model_for(config, num_classes, weights=None):
-    """The model ``config`` describes, with ``num_classes`` outputs (under the current dtype policy)."""
-    return build_model(
-        config.model, config.image_size, num_classes, weights=weights, unet_filters=config.unet_filters,
-        batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
-    )
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Sets Keras' global dtype policy to ``name`` (None: float32) for a block."""
-    previous = keras.config.dtype_policy()
-    if name is not None and name not in MIXED_PRECISION_POLICIES:
-        raise ValueError(f"Unknown mixed precision {name!r}. Choose one of: {', '.join(MIXED_PRECISION_POLICIES)}")
-    keras.config.set_dtype_policy(name or "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-# Fields that change the model's variables: a checkpoint of another setting
-# of these cannot be resumed.
-# (mixed_float16 adds the loss scale to the optimizer's variables.)
-_ARCHITECTURE_FIELDS = ("model", "dataset", "image_size", "unet_filters", "batch_norm", "vgg_batch_norm", "mixed_precision")
-
-
-def _check_compatible(run_dir, config):
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.exists(path):
-        return
-    previous = io.read_json(path)
-    changed = [f for f in _ARCHITECTURE_FIELDS if previous.get(f) != getattr(config, f)]
-    if changed:
-        diffs = ", ".join(f"{f} {previous.get(f)!r} -> {getattr(config, f)!r}" for f in changed)
-        raise TrainingError(
-            f"{run_dir} holds a run with another architecture ({diffs}); "
-            "use another --workdir or remove that folder"
-        )
-
-
-def _reduce_sum(strategy, values):
-    return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
-
-
-def make_train_step(
-    model, optimizer, strategy, *, num_classes, global_batch, label_smoothing=0.0, jit_compile=False
-):
-    """The training step of :func:`train`, a ``tf.function`` of one distributed batch.
-
-    Each replica computes the cross-entropy of its images averaged over the
-    *global* batch (the optimizer sums the replicas' gradients) and applies
-    the gradients; the loss and the number of correct top-1 predictions are
-    summed over the replicas. ``benchmarks/pipeline.py`` times this same step.
-
-    Args:
-        model: The classifier, built in ``strategy.scope()``.
-        optimizer: Its optimizer, built in the same scope. A Keras
-            ``LossScaleOptimizer`` (mixed_float16) gets the gradients of the
-            scaled loss, which it unscales.
-        strategy: The ``tf.distribute.Strategy`` the step runs under.
-        num_classes: Number of classes of the one-hot labels.
-        global_batch: Global batch size, the loss' divisor.
-        label_smoothing: Label smoothing of the cross-entropy. Default 0.
-        jit_compile: Compile each replica's forward and backward pass with
-            XLA. Default False.
-
-    Returns:
-        ``step(batch)`` for a batch of ``{"image", "label"}``, returning
-        ``[loss, correct]`` as scalar tensors.
-    """
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=None)
-    scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-
-    def forward_backward(images, labels):
-        with tf.GradientTape() as tape:
-            logits = model(images, training=True)
-            per_example = loss_fn(tf.one_hot(labels, num_classes), tf.cast(logits, tf.float32))
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-            # mixed_float16: the gradients of the scaled loss, unscaled by the optimizer.
-            scaled = optimizer.scale_loss(loss) if scales_loss else loss
-        grads = tape.gradient(scaled, model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.float32))
-        return loss, correct, grads
-
-    if jit_compile:
-        # XLA compiles each replica's forward and backward pass; the
-        # cross-replica gradient sum and the update stay outside, where every
-        # strategy supports them.
-        forward_backward = tf.function(forward_backward, jit_compile=True)
-
-    def train_replica_step(batch):
-        loss, correct, grads = forward_backward(tf.cast(batch["image"], tf.float32), batch["label"])
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss, correct
-
-    @tf.function
-    def train_step(batch):
-        return _reduce_sum(strategy, strategy.run(train_replica_step, args=(batch,)))
-
-    return train_step
-
-
-# A checkpoint about every CHECKPOINT_SECONDS when checkpoint_every is None.
-CHECKPOINT_SECONDS = 600
-# Training images per second each model is expected to reach, by dataset.
-# "shapes" (demo preset, 48x48, batch 32): measured on this project's 2-core
-# CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
-# images/s; the ablated U-Net not measured, given the U-Net's rate); a demo
-# epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
-# epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
-# way): one H200 in bfloat16, the train steps measured under Keras' JAX
-# backend (benchmarks/backend_speed.py: U-Net 1,320 images/s at batch 64,
-# ablated 1,187 and VGG16 with batch normalization 2,152 at batch 32, ResNet50
-# 5,256 at batch 256), ResNet50's capped at what a 16-core input pipeline
-# decodes (benchmarks/pipeline.py: 410 images/s on 2 cores); not measured
-# with TensorFlow's GPU build. At batch 256 ResNet50 then checkpoints every
-# ~7,000 steps (more than an epoch), VGG16 every ~4,700, the U-Nets every
-# ~2,800-3,000.
-# Each rate is at its image side (48 and 224); other sides scale it by the
-# ratio of pixels (the convolutions' cost).
-EXPECTED_IMAGES_PER_SECOND = {
-    "shapes": (48, {"unet": 204, "unet_ablated": 204, "resnet50": 67, "vgg16": 39}),
-    "imagenet2012": (224, {"unet": 1300, "unet_ablated": 1200, "resnet50": 3000, "vgg16": 2000}),
-}
-
-
-def make_train_steps(config, model, optimizer, strategy, *, num_classes, global_batch):
-    """``{side: train step}`` for every image side ``config`` trains at.
-
-    The model's own side, and with progressive resizing the low resolution,
-    through a twin that shares all the model's layers
-    (``kerascam.progressive.resized_twin``): both steps train ``model``.
-    """
-    nets = {config.image_size: model}
-    if config.low_resolution_epochs:
-        with strategy.scope():
-            nets[config.low_resolution_size] = progressive.resized_twin(model, config.low_resolution_size)
-    return {
-        side: make_train_step(net, optimizer, strategy, num_classes=num_classes, global_batch=global_batch,
-                              label_smoothing=config.label_smoothing, jit_compile=config.jit)
-        for side, net in nets.items()
-    }
+from kerascam.training.checkpoints import (
+    StopRequest,
+    check_compatible,
+    default_checkpoint_every,
+    make_stop_agreement,
+    no_space_is_one_line,
+    restore_latest,
+    save_checkpoint,
+    test_signals,
+)
+from kerascam.training.errors import TrainingError, TrainingInterrupted
+from kerascam.training.steps import (
+    build_model_for,
+    dtype_policy,
+    is_chief,
+    make_optimizer,
+    make_strategy,
+    make_train_steps,
+    reduce_sum,
+)
 
 
 def available_cpus():
@@ -284,126 +45,12 @@ def available_cpus():
         return os.cpu_count() or 1
 
 
-def default_checkpoint_every(config):
-    """Steps between checkpoints so that one lands about every 10 minutes.
-
-    Based on ``EXPECTED_IMAGES_PER_SECOND`` for ``config``'s dataset (folders
-    count as ImageNet) and model, scaled to ``config.image_size``, at
-    ``config.batch_size``. An interval at or above the steps of an epoch
-    means checkpoints at epoch ends only.
-    """
-    side, table = EXPECTED_IMAGES_PER_SECOND["shapes" if config.dataset == "shapes" else "imagenet2012"]
-    images_per_second = table.get(config.model, min(table.values())) * (side / config.image_size) ** 2
-    return max(1, round(CHECKPOINT_SECONDS * images_per_second / config.batch_size))
-
-
 def target_check_steps(steps_per_epoch):
     """Steps of an epoch after which ``target_accuracy`` is checked: every quarter epoch.
 
     The last one is the epoch's end, where the validation pass runs anyway.
     """
     return sorted({max(1, round(steps_per_epoch * k / 4)) for k in range(1, 5)})
-
-
-def _is_no_space(error):
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    # TensorFlow's file writers report the C library's error in their text.
-    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
-
-
-@contextlib.contextmanager
-def _no_space_is_one_line(what):
-    """Turns a full disk while writing ``what`` into a one-line TrainingError."""
-    try:
-        yield
-    except Exception as e:  # noqa: BLE001  (re-raised unless the disk is full)
-        if not _is_no_space(e):
-            raise
-        raise TrainingError(
-            f"no space left on device while writing {what}; free space and run the same command to resume"
-        ) from e
-
-
-def _save_checkpoint(manager, number):
-    """``manager.save(number)``; a full disk leaves the previous checkpoints as they were.
-
-    TensorFlow writes a checkpoint's data and index first (through a
-    temporary folder, then renamed) and only then, atomically, rewrites the
-    ``checkpoint`` state file that names the newest; the older files are
-    deleted after that. A failure mid-write therefore never moves the state
-    file to a partial checkpoint: what it leaves behind is this number's
-    partial files, removed here so that they free their space. (A number is
-    never saved twice: see ``_train``.)
-    """
-    prefix = os.path.join(manager.directory, f"ckpt-{number}")
-    try:
-        with _no_space_is_one_line(f"checkpoint {prefix}"):
-            manager.save(checkpoint_number=number)
-    except TrainingError:
-        if prefix not in manager.checkpoints:
-            for path in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp*"):
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-        raise
-
-
-class _StopRequest:
-    """Catches SIGTERM and SIGINT during training: the loop saves and stops.
-
-    The first signal only sets ``signum``; the handlers then go back to the
-    default action, so a second signal ends the process at once, even inside
-    a long TensorFlow call. SIGUSR1 (what ``train.py --jobs N`` sends its
-    training processes) asks the same, without arming the second-signal exit.
-    The handlers are installed by :meth:`install` once the first step is near
-    (a Ctrl-C while a dataset is prepared still stops at once), from the main
-    thread only (Python's rule; elsewhere it never fires), and removed when
-    the ``with`` block ends.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signum = None
-        self._previous = {}
-
-    def __enter__(self):
-        return self
-
-    def install(self):
-        if threading.current_thread() is threading.main_thread() and not self._previous:
-            for signum in (*self.SIGNALS, signal.SIGUSR1):
-                self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        if signum == signal.SIGUSR1:
-            self.signum = self.signum or signal.SIGTERM
-            return
-        self.signum = signum
-        for other in self.SIGNALS:
-            signal.signal(other, signal.SIG_DFL)
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-
-# Tests only: "STEP:SIGNAL[,STEP:SIGNAL...]" makes the loop send itself
-# SIGNAL right after global step STEP (1-based over the run), so that a test
-# interrupts a run at an exact step without sleeping on timing luck.
-_TEST_SIGNALS_VARIABLE = "KERASCAM_TEST_SIGNALS"
-
-
-def _test_signals():
-    plan = {}
-    for item in filter(None, os.environ.get(_TEST_SIGNALS_VARIABLE, "").split(",")):
-        step, name = item.split(":")
-        plan.setdefault(int(step), []).append(getattr(signal, name))
-    return plan
-
-
-def _spans_workers(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return resolver is not None and sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values()) > 1
 
 
 class _History:
@@ -464,26 +111,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
         raise ValueError(f"checkpoint_every must be 0 (epoch ends only) or positive. Received: {config.checkpoint_every}")
     if config.cam_summaries < 0:
         raise ValueError(f"cam_summaries must be 0 or positive. Received: {config.cam_summaries}")
-    with dtype_policy(config.mixed_precision), _StopRequest() as stop_request:
+    with dtype_policy(config.mixed_precision), StopRequest() as stop_request:
         return _train(config, workdir, strategy, verbose, stop_request)
-
-
-def _make_stop_agreement(strategy):
-    """``agree(flag)``: True on every worker if any worker's ``flag`` is True.
-
-    One scalar all-reduce per call across the workers of a
-    MultiWorkerMirroredStrategy (a signal reaches one worker, but all of them
-    must save at the same step: saving is collective); the flag itself
-    elsewhere.
-    """
-    if not _spans_workers(strategy):
-        return lambda flag: flag
-
-    @tf.function
-    def total(flag):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(flag,)), axis=None)
-
-    return lambda flag: float(total(tf.constant(1.0 if flag else 0.0))) > 0
 
 
 def _train(config, workdir, strategy, verbose, stop_request):
@@ -491,7 +120,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
     run_dir = os.path.join(workdir, config.model)
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief(strategy)
-    _check_compatible(run_dir, config)
+    check_compatible(run_dir, config)
     write_cam_summaries = None
     if config.cam_summaries:
         # kerascam.summaries draws the overlays; imported before any step so
@@ -546,24 +175,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
     # a scratch folder of their own. All of them resume from the chief's.
     save_dir = shared_dir if chief else tempfile.mkdtemp(prefix="kerascam-worker-ckpt-")
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=3)
-    latest = tf.train.latest_checkpoint(shared_dir)
-    state = tf.train.get_checkpoint_state(shared_dir)
-    if latest is None and state is not None and state.model_checkpoint_path:
-        # latest_checkpoint() answers None when the files it names are gone:
-        # never take that for a fresh start.
-        raise TrainingError(
-            f"{os.path.join(shared_dir, 'checkpoint')} names {state.model_checkpoint_path}, whose files are "
-            "missing; restore them, or remove the checkpoints folder to start over"
-        )
-    if latest:
-        try:
-            checkpoint.restore(latest).assert_existing_objects_matched()
-        except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds of errors)
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TrainingError(
-                f"cannot restore checkpoint {latest} ({reason}); it is damaged or from "
-                "another run: remove it to resume from the previous one, or use another --workdir"
-            ) from e
+    latest = restore_latest(checkpoint, shared_dir)
     start_epoch, start_step = int(epoch_var.numpy()), int(progress["step"].numpy())
     stopped_at_step = int(progress["stopped_at_step"].numpy())
     stopped_accuracy = float(progress["stopped_accuracy"].numpy())
@@ -601,7 +213,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
 
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
-        return _reduce_sum(strategy, strategy.run(eval_replica_step, args=(batch,)))
+        return reduce_sum(strategy, strategy.run(eval_replica_step, args=(batch,)))
 
     def evaluate():
         totals = np.zeros(3)
@@ -613,8 +225,8 @@ def _train(config, workdir, strategy, verbose, stop_request):
     every = config.checkpoint_every if config.checkpoint_every is not None else default_checkpoint_every(config)
     target = config.target_accuracy
     checks = target_check_steps(steps) if target is not None else ()
-    any_worker_stops = _make_stop_agreement(strategy)
-    test_signals = _test_signals()
+    any_worker_stops = make_stop_agreement(strategy)
+    signal_plan = test_signals()
     stop_request.install()  # from here on, a signal saves a checkpoint
     # Checkpoints are numbered by global step; a number already saved (the
     # one resumed from, or a periodic save just before a stop) is never
@@ -630,7 +242,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
         progress["step"].assign(done if done < steps else 0)
         progress["loss_sum"].assign(loss_sum if done < steps else 0.0)
         progress["correct_sum"].assign(correct_sum if done < steps else 0.0)
-        _save_checkpoint(manager, number)
+        save_checkpoint(manager, number)
         last_saved = number
 
     def interrupted(epoch, done):
@@ -685,7 +297,7 @@ def _train(config, workdir, strategy, verbose, stop_request):
             loss_sum += loss
             correct_sum += correct
             bar.update(done, [("loss", loss_sum / done), ("acc", correct_sum / (done * global_batch))])
-            for signum in test_signals.get(epoch * steps + done, ()):
+            for signum in signal_plan.get(epoch * steps + done, ()):
                 os.kill(os.getpid(), signum)
             if done == steps:
                 break  # the epoch's end: validation, checkpoint, stop (below)
@@ -770,9 +382,9 @@ def _train(config, workdir, strategy, verbose, stop_request):
 
     if config.mixed_precision:
         model = _float32_copy(model, config, train_split.num_classes)
-    with _no_space_is_one_line(os.path.join(run_dir, "model.keras")):
+    with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
         export.save_keras(model, os.path.join(run_dir, "model.keras"))
-    with _no_space_is_one_line(os.path.join(run_dir, "saved_model")):
+    with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
         export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
     previous_seconds = 0.0
     summary_path = os.path.join(run_dir, "run.json")
@@ -804,13 +416,13 @@ def _train(config, workdir, strategy, verbose, stop_request):
                     "cpus": available_cpus()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    with _no_space_is_one_line(summary_path):
+    with no_space_is_one_line(summary_path):
         io.write_json(summary_path, summary)
     return summary
 
 
 def _add_history_row(history, epoch, loss, accuracy, val_loss, val_acc, optimizer, epoch_start):
-    with _no_space_is_one_line(history.path):
+    with no_space_is_one_line(history.path):
         history.add(
             {
                 "epoch": epoch,
