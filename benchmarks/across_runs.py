@@ -10,7 +10,8 @@ what ``evaluate.py --cam all`` writes). The script prints one markdown table,
 a column per run, a row per headline of the README: validation accuracies,
 the U-Net against its ablated twin on each score (paired mean difference
 and p), the U-Net's pointing game, randomization and sticker preference, the
-best map on the ground truth and by insertion. The last column counts the
+best map (any model and method) on the ground truth, by insertion and on
+the sticker. The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
 p < 0.05; the U-Net's sticker preference the highest of the four models),
 so that a conclusion is read off several runs instead of one.
@@ -94,14 +95,16 @@ def rows_of(run):
         others = max((v, m) for m, v in ratios.items() if m != "unet" and v is not None)
         rows[f"sticker ratio, {method}: U-Net / best other"] = (
             f"{ratios['unet']:.2f} / {others[0]:.2f} ({others[1]})", ratios["unet"] > others[0])
-    for key, label in (("score_ground_truth", "ground truth s"), ("insertion_auc", "insertion AUC")):
+    for key, label, scale, digits in (("score_ground_truth", "ground truth s", 100, 1),
+                                      ("insertion_auc", "insertion AUC", 1, 3),
+                                      ("sticker_ratio", "sticker ratio", 1, 2)):
         scored = [(_mean(table, key, m, c), m, c) for m in MODELS for c in MAPS if _mean(table, key, m, c) is not None]
-        if scored:
-            best, unet = max(scored), max(s for s in scored if s[1] == "unet")
-            scale = 100 if key == "score_ground_truth" else 1
+        unets = [s for s in scored if s[1] == "unet"]
+        if scored and unets:
+            best, unet = max(scored), max(unets)
             rows[f"best map by {label} (a U-Net's?)"] = (
-                f"{best[1]} {best[2]} {scale * best[0]:.{1 if scale == 100 else 3}f}"
-                + ("" if best[1] == "unet" else f"; U-Net's best {unet[2]} {scale * unet[0]:.{1 if scale == 100 else 3}f}"),
+                f"{best[1]} {best[2]} {scale * best[0]:.{digits}f}"
+                + ("" if best[1] == "unet" else f"; U-Net's best {unet[2]} {scale * unet[0]:.{digits}f}"),
                 best[1] == "unet")
     return rows
 
