@@ -75,6 +75,13 @@ def run_cli(main, argv, prog):
     """Runs ``main(argv)`` and turns expected failures into one-line errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        # Training, the CAM engine and the exports are TensorFlow code; under
+        # another backend they would fail deep inside Keras.
+        print(f"{prog}: error: kerascam's commands run on Keras' TensorFlow backend, but KERAS_BACKEND is "
+              f"{backend!r}; unset it or set it to tensorflow", file=sys.stderr)
+        return 2
     try:
         return main(argv) or 0
     except KeyboardInterrupt:

@@ -132,3 +132,16 @@ def test_training_processes_split_the_cores(monkeypatch, cpus, jobs, threads):
 
     monkeypatch.setattr(training, "available_cpus", lambda: cpus)
     assert cli.threads_per_job(jobs) == threads
+
+
+def test_another_keras_backend_is_one_line_and_exit_2(monkeypatch, capsys):
+    from kerascam.cli import run_cli
+
+    called = []
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 2
+    err = capsys.readouterr().err
+    assert not called and err.count("\n") == 1
+    assert err.startswith("train.py: error:") and "KERAS_BACKEND is 'jax'" in err
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0 and called == [["--model", "unet"]]
