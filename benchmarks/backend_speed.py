@@ -34,6 +34,7 @@ rented machine ends in time; the cases built are still timed.
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -44,20 +45,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_speed's FLOP count
 
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-COMPUTE_DTYPE = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+# The models, precisions and FLOP count of train_speed.py (stdlib-only at import).
+from train_speed import COMPUTE_DTYPE, MODELS, PRECISIONS, _csv, forward_flops  # noqa: E402
 
 
-def _csv(choices, cast=str):
-    def parse(text):
-        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
-        unknown = [v for v in values if choices and v not in choices]
-        if unknown or not values:
-            raise argparse.ArgumentTypeError(f"unknown {unknown or text!r}; choose from {', '.join(choices)}")
-        return values
-
-    return parse
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
 
 
 def parse_args(argv=None):
@@ -66,9 +65,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS),
                         help="per-model settings (U-Net filters, VGG16's batch norm); default demo")
-    parser.add_argument("--models", type=_csv(MODELS), default=list(MODELS))
-    parser.add_argument("--precision", type=_csv(PRECISIONS), default=["float32", "mixed_bfloat16"])
-    parser.add_argument("--batch-size", type=_csv((), int), help="comma-separated; default: the preset's")
+    parser.add_argument("--models", type=_csv(MODELS, "models"), default=list(MODELS))
+    parser.add_argument("--precision", type=_csv(PRECISIONS, "precision"), default=["float32", "mixed_bfloat16"])
+    parser.add_argument("--batch-size", type=_int_list, help="comma-separated; default: the preset's")
     parser.add_argument("--image-size", type=int, help="default: the preset's")
     parser.add_argument("--unet-filters", type=int, help="default: the preset's")
     parser.add_argument("--num-classes", type=int, default=1000)
@@ -107,6 +106,10 @@ def matmul_peak(dtype, size, calls=8, repeats=3):
     return calls * 2 * size**3 / best
 
 
+def _train_step(model, x, y):
+    return _sync(model.train_on_batch(x, y))
+
+
 def _timed(function):
     start = time.perf_counter()
     function()
@@ -118,12 +121,11 @@ def build_case(config, model_name, precision, num_classes, seed):
     import keras
 
     from kerascam.models import build_model
+    from kerascam.precision import dtype_policy
 
     config = config.for_model(model_name)
     keras.utils.set_random_seed(seed)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
+    with dtype_policy(None if precision == "float32" else precision):
         model = build_model(
             model_name, config.image_size, num_classes, unet_filters=config.unet_filters,
             batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
@@ -134,8 +136,6 @@ def build_case(config, model_name, precision, num_classes, seed):
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=True,
         )
-    finally:
-        keras.config.set_dtype_policy(previous)
     return model, config
 
 
@@ -144,7 +144,6 @@ def run(args):
     import numpy as np
 
     from kerascam import configs
-    from train_speed import forward_flops
 
     start = time.perf_counter()
     base = configs.get_preset(args.preset)
@@ -168,7 +167,7 @@ def run(args):
                 x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (batch, config.image_size, config.image_size, 3))
                                                 .astype("float32"))
                 y = keras.ops.convert_to_tensor(rng.integers(0, args.num_classes, batch).astype("int32"))
-                step = (lambda m, x, y: lambda: _sync(m.train_on_batch(x, y)))(model, x, y)
+                step = functools.partial(_train_step, model, x, y)
                 compile_s = _timed(step)  # traces, compiles (and autotunes) the step
                 step()
                 flops = forward_flops(model)

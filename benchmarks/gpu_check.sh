@@ -78,6 +78,14 @@ step() {
     SUMMARY+=("$name: $verdict, $(( SECONDS - start )) s")
 }
 
+# finish [NOTE]: each step's exit status and time, then exit 0 only when all passed.
+finish() {
+    echo
+    echo "gpu_check summary ($SECONDS s in all${1:-}):"
+    printf '  %s\n' "${SUMMARY[@]}"
+    exit $FAILED
+}
+
 echo "gpu_check: $GPUS GPU(s): $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1); results in $RESULTS"
 
 if [ "$BACKEND" = jax ]; then
@@ -92,10 +100,7 @@ if [ "$BACKEND" = jax ]; then
     step precisions 220 "$PY" benchmarks/backend_speed.py --preset paper224 --models unet,resnet50 \
         --precision float32,mixed_bfloat16,mixed_float16 --batch-size 64 --deadline-s 160 \
         --json "$RESULTS/backend_precisions.json"
-    echo
-    echo "gpu_check summary ($SECONDS s in all, Keras' JAX backend):"
-    printf '  %s\n' "${SUMMARY[@]}"
-    exit $FAILED
+    finish ", Keras' JAX backend"
 fi
 
 step cams 90 "$PY" benchmarks/cams.py --models resnet50,unet --repeats 3 --scorecam-max-n 256 \
@@ -124,7 +129,4 @@ for name in MODEL_NAMES:
         print(f"{name}: not trained")
 EOF
 
-echo
-echo "gpu_check summary ($SECONDS s in all):"
-printf '  %s\n' "${SUMMARY[@]}"
-exit $FAILED
+finish

@@ -21,6 +21,7 @@ The choice is a policy name or None (float32), the value of
 ``run.json``, and a resumed run keeps the precision it started with.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -183,3 +184,25 @@ def resolve_for_run(requested, run_dir):
             reason = f"auto: resuming the run in {run_dir}, started in {previous or 'float32'}"
             return PrecisionChoice(previous, "auto", reason)
     return resolve_mixed_precision(requested)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Sets Keras' global dtype policy to ``name`` (None: float32) for a block.
+
+    Keras is imported here, not with this module, which the command lines
+    read before any framework loads; nothing here needs TensorFlow, so
+    ``benchmarks/backend_speed.py`` uses it under Keras' JAX backend too.
+    """
+    import keras
+
+    from kerascam.configs import MIXED_PRECISION_POLICIES
+
+    previous = keras.config.dtype_policy()
+    if name is not None and name not in MIXED_PRECISION_POLICIES:
+        raise ValueError(f"Unknown mixed precision {name!r}. Choose one of: {', '.join(MIXED_PRECISION_POLICIES)}")
+    keras.config.set_dtype_policy(name or "float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

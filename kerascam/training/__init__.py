@@ -29,6 +29,7 @@ The package, one concern per module:
 - ``errors``: ``TrainingError`` and ``TrainingInterrupted``.
 """
 
+from kerascam.precision import dtype_policy
 from kerascam.training.checkpoints import (
     CHECKPOINT_SECONDS,
     EXPECTED_IMAGES_PER_SECOND,
@@ -39,7 +40,6 @@ from kerascam.training.errors import TrainingError, TrainingInterrupted
 from kerascam.training.loop import available_cpus, target_check_steps, train
 from kerascam.training.steps import (
     build_model_for,
-    dtype_policy,
     is_chief,
     make_optimizer,
     make_strategy,

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kerascam import data, export, io, progressive
 from kerascam.data import pipeline
+from kerascam.precision import dtype_policy
 from kerascam.training.checkpoints import (
     StopRequest,
     check_compatible,
@@ -28,7 +29,6 @@ from kerascam.training.checkpoints import (
 from kerascam.training.errors import TrainingError, TrainingInterrupted
 from kerascam.training.steps import (
     build_model_for,
-    dtype_policy,
     is_chief,
     make_optimizer,
     make_strategy,

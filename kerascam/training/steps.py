@@ -1,12 +1,9 @@
 """What one training step is made of: strategy, model, optimizer, dtype policy and the step itself."""
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
 from kerascam import progressive
-from kerascam.configs import MIXED_PRECISION_POLICIES
 from kerascam.models import build_model
 
 
@@ -82,19 +79,6 @@ def build_model_for(config, num_classes, weights=None):
         config.model, config.image_size, num_classes, weights=weights, unet_filters=config.unet_filters,
         batch_norm=config.batch_norm, vgg_batch_norm=config.vgg_batch_norm,
     )
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Sets Keras' global dtype policy to ``name`` (None: float32) for a block."""
-    previous = keras.config.dtype_policy()
-    if name is not None and name not in MIXED_PRECISION_POLICIES:
-        raise ValueError(f"Unknown mixed precision {name!r}. Choose one of: {', '.join(MIXED_PRECISION_POLICIES)}")
-    keras.config.set_dtype_policy(name or "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def reduce_sum(strategy, values):
