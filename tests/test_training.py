@@ -227,6 +227,10 @@ def test_the_demo_learning_rate_is_the_one_it_was_tuned_with():
     demo = configs.demo()
     assert demo.effective_learning_rate == demo.learning_rate == 1e-3
     assert dataclasses.replace(demo, batch_size=128).effective_learning_rate == pytest.approx(2e-3)
+    # The U-Nets' recipes (benchmarks/recipe_curve.py, three seeds each).
+    assert (demo.for_model("unet").epochs, demo.for_model("unet").effective_learning_rate) == (4, 2e-3)
+    assert (demo.for_model("unet_ablated").epochs, demo.for_model("unet_ablated").effective_learning_rate) == (5, 2e-3)
+    assert demo.for_model("unet", learning_rate=5e-4).effective_learning_rate == 5e-4  # a flag beats the recipe
 
 
 def _checkpoint_arrays(run_dir):
