@@ -144,10 +144,11 @@ def demo():
     The budget (all four models in about 15 minutes on 2 CPU cores) sets the
     sizes: 48x48 images, 6,000 per epoch; the U-Net (a quarter of the paper's
     width, 16 filters at the first level) trains 4 epochs at 2e-3, the ablated
-    U-Net 5 at 2e-3, ResNet50 5 and VGG16 4 (each schedule decays to zero over
+    U-Net 5 at 2e-3, ResNet50 6 and VGG16 4 (each schedule decays to zero over
     its own epochs). The U-Nets' recipes are the shortest that cleared 97 % on
     three seeds (``benchmarks/recipe_curve.py``); at 3 and 4 epochs of 1e-3
-    they landed anywhere from 78 to 98 % with the seed. VGG16 gets batch
+    they landed anywhere from 78 to 98 % with the seed. ResNet50's 5 epochs
+    ended at 88.5-96.8 % on three seeds, 6 at 95.7-98.6 % on the two tried. VGG16 gets batch
     normalization: the plain
     keras.applications VGG16 stayed at chance (loss log 5) for every setting
     tried here within the budget (Glorot or He initialization, Adam 3e-5 to
@@ -164,6 +165,7 @@ def demo():
         model_overrides={
             "unet": {"epochs": 4, "learning_rate": 2e-3},
             "unet_ablated": {"epochs": 5, "learning_rate": 2e-3},
+            "resnet50": {"epochs": 6},
             "vgg16": {"vgg_batch_norm": True, "learning_rate": 1e-4, "epochs": 4},
         },
     )

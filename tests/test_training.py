@@ -231,6 +231,7 @@ def test_the_demo_learning_rate_is_the_one_it_was_tuned_with():
     assert (demo.for_model("unet").epochs, demo.for_model("unet").effective_learning_rate) == (4, 2e-3)
     assert (demo.for_model("unet_ablated").epochs, demo.for_model("unet_ablated").effective_learning_rate) == (5, 2e-3)
     assert demo.for_model("unet", learning_rate=5e-4).effective_learning_rate == 5e-4  # a flag beats the recipe
+    assert (demo.for_model("resnet50").epochs, demo.for_model("vgg16").epochs) == (6, 4)
 
 
 def _checkpoint_arrays(run_dir):
