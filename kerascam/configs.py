@@ -148,7 +148,7 @@ def demo():
     its own epochs). The U-Nets' recipes are the shortest that cleared 97 % on
     three seeds (``benchmarks/recipe_curve.py``); at 3 and 4 epochs of 1e-3
     they landed anywhere from 78 to 98 % with the seed. ResNet50's 5 epochs
-    ended at 88.5-96.8 % on three seeds, 6 at 95.7-98.6 % on the two tried. VGG16 gets batch
+    ended at 88.5-96.8 % on three seeds, 6 at 95.7-98.6 %. VGG16 gets batch
     normalization: the plain
     keras.applications VGG16 stayed at chance (loss log 5) for every setting
     tried here within the budget (Glorot or He initialization, Adam 3e-5 to
