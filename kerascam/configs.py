@@ -141,13 +141,13 @@ MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 def demo():
     """The default: the embedded shapes dataset at 48x48, minutes on a laptop CPU.
 
-    The budget (all four models in about 15 minutes on 2 CPU cores) sets the
+    The budget (all four models in about 17 minutes on 2 CPU cores) sets the
     sizes: 48x48 images, 6,000 per epoch; the U-Net (a quarter of the paper's
     width, 16 filters at the first level) trains 4 epochs at 2e-3, the ablated
     U-Net 5 at 2e-3, ResNet50 6 and VGG16 4 (each schedule decays to zero over
-    its own epochs). The U-Nets' recipes are the shortest that cleared 97 % on
-    three seeds (``benchmarks/recipe_curve.py``); at 3 and 4 epochs of 1e-3
-    they landed anywhere from 78 to 98 % with the seed. ResNet50's 5 epochs
+    its own epochs). The U-Nets' recipes are the shortest tried that cleared
+    97 % on three seeds (``benchmarks/recipe_curve.py``); at 3 and 4 epochs of
+    1e-3 they landed anywhere from 78 to 98 % with the seed. ResNet50's 5 epochs
     ended at 88.5-96.8 % on three seeds, 6 at 95.7-98.6 %. VGG16 gets batch
     normalization: the plain
     keras.applications VGG16 stayed at chance (loss log 5) for every setting
@@ -210,18 +210,18 @@ def paper224():
     batch normalization at 1e-4) on 3,000 training and 300 validation images,
     sized for one GPU: a train step costs 221 (U-Net), 177 (ablated U-Net),
     23 (ResNet50) and 93 (VGG16) GFLOP per image (forward x3, counted by
-    ``benchmarks/train_speed.py``), 5.6 PFLOP for the four runs, under a
+    ``benchmarks/train_speed.py``), 6.8 PFLOP for the four runs, about a
     minute of compute at 100-250 TFLOP/s (an H200 in bfloat16 at 10-25 % of
     its peak), plus drawing the 3,300 images once (about 25 ms each on one
     CPU core) and each process' start, tracing and exports: a few minutes in
     all. On one H200 the four models' steps, timed under Keras' JAX backend
     (``benchmarks/backend_speed.py``), ran at 1,163 / 1,187 / 1,463 / 2,152
-    images/s in bfloat16: 34 s of steps; the run itself has not been made on
+    images/s in bfloat16: 41 s of steps at the current epochs; the run itself has not been made on
     a GPU (``benchmarks/gpu_check.sh`` makes it where TensorFlow sees one).
     On this project's 2-core CPU (AVX512-BF16) a few steps
     ran at 0.7, 0.8, 3.6 and 1.3 images per CPU-second in bfloat16 (0.4,
-    0.5, 1.6, 0.8 in float32), about 11 CPU-hours for the four runs
-    (20 in float32): 6 hours or more of wall-clock.
+    0.5, 1.6, 0.8 in float32), about 14 CPU-hours for the four runs at the
+    current epochs (24 in float32): 7 hours or more of wall-clock.
     """
     # The demo's recipe (epochs and per-model overrides included) at the paper's geometry.
     return dataclasses.replace(
