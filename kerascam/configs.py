@@ -216,8 +216,8 @@ def paper224():
     CPU core) and each process' start, tracing and exports: a few minutes in
     all. On one H200 the four models' steps, timed under Keras' JAX backend
     (``benchmarks/backend_speed.py``), ran at 1,163 / 1,187 / 1,463 / 2,152
-    images/s in bfloat16: 41 s of steps at the current epochs; the run itself has not been made on
-    a GPU (``benchmarks/gpu_check.sh`` makes it where TensorFlow sees one).
+    images/s in bfloat16: 41 s of steps at the current epochs; the run
+    itself has not been made on a GPU (``benchmarks/gpu_check.sh`` makes it where TensorFlow sees one).
     On this project's 2-core CPU (AVX512-BF16) a few steps
     ran at 0.7, 0.8, 3.6 and 1.3 images per CPU-second in bfloat16 (0.4,
     0.5, 1.6, 0.8 in float32), about 14 CPU-hours for the four runs at the

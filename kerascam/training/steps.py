@@ -1,4 +1,4 @@
-"""What one training step is made of: strategy, model, optimizer, dtype policy and the step itself."""
+"""What one training step is made of: strategy, model, optimizer and the step itself (the dtype policy: kerascam.precision)."""
 
 import keras
 import tensorflow as tf
