@@ -210,18 +210,11 @@ def paper224():
     batch normalization at 1e-4) on 3,000 training and 300 validation images,
     sized for one GPU: a train step costs 221 (U-Net), 177 (ablated U-Net),
     23 (ResNet50) and 93 (VGG16) GFLOP per image (forward x3, counted by
-    ``benchmarks/train_speed.py``), 6.8 PFLOP for the four runs, about a
-    minute of compute at 100-250 TFLOP/s (an H200 in bfloat16 at 10-25 % of
-    its peak), plus drawing the 3,300 images once (about 25 ms each on one
-    CPU core) and each process' start, tracing and exports: a few minutes in
-    all. On one H200 the four models' steps, timed under Keras' JAX backend
-    (``benchmarks/backend_speed.py``), ran at 1,163 / 1,187 / 1,463 / 2,152
-    images/s in bfloat16: 41 s of steps at the current epochs; the run
-    itself has not been made on a GPU (``benchmarks/gpu_check.sh`` makes it where TensorFlow sees one).
-    On this project's 2-core CPU (AVX512-BF16) a few steps
-    ran at 0.7, 0.8, 3.6 and 1.3 images per CPU-second in bfloat16 (0.4,
-    0.5, 1.6, 0.8 in float32), about 14 CPU-hours for the four runs at the
-    current epochs (24 in float32): 7 hours or more of wall-clock.
+    ``benchmarks/train_speed.py``). What the four runs cost (under a minute
+    of steps on one H200 in bfloat16, about 14 CPU-hours on this project's
+    2-core CPU) is estimated from measured step rates, with the commands, in
+    ``benchmarks/README.md`` (``gpu_check.sh``); the run itself has not been
+    made on a GPU yet.
     """
     # The demo's recipe (epochs and per-model overrides included) at the paper's geometry.
     return dataclasses.replace(
