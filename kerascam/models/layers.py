@@ -266,6 +266,13 @@ def _taps(model, paths):
     return root
 
 
+def _describe_call(args):
+    """Where a layer was called, for an error message: the layer its input came from."""
+    tensors = [t for t in keras.tree.flatten(args) if hasattr(t, "_keras_history")]
+    sources = [t._keras_history.operation.name for t in tensors]
+    return f"on the output of {', '.join(map(repr, sources))}" if sources else "on no tensor"
+
+
 def _run_tapped(model, inputs, taps):
     """Calls `model`'s graph on the symbolic `inputs`, keeping what `taps` asks for.
 
@@ -279,20 +286,28 @@ def _run_tapped(model, inputs, taps):
         tap = taps.get(id(operation))
         if tap is None:
             return operation(*args, **kwargs)
+        where = _describe_call(args)
         if tap.called:
+            # A shared layer (a base applied to two inputs, as in a siamese model)
+            # has one activation per call: which one to explain is not ours to guess.
             raise ValueError(
-                f"Layer {operation.name!r} is called more than once in model {model.name!r}, "
-                "so its activations are ambiguous; explain a layer that is called once."
+                f"{'Nested model' if tap.inner else 'Layer'} {operation.name!r} is called twice in model "
+                f"{model.name!r} (first {tap.called}, then {where}), so the activations of its layers are "
+                "ambiguous; explain a model that calls it once."
             )
-        tap.called = True
+        tap.called = where
         if tap.inner:
-            # The nested model's graph is re-run instead of the model being called,
-            # so that the tensors of its inner layers are part of the new graph. Its
-            # call arguments (e.g. training=False) are not needed: the extractor is
-            # called in inference mode, which every inner layer inherits.
+            # The nested model is replaced by a model of the same layers that also
+            # outputs the inner tensors asked for, called like the original with the
+            # same arguments (training=False stays in force). Building that model on a
+            # fresh input of its own, rather than re-running the nested graph on the
+            # tensor that reaches it, keeps each level a graph from an Input, which is
+            # what Keras requires of a model: the nested model may then sit anywhere,
+            # after preprocessing, normalisation or augmentation layers.
             (inner_input,) = keras.tree.flatten(args[0])
-            outputs, inner_kept = _run_tapped(operation, inner_input, tap.inner)
-            kept.update({f"{operation.name}{SEPARATOR}{path}": tensor for path, tensor in inner_kept.items()})
+            tapped, inner_paths = _tapped_model(operation, tap.inner)
+            outputs, *tensors = tapped(inner_input, *args[1:], **kwargs)
+            kept.update({f"{operation.name}{SEPARATOR}{path}": t for path, t in zip(inner_paths, tensors)})
         else:
             outputs = operation(*args, **kwargs)
         if tap.keep:
@@ -312,6 +327,20 @@ def _run_tapped(model, inputs, taps):
         if not tap.called:  # e.g. a layer outside the path from the input to the output
             raise ValueError(f"Layer {tap.layer.name!r} of model {model.name!r} is not on the path to its output.")
     return rerun.outputs[0], kept
+
+
+def _tapped_model(model, taps):
+    """A model of `model`'s own layers from a fresh input to [its output, kept tensors...].
+
+    Returns:
+        (tapped model, the kept layers' paths relative to `model`, in the
+        order of the model's outputs after the first).
+    """
+    source = model.inputs[0]
+    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
+    outputs, kept = _run_tapped(model, inputs, taps)
+    paths = list(kept)
+    return keras.Model(inputs, [outputs, *(kept[path] for path in paths)], name=model.name), paths
 
 
 def build_extractor(model, target_layers, name=None):
@@ -341,10 +370,10 @@ def build_extractor(model, target_layers, name=None):
     if not any(is_nested_path(path) for path in paths):
         activations = [model.get_layer(path).output for path in paths]
         return keras.Model(model.inputs[0], [*activations, model.outputs[0]], name=name)
-    source = model.inputs[0]
-    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
-    outputs, kept = _run_tapped(model, inputs, _taps(model, paths))
-    return keras.Model(inputs, [*(kept[path] for path in paths), outputs], name=name)
+    tapped, kept_paths = _tapped_model(model, _taps(model, paths))
+    outputs, *tensors = tapped.outputs
+    kept = dict(zip(kept_paths, tensors))
+    return keras.Model(tapped.inputs[0], [*(kept[path] for path in paths), outputs], name=name)
 
 
 __all__ = [
