@@ -82,13 +82,28 @@ def _nested_paths_named(model, name, prefix=""):
     return found
 
 
+def _nested_models(model, prefix=""):
+    """(path, model) of every nested Sequential or functional model of `model`, at any depth."""
+    for layer in model.layers:
+        if _is_graph_model(layer):
+            path = prefix + layer.name
+            yield path, layer
+            yield from _nested_models(layer, path + SEPARATOR)
+
+
 def _describe_layers(model):
-    """A short, one-line account of `model`'s layers for an error message."""
+    """A short, one-line account of `model`'s layers for an error message: its
+    last layers and, for each nested model, the layer a CAM would default to."""
     names = [layer.name for layer in model.layers]
-    nested = [layer.name for layer in model.layers if _is_graph_model(layer)]
     text = f"Its layers end with: {names[-8:]}"
+    nested = []
+    for path, inner in _nested_models(model):
+        try:
+            nested.append(f"{path!r} (last feature layer {path + SEPARATOR + default_target_layer(inner)!r})")
+        except ValueError:
+            nested.append(f"{path!r} (no 4-D layer)")
     if nested:
-        text += f"; its nested models {nested} hold more, named by path ('{nested[0]}{SEPARATOR}<layer>')"
+        text += f"; nested models, whose layers are named by path: {', '.join(nested)}"
     return text
 
 
