@@ -4,6 +4,9 @@ A nested model's maps must equal those of the same network built flat with
 the same weights, for every method, at any depth, fused or not.
 """
 
+import importlib.util
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -12,6 +15,8 @@ from kerascam import cams
 from kerascam.cams.fusion import deepest_index
 from kerascam.models import target_layer_name
 from kerascam.models.layers import build_extractor, layer_order_key, resolve_layer_path
+
+from conftest import ROOT
 
 TOLERANCE = 1e-5
 
@@ -145,7 +150,12 @@ def _ambiguous():
     "target_layer, backend, expected",
     [
         ("features", "kerascam", r"several nested models .*\['left/features', 'right/features'\]"),
-        ("nope", "kerascam", r"'nope' is not a layer of model 'two_branches'.*named by path \('left/<layer>'\)"),
+        (
+            "nope",
+            "kerascam",
+            r"'nope' is not a layer of model 'two_branches'.*nested models, whose layers are named by path: "
+            r"'left' \(last feature layer 'left/features'\), 'right' \(last feature layer 'right/features'\)",
+        ),
         ("left/nope", "kerascam", r"'nope' is not a layer of nested model 'left'.*'features'"),
         ("merge/features", "kerascam", r"'merge' is a Concatenate layer, not a nested"),
         ("left/features", "tf-keras-vis", r"tf-keras-vis cannot reach.*'left/features'.*backend='kerascam'"),
@@ -179,3 +189,123 @@ def test_a_keras_applications_base_in_a_sequential_is_explained_as_its_flat_twin
     reference = cams.explain(flat, images, "gradcam", [0, 3], target_layer="block4_conv3", return_native=True)
     assert ours[1].shape == (2, 4, 4)
     _assert_same(ours, reference)
+
+
+# A nested base anywhere in the outer graph (issue #27): after preprocessing, in
+# Sequential and functional models, two levels deep. The maps are checked against
+# benchmarks/zoo.py's `tape_reference`, an eager GradientTape with a hook on the
+# target layer, which shares no graph code with kerascam.
+
+
+def _load_zoo():
+    spec = importlib.util.spec_from_file_location("zoo", os.path.join(ROOT, "benchmarks", "zoo.py"))
+    zoo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo)
+    return zoo
+
+
+def tiny_application(include_top=False, weights=None, input_shape=(16, 16, 3)):
+    """A two-block convolutional base with a keras.applications constructor's signature."""
+    assert not include_top and weights is None
+    inputs = keras.Input(input_shape)
+    x = _body(_stem(inputs))
+    base = keras.Model(inputs, x, name="tiny")
+    rng = np.random.default_rng(4)
+    base.get_layer("bn1").set_weights(
+        [rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.normal(0, 0.2, 4), rng.uniform(0.5, 2, 4)]
+    )
+    return base
+
+
+def _halve(pixels):
+    """A stand-in for a family's preprocess_input: raw ops in the outer graph."""
+    return keras.ops.subtract(keras.ops.divide(pixels, 127.5), 1.0)
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    return _load_zoo()
+
+
+@pytest.fixture(scope="module")
+def positions(zoo):
+    """The zoo's three patterns around one tiny base, and two more places for it:
+    after inactive augmentation, normalisation and a Lambda layer, and inside a
+    model that is itself nested (two levels)."""
+    keras.utils.set_random_seed(7)
+    base = tiny_application()
+    models = zoo.build_patterns(base, _halve)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.RandomFlip(name="flip")(inputs)
+    x = keras.layers.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 3000.0, 2500.0], name="norm")(x)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    x = base(x, training=False)
+    models["augmented"] = keras.Model(inputs, _head(x), name="augmented")
+    wrapper_input = keras.Input((16, 16, 3))
+    wrapper = keras.Model(wrapper_input, base(keras.layers.Rescaling(1 / 255)(wrapper_input)), name="wrapper")
+    models["two_levels"] = keras.Sequential(
+        [keras.Input((16, 16, 3)), wrapper, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)],
+        name="two_levels",
+    )
+    return models
+
+
+def _pixels(n=2, seed=3):
+    return np.random.default_rng(seed).uniform(0, 255, (n, 16, 16, 3)).astype(np.float32)
+
+
+def test_the_zoo_patterns_of_a_tiny_base_equal_the_tape_reference(zoo, positions):
+    """benchmarks/zoo.py's three patterns x three methods, as the zoo runs them, at the
+    default layer: the base's last convolutional block, found inside the base."""
+    models = {pattern: positions[pattern] for pattern in zoo.PATTERNS}
+    records = zoo.explain_patterns(models, _pixels(), np.array([0, 2]))
+    assert [(r["pattern"], r["method"]) for r in records] == [(p, m) for p in zoo.PATTERNS for m in zoo.METHODS]
+    assert [r["layer"] for r in records] == ["relu2"] * 3 + ["tiny/relu2"] * 6
+    assert all(r["ok"] and r["native_shape"] == [8, 8] for r in records), [r["reason"] for r in records]
+    assert max(r["relative_error"] for r in records) <= zoo.TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "position, method, layer",
+    [
+        ("guide", "gradcam++", "tiny/relu1"),  # a layer before the last block
+        ("augmented", "gradcam++", None),
+        ("two_levels", "gradcam", None),
+    ],
+)
+def test_a_base_anywhere_equals_the_tape_reference(zoo, positions, position, method, layer):
+    model = positions[position]
+    expected = {"augmented": "tiny/relu2", "two_levels": "wrapper/tiny/relu2"}.get(position)
+    if layer is None:
+        assert target_layer_name(model) == expected
+    path = layer or expected
+    images, classes = _pixels(3, seed=5), np.array([1, 0, 2])
+    _, native = cams.explain(model, images, method, classes, target_layer=layer, return_native=True)
+    reference = zoo.tape_reference(model, path, images, classes)[method]
+    assert np.count_nonzero(reference.max(axis=(1, 2)) > 0) >= 2  # never a vacuous comparison
+    assert zoo.relative_error(native, reference) <= TOLERANCE
+
+
+def test_fused_layercam_over_a_nested_base_after_preprocessing(zoo, positions):
+    model, images, classes = positions["guide"], _pixels(), np.array([2, 1])
+    _, fused = cams.explain(model, images, "layercam", classes, target_layer=["tiny/relu1", "tiny/relu2"],
+                            return_native=True)
+    reference = [
+        cams.resize_maps(zoo.tape_reference(model, layer, images, classes)["layercam"], (16, 16))
+        for layer in ("tiny/relu1", "tiny/relu2")
+    ]
+    np.testing.assert_allclose(fused, np.asarray(cams.fuse_maps(reference, 1)), atol=TOLERANCE)
+    assert fused.max() == pytest.approx(1.0)
+
+
+def test_a_base_called_twice_is_refused_naming_both_calls():
+    base = tiny_application()
+    inputs = keras.Input((16, 16, 3))
+    flipped = keras.layers.RandomFlip("horizontal", name="flip")(inputs)
+    merged = keras.layers.Add(name="merge")([base(inputs), base(flipped)])
+    model = keras.Model(inputs, _head(merged), name="siamese")
+    assert target_layer_name(model) == "merge"  # the features the head receives: explained as any layer
+    with pytest.raises(ValueError, match=r"Nested model 'tiny' is called twice in model 'siamese' \(first on the "
+                       r"output of 'input_layer\w*', then on the output of 'flip'\), so the activations") as error:
+        cams.explain(model, _pixels(1), "gradcam", target_layer="tiny/relu2")
+    assert "\n" not in str(error.value)

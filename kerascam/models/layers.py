@@ -352,7 +352,9 @@ def _tapped_model(model, taps):
         order of the model's outputs after the first).
     """
     source = model.inputs[0]
-    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{model.name}_input")
+    # Named as the model's own input, so that errors name the layers the user knows.
+    name = source._keras_history.operation.name
+    inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=name)
     outputs, kept = _run_tapped(model, inputs, taps)
     paths = list(kept)
     return keras.Model(inputs, [outputs, *(kept[path] for path in paths)], name=model.name), paths
