@@ -5,6 +5,7 @@ the same weights, for every method, at any depth, fused or not.
 """
 
 import importlib.util
+import json
 import os
 
 import keras
@@ -309,3 +310,51 @@ def test_a_base_called_twice_is_refused_naming_both_calls():
                        r"output of 'input_layer\w*', then on the output of 'flip'\), so the activations") as error:
         cams.explain(model, _pixels(1), "gradcam", target_layer="tiny/relu2")
     assert "\n" not in str(error.value)
+
+
+def test_the_command_explains_a_saved_guide_pattern_and_refuses_bad_layers_in_one_line(positions, tmp_path, capsys):
+    """`kerascam explain` on .keras files (the guide's pattern: preprocessing ops, then the
+    base): the default layer inside the base; a layer that is not there, or a nested
+    base without a 4-D layer, is one line and exit 2."""
+    import cv2
+
+    from kerascam.cli import main
+    from kerascam.export import save_keras
+
+    save_keras(positions["guide"], tmp_path / "guide.keras")
+    dense_input = keras.Input((16 * 16 * 3,))
+    dense_base = keras.Model(dense_input, keras.layers.Dense(4, name="hidden")(dense_input), name="dense_base")
+    inputs = keras.Input((16, 16, 3))
+    outputs = keras.layers.Dense(3)(dense_base(keras.layers.Flatten()(inputs)))
+    save_keras(keras.Model(inputs, outputs, name="dense_only"), tmp_path / "dense.keras")
+    image = tmp_path / "image.png"
+    assert cv2.imwrite(str(image), _pixels(1)[0].astype(np.uint8))
+
+    def run(model, *extra):
+        code = main(["explain", str(image), "--model", str(tmp_path / model), "--out", str(tmp_path / "out"), *extra])
+        return code, capsys.readouterr().err.strip().splitlines()
+
+    code, err = run("guide.keras")
+    assert code == 0 and err == []
+    with open(tmp_path / "out" / "explanations.jsonl", encoding="utf-8") as records:
+        assert [json.loads(line)["layer"] for line in records] == ["tiny/relu2"]
+    code, err = run("guide.keras", "--target-layer", "nope")
+    assert code == 2 and len(err) == 1
+    assert "'nope' is not a layer of model 'guide'" in err[0]
+    assert "nested models, whose layers are named by path: 'tiny' (last feature layer 'tiny/relu2')" in err[0]
+    code, err = run("dense.keras")
+    assert code == 2 and len(err) == 1 and "has no layer with a 4-D output" in err[0]
+
+
+def test_the_saved_model_of_a_guide_pattern_explains_as_kerascam_does(positions, tmp_path):
+    import tensorflow as tf
+
+    from kerascam.export import export_saved_model
+
+    model, images = positions["guide"], _pixels(2, seed=9)
+    export_saved_model(model, tmp_path / "saved_model", methods=("gradcam++",))
+    served = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["explain"](images=tf.constant(images))
+    maps, native = cams.explain(model, images, "gradcam++", np.asarray(served["class"]), return_native=True)
+    assert native.shape == (2, 8, 8) and np.count_nonzero(cams.map_status(native) == "ok") == 2
+    np.testing.assert_allclose(np.asarray(served["native_map"]), native, atol=TOLERANCE * native.max())
+    np.testing.assert_allclose(np.asarray(served["map"]), maps, atol=TOLERANCE)
