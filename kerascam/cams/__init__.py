@@ -74,8 +74,10 @@ def explain(
             and one output, returning logits. A softmax head (a Dense with
             activation="softmax", a Softmax or Activation("softmax") layer)
             is explained at its logits (`kerascam.cams.logits`). It may nest
-            other models (a keras.applications base in a Sequential): their
-            layers are named by path (see `target_layer`).
+            other models anywhere in its graph (a keras.applications base
+            after its `preprocess_input` or a Rescaling layer, in a functional
+            model or a Sequential): their layers are named by path (see
+            `target_layer`).
         images: array (N, H, W, 3), uint8 or float.
         method: one of `available_methods()`: "gradcam", "gradcam++",
             "layercam", "hirescam" or "scorecam".
@@ -130,7 +132,9 @@ def explain(
             layer that is not a 4-D layer of the model or is listed twice,
             a list of layers given to scorecam, or backend="tf-keras-vis"
             for a method tf-keras-vis does not have (hirescam) or for a
-            layer inside a nested model (tf-keras-vis cannot reach those).
+            layer inside a nested model (tf-keras-vis cannot reach those),
+            or for a layer inside a nested model that the graph calls twice
+            (a shared base: the error names both calls).
     """
     cam = get_method(method)(model, target_layer)
     return cam(

@@ -262,8 +262,9 @@ class BaseCAM:
         Args:
             model: a Sequential or functional Keras classifier with one input
                 whose output is logits (or a softmax of them, explained at the
-                logits). It may nest other models, e.g. a keras.applications
-                base inside a Sequential.
+                logits). It may nest other models anywhere in its graph, e.g.
+                a keras.applications base after its ``preprocess_input`` or a
+                ``Rescaling`` layer, in a functional model or a Sequential.
             target_layer: the layer whose activations the CAM is computed on:
                 a layer of `model` by name (``"conv5_block3_out"``), or a
                 layer of a nested sub-model by path, the nested models' names

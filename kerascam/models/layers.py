@@ -16,11 +16,19 @@ not connected to the outer model's input, so ``keras.Model(model.input,
 layer.output)`` cannot reach them. `build_extractor` therefore re-runs the
 outer graph on a fresh symbolic input (``keras.models.clone_model`` with every
 layer as its own "clone" and a ``call_function`` hook) and, where a path
-enters a nested model, re-runs that model's graph in place of calling it,
-keeping the tensors of the layers asked for. Every layer object is the
-model's own: the weights are shared, nothing is copied, and the model is not
-modified (Keras records the new calls as extra nodes of its layers, while a
-layer's ``output`` stays that of its first call).
+enters a nested model, calls in its place a model of the nested model's own
+layers that also outputs the inner tensors asked for, built the same way on
+a fresh input of its own and called with the original call's arguments
+(``training=False`` stays in force). So the nested model may sit anywhere in
+the outer graph: first, or after preprocessing ops (Keras' transfer-learning
+guide: ``x = preprocess_input(inputs); x = base(x, training=False)``),
+``Rescaling``, ``Normalization``, augmentation or ``Lambda`` layers, in a
+Sequential or functional model, at any depth. A nested model that the graph
+calls twice (a shared base) has two sets of activations: it is refused in one
+line naming both calls. Every layer object is the model's own: the weights
+are shared, nothing is copied, and the model is not modified (Keras records
+the new calls as extra nodes of its layers, while a layer's ``output`` stays
+that of its first call).
 
 `default_target_layer` finds a CAM target layer for a model that declares
 none (see its docstring for the rule); `kerascam.models.target_layer_name`
@@ -381,6 +389,11 @@ def build_extractor(model, target_layers, name=None):
         A functional `keras.Model` taking the single input tensor (not a
         one-element list) and returning a list of len(target_layers) + 1
         tensors.
+
+    Raises:
+        ValueError: in one line, for a path through a nested model that the
+            graph calls more than once (naming both calls) or that has
+            several inputs or outputs.
     """
     _check_single_input_and_output(model, model.name)
     paths = [resolve_layer_path(model, layer) for layer in target_layers]
