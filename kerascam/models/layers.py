@@ -313,10 +313,11 @@ def _run_tapped(model, inputs, taps):
         if tap.called:
             # A shared layer (a base applied to two inputs, as in a siamese model)
             # has one activation per call: which one to explain is not ours to guess.
+            kind, activations = ("Nested model", "of its layers") if tap.inner else ("Layer", "")
             raise ValueError(
-                f"{'Nested model' if tap.inner else 'Layer'} {operation.name!r} is called twice in model "
-                f"{model.name!r} (first {tap.called}, then {where}), so the activations of its layers are "
-                "ambiguous; explain a model that calls it once."
+                f"{kind} {operation.name!r} is called twice in model {model.name!r} (first {tap.called}, "
+                f"then {where}), so the activations {activations or 'it outputs'} are ambiguous; explain a "
+                "model that calls it once."
             )
         tap.called = where
         if tap.inner:
