@@ -34,7 +34,6 @@ that is stopped keeps what it measured).
 
 import argparse
 import gc
-import os
 import re
 import sys
 import time
