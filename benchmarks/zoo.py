@@ -116,7 +116,7 @@ def _layer_at(model, path):
     return layer
 
 
-def tape_reference(model, target_path, images, classes):
+def tape_reference(model, target_path, images, classes, term_scales=None):
     """GradCAM, GradCAM++ and LayerCAM raw maps computed without kerascam's graphs.
 
     The model runs eagerly under one `tf.GradientTape`; a hook on the target
@@ -139,6 +139,9 @@ def tape_reference(model, target_path, images, classes):
         target_path: the target layer's name, or its path in nested models.
         images: float32 (n, H, W, 3).
         classes: int (n,), the class explained per image.
+        term_scales: a dict to fill with {method: max over pixels of
+            sum_k |W_k A_k|}, the size of the terms each map sums; None to
+            skip.
 
     Returns:
         {method: float64 (n, h, w)}.
@@ -179,19 +182,26 @@ def tape_reference(model, target_path, images, classes):
     g = np.asarray(gradients, np.float64)
     y = np.asarray(scores, np.float64)[:, None, None, None]
 
-    first = np.exp(y) * g
+    # e^y in float32, as the method computes it: beyond |y| of about 88 to 103 it
+    # overflows or underflows there (documented in gradcam_plus_plus.py), and the
+    # check is of the graph that reaches the layer, not of exp's range.
+    first = np.exp(y.astype(np.float32)).astype(np.float64) * g
     second, third = first * g, first * g * g
     denominator = 2 * second + third * a.sum(axis=(1, 2), keepdims=True)
     alphas = second / np.where(second == 0, 1.0, denominator)
     alpha_sums = alphas.sum(axis=(1, 2), keepdims=True)
     alphas = alphas / np.where(alpha_sums == 0, 1.0, alpha_sums)
-    plus_plus_weights = (np.maximum(first, 0) * alphas).sum(axis=(1, 2), keepdims=True)
-    relu = lambda x: np.maximum(x, 0)  # noqa: E731
-    return {
-        "gradcam": relu((g.mean(axis=(1, 2), keepdims=True) * a).sum(-1)),
-        "gradcam++": relu((plus_plus_weights * a).sum(-1)),
-        "layercam": relu((relu(g) * a).sum(-1)),
+    weights = {
+        "gradcam": g.mean(axis=(1, 2), keepdims=True),
+        "gradcam++": (np.maximum(first, 0) * alphas).sum(axis=(1, 2), keepdims=True),
+        "layercam": np.maximum(g, 0),
     }
+    maps = {method: np.maximum((w * a).sum(-1), 0) for method, w in weights.items()}
+    if term_scales is not None:
+        # The size of the numbers the map sums: a map that is a small residue of
+        # large terms of both signs carries float32 rounding of the terms' size.
+        term_scales.update({method: float(np.abs(w * a).sum(-1).max()) for method, w in weights.items()})
+    return maps
 
 
 def relative_error(native, reference):
@@ -221,7 +231,8 @@ def explain_patterns(models, images, classes, methods=METHODS):
     for pattern, model in models.items():
         try:
             layer = cams.METHODS["gradcam"](model).target_layer
-            reference = tape_reference(model, layer, images, classes)
+            scales = {}
+            reference = tape_reference(model, layer, images, classes, scales)
         except Exception as e:  # noqa: BLE001  (a failure is a result here)
             records += [dict(pattern=pattern, method=m, layer=None, ok=False, reason=_reason(e)) for m in methods]
             continue
@@ -231,8 +242,17 @@ def explain_patterns(models, images, classes, methods=METHODS):
             try:
                 _, native = cams.explain(model, images, method, classes, return_native=True)
                 error = relative_error(native, reference[method])
-                record.update(native_shape=list(native.shape[1:]), relative_error=error, ok=error <= TOLERANCE)
-                record["reason"] = "" if record["ok"] else f"map differs from the tape reference by {error:.2g}"
+                statuses, counts = np.unique(cams.map_status(native), return_counts=True)
+                record.update(native_shape=list(native.shape[1:]), relative_error=error, ok=error <= TOLERANCE,
+                              map_status=dict(zip(statuses.tolist(), counts.tolist())))
+                if not record["ok"]:
+                    absolute = np.abs(np.asarray(native, np.float64) - reference[method]).max()
+                    to_terms = absolute / scales[method] if scales[method] > 0 else float("inf")
+                    record["error_to_terms"] = float(to_terms)
+                    record["reason"] = (f"map differs from the tape reference by {error:.2g} of its peak "
+                                        f"({to_terms:.2g} of its terms' size)")
+                else:
+                    record["reason"] = ""
             except Exception as e:  # noqa: BLE001
                 record.update(ok=False, reason=_reason(e))
             record["seconds"] = round(time.perf_counter() - start, 2)
@@ -276,9 +296,15 @@ def table(records):
         reasons = sorted({r["reason"] for r in by_method.values() if not r["ok"]})
         layer = next((r.get("layer") for r in by_method.values() if r.get("layer")), "")
         tail = "; ".join(reasons) if reasons else f"{layer} {tuple(by_method[METHODS[0]].get('native_shape', ()))}"
+        undefined = sum(n for r in by_method.values() for status, n in r.get("map_status", {}).items() if status != "ok")
+        if undefined:
+            tail += f", {undefined} of {sum(sum(r.get('map_status', {}).values()) for r in by_method.values())} maps undefined"
         lines.append(f"{model:<20} {pattern:<11} " + " ".join(f"{c:<10}" for c in cells) + " " + tail)
     ok = sum(r["ok"] for r in records)
     lines.append(f"{ok} of {len(records)} cases explained and equal to the tape reference (to {TOLERANCE:g} of the peak)")
+    undefined = sum(any(s != "ok" for s in r.get("map_status", {})) for r in records if r["ok"])
+    lines.append(f"{undefined} of those {ok} have a map that cannot be min-max normalised (constant: a 1x1 target "
+                 "layer at the smallest input, or zero), which explain returns as zeros")
     return "\n".join(lines)
 
 

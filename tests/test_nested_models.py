@@ -262,7 +262,7 @@ def test_the_zoo_patterns_of_a_tiny_base_equal_the_tape_reference(zoo, positions
     records = zoo.explain_patterns(models, _pixels(), np.array([0, 2]))
     assert [(r["pattern"], r["method"]) for r in records] == [(p, m) for p in zoo.PATTERNS for m in zoo.METHODS]
     assert [r["layer"] for r in records] == ["relu2"] * 3 + ["tiny/relu2"] * 6
-    assert all(r["ok"] and r["native_shape"] == [8, 8] for r in records), [r["reason"] for r in records]
+    assert all(r["ok"] and r["native_shape"] == [8, 8] and r["map_status"] == {"ok": 2} for r in records), records
     assert max(r["relative_error"] for r in records) <= zoo.TOLERANCE
 
 
@@ -358,3 +358,16 @@ def test_the_saved_model_of_a_guide_pattern_explains_as_kerascam_does(positions,
     assert native.shape == (2, 8, 8) and np.count_nonzero(cams.map_status(native) == "ok") == 2
     np.testing.assert_allclose(np.asarray(served["native_map"]), native, atol=TOLERANCE * native.max())
     np.testing.assert_allclose(np.asarray(served["map"]), maps, atol=TOLERANCE)
+
+
+def test_the_zoo_table_counts_cases_and_names_failures(zoo):
+    records = [
+        dict(model="Tiny", pattern=p, method=m, ok=(p, m) != ("guide", "layercam"), layer="tiny/relu2",
+             native_shape=[1, 1], map_status={"constant": 2} if p == "plain" else {"ok": 2},
+             reason="" if (p, m) != ("guide", "layercam") else "ValueError: broken")
+        for p in zoo.PATTERNS for m in zoo.METHODS
+    ]
+    lines = zoo.table(records).splitlines()
+    assert lines[1].split()[:5] == ["Tiny", "plain", "ok", "ok", "ok"] and lines[1].endswith("6 of 6 maps undefined")
+    assert lines[2].split()[:5] == ["Tiny", "guide", "ok", "ok", "FAIL"] and lines[2].endswith("ValueError: broken")
+    assert lines[-2].startswith("8 of 9 cases explained") and lines[-1].startswith("3 of those 8 have a map")
