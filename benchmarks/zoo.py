@@ -1,7 +1,11 @@
 """The keras.applications zoo explained the three ways people build a classifier from it.
 
     nice python benchmarks/zoo.py --out benchmarks/results/zoo-2cpu          # every application
-    python benchmarks/zoo.py --models ResNet50,MobileNetV2 --out /tmp/zoo    # a subset
+    python benchmarks/zoo.py --models ResNet50,MobileNetV2 --size 96 --out benchmarks/results/zoo-96-2cpu
+
+The second line is the issue's independent check at a layer of 3x3 cells
+(at the smallest input most applications' last layer is 1x1, a map that
+min-max normalisation cannot define).
 
 Every model that ``keras.applications`` ships (``weights=None``, at the
 smallest input it accepts, ``include_top=False``) is given a fresh dense head
@@ -222,8 +226,10 @@ def explain_patterns(models, images, classes, methods=METHODS):
     """Explains each classifier with each method at its default layer and checks it.
 
     Returns:
-        A list of records {pattern, method, layer, ok, reason, relative_error,
-        native_shape, seconds}.
+        A list of records {pattern, method, layer, ok, reason, relative_error
+        (to the reference's peak), native_shape, map_status (counts of
+        `kerascam.cams.map_status`), seconds}, and error_to_terms for a
+        mismatch.
     """
     from kerascam import cams
 
