@@ -1,7 +1,10 @@
 """CAMs of layers inside nested sub-models, named by path ("outer/inner"), and the default target layer.
 
 A nested model's maps must equal those of the same network built flat with
-the same weights, for every method, at any depth, fused or not.
+the same weights, for every method, at any depth, fused or not; and, wherever
+the nested model sits (after preprocessing, in a Sequential, two levels
+deep), those of an eager GradientTape computation at the same layer, through
+`kerascam.cams.explain`, the command and the SavedModel (issue #27).
 """
 
 import importlib.util
