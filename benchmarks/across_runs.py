@@ -1,4 +1,4 @@
-"""How much the README's conclusions move from one training run to the next.
+"""How much the conclusions of docs/results.md move from one training run to the next.
 
     python train.py --model all --seed 1 --workdir runs-seed1
     python evaluate.py --cam all --workdir runs-seed1
@@ -7,7 +7,7 @@
 Each argument is a workdir (optionally ``LABEL=DIR``) holding the four
 trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
 what ``evaluate.py --cam all`` writes). The script prints one markdown table,
-a column per run, a row per headline of the README: validation accuracies,
+a column per run, a row per headline of docs/results.md: validation accuracies,
 the U-Net against its ablated twin on each score (paired mean difference
 and p), the U-Net's pointing game, randomization and sticker preference, the
 best map (any model and method) on the ground truth, by insertion and on
