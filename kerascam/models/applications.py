@@ -31,7 +31,7 @@ def check_image_size(name, image_size):
         )
 
 
-def build_vgg16_bn(image_size=224, num_classes=1000):
+def build_vgg16_bn(image_size=224, num_classes=1000, pool_padding="same"):
     """VGG16 with batch normalization after every convolution (like torchvision's vgg16_bn).
 
     The same layers and names as keras.applications' VGG16, with each 3x3
@@ -39,6 +39,16 @@ def build_vgg16_bn(image_size=224, num_classes=1000):
     scratch it learns the shapes dataset in a few epochs, where the plain
     VGG16 stays at chance for the whole demo budget. Its CAM target is
     ``block5_relu3``, the activation of ``block5_conv3``.
+
+    Args:
+        image_size: Side of the square RGB input. Default 224.
+        num_classes: Number of output logits. Default 1000.
+        pool_padding: Padding of the five 2x2 max-pooling layers. ``"same"``
+            (the default) keeps every cell of an odd-sized map: at 48x48,
+            block5 is 3x3 and pools to 2x2, where ``"valid"`` (keras.applications')
+            pools it to 1x1 from its top-left 2x2 window only, so block5's
+            bottom row and right column never reach the logits. At sizes that
+            are multiples of 32 the two agree (same shapes, same parameters).
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = ImagePreprocessing("caffe", name="preprocessing")(inputs)
@@ -47,7 +57,10 @@ def build_vgg16_bn(image_size=224, num_classes=1000):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{i}")(x)
             x = keras.layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
             x = keras.layers.Activation("relu", name=f"block{block}_relu{i}")(x)
-        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+        # "same" so that an odd-sized map keeps its last row and column: at
+        # 48x48, block5 is 3x3 and a "valid" pool would keep only its top-left
+        # 2x2 window, cutting a third of the CAM layer off from the logits.
+        x = keras.layers.MaxPooling2D(2, strides=2, padding=pool_padding, name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(4096, activation="relu", name="fc1")(x)
     x = keras.layers.Dense(4096, activation="relu", name="fc2")(x)
