@@ -76,6 +76,16 @@ def _both_backends(model, images, method, **options):
         backend: cams.explain(model, images, method, return_native=True, backend=backend, **options)
         for backend in cams.BACKENDS
     }
+    if method == "gradcam++":
+        # tf-keras-vis differentiates Y^c = exp(y^c), so its native maps carry
+        # the positive factor exp(y^c); kerascam's leave it out (it overflows
+        # float32 above y^c ~ 88). The normalised maps are the same.
+        logits = np.asarray(model(images), np.float64)
+        class_index = options.get("class_index")
+        classes = np.argmax(logits, axis=-1) if class_index is None else np.broadcast_to(class_index, len(images))
+        maps, native = results["tf-keras-vis"]
+        scale = np.exp(logits[np.arange(len(images)), classes])[:, None, None]
+        results["tf-keras-vis"] = (maps, native / scale)
     return results["kerascam"], results["tf-keras-vis"]
 
 
