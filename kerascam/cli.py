@@ -473,7 +473,8 @@ def evaluate_parser(prog="evaluate.py"):
                    help="folder: datasets: images of more pixels (width x height) are skipped without being "
                         "decoded (default: the models' training limit; 0 = no limit)")
     p.add_argument("--batch-size", type=positive_int, default=25)
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
+    p.add_argument("--max-n", type=int, default=16,
+                   help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)")
     p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
     p.add_argument("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain")
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
@@ -608,7 +609,8 @@ def explain_parser(prog="kerascam explain"):
     p.add_argument("--colormap", default=explain.DEFAULT_COLORMAP,
                    help=f"matplotlib colormap (default: {explain.DEFAULT_COLORMAP}, perceptually uniform; "
                         "jet, turbo, magma, ...)")
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
+    p.add_argument("--max-n", type=int, default=16,
+                   help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
     p.add_argument("--max-pixels", type=int, default=explain.MAX_PIXELS,
                    help=f"skip images with more pixels, known from their header (default: {explain.MAX_PIXELS:,}; "
