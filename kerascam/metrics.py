@@ -616,7 +616,10 @@ def wilson_interval(hits, confidence=0.95):
     denominator = 1.0 + z * z / n
     centre = (rate + z * z / (2 * n)) / denominator
     half = z / denominator * np.sqrt(rate * (1.0 - rate) / n + z * z / (4.0 * n * n))
-    return ConfidenceInterval(rate, float(max(0.0, centre - half)), float(min(1.0, centre + half)), n)
+    # At 0 (n) hits the bound is exactly 0 (1); the formula leaves a rounding error.
+    low = 0.0 if rate == 0.0 else max(0.0, centre - half)
+    high = 1.0 if rate == 1.0 else min(1.0, centre + half)
+    return ConfidenceInterval(rate, float(low), float(high), n)
 
 
 def holm_adjust(p_values):
