@@ -141,10 +141,11 @@ def localization_score(cam, mask, *, return_status=False):
     evaluation (`kerascam.evaluation`) gives it the maps that
     `kerascam.cams` returns: the native map bilinearly resized to the input
     and then min-max normalised, (R - min R) / (max R - min R); s is that of
-    the raw map only where min R = 0 (e.g. a CAM whose ReLU zeroes some
-    pixel). Maps with a floor (a GradCAM++ map positive everywhere, the
-    ``noise`` baseline) score further from the mask's share than their raw
-    values would.
+    the raw map only where min R = 0 (a CAM whose ReLU zeroes some pixel).
+    For a map with a floor (every value of R above 0: a coarse CAM whose
+    cells are all positive, the ``noise`` baseline) the score in the tables
+    lies further from the mask's share, on the same side, than the raw
+    map's: s(R) lies between s(R - min R) and |M| / (H W).
 
     Args:
         cam: the map A, one (H, W) or a batch (N, H, W), values >= 0 (CAMs

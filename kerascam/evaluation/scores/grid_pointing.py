@@ -5,11 +5,15 @@ et al. 2022 ("Towards Better Understanding Attribution Methods", CVPR) and
 Arias-Duart et al. 2022 ("Focus!", AAAI) build 2x2 mosaics of images of four
 different classes, explain one cell's class on the mosaic and ask how much
 of the map lands in that cell. A map that knows nothing of the class (the
-image's edges, noise, a uniform map, a randomized model) puts on average a
-quarter of its mass in each cell whatever the images are, because the
-target's cell is drawn at random: chance is exactly 0.25, for any dataset,
-unlike the localization scores, whose chance level is the mask's share of
-the image and which an edge map can beat.
+image's edges, noise, a uniform map, a randomized model) is the same map
+whichever of the four classes is explained, so over the four its shares sum
+to 1: chance is 0.25, unlike the localization scores, whose chance level is
+the mask's share of the image and which an edge map can beat. Here one
+class is explained per mosaic (that of the image the mosaic is built for,
+in a cell drawn at random), so 0.25 is the expectation over mosaics: exact
+for a uniform map on every mosaic, and exact on average for any class-blind
+map when each image of a mosaic is equally likely to be the explained one,
+i.e. when the classes are balanced (the shapes data are, by construction).
 
 How the mosaics are made here (`plan_mosaics`, `make_mosaic`), the same for
 every model so that the models are compared on the same inputs:
@@ -24,7 +28,10 @@ every model so that the models are compared on the same inputs:
 * the mosaic has the model's input size: each image is downscaled to half
   its height and width (``cv2.INTER_AREA``, the box average) and the four
   fill the quadrants. A model whose head needs a fixed input size (VGG16's
-  flatten) then runs unchanged, and all models see the same pixels. The
+  flatten) then runs unchanged, and all models see the same pixels; a
+  mosaic of full-size images (2H x 2W) would not run on any saved model
+  here without rebuilding it, as all four are saved with a fixed input
+  shape (None, H, W, 3). The
   cost: objects are half their trained size (at 48 px the sticker becomes
   1.5-2 px), so the score is read as a comparison between models and
   methods on equal terms, not as their accuracy on the full-size images;
