@@ -56,7 +56,7 @@ def test_each_process_runs_its_share_of_the_cores_and_records_it(workdir):
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "noise")
 # The map-only scores: the model-based ones have tests of their own.
-MAP_SCORES = ("reference", "ground_truth", "sticker", "edge_correlation")
+MAP_SCORES = ("reference", "ground_truth", "pointing_zhang", "sticker", "sticker_in_disk", "edge_correlation")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,8 @@ def test_sharded_evaluation_merges_into_the_unsharded_table(workdir, tmp_path):
     first = evaluate(EvalConfig(**base, shard=1, num_shards=2), progress=False)
     assert first["missing_shards"] == [0]
     merged = evaluate(EvalConfig(**base, shard=0, num_shards=2), progress=False)
-    for key in ("score_reference", "score_ground_truth", "pointing_hit", "chance", "paired_unet_minus_ablated"):
+    for key in ("score_reference", "score_ground_truth", "pointing_hit", "pointing_hit_zhang", "sticker_disk_ratio", "chance",
+                "paired_unet_minus_ablated"):
         assert json.dumps(merged[key], sort_keys=True, default=str) == json.dumps(whole[key], sort_keys=True, default=str), key
     assert merged["settings"]["images"] == whole["settings"]["images"] == 5
     records = read_records(path)

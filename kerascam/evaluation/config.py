@@ -53,6 +53,9 @@ class EvalConfig:
             sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
             many images (each costs one explanation per cascade step).
+        grid_pointing_images: The grid pointing game scores the first this
+            many images (each costs two explanations of a mosaic per model x
+            method: the trained and the fully randomized model).
     """
 
     workdir: str = "runs"
@@ -78,3 +81,4 @@ class EvalConfig:
     faithfulness_steps: int = 16
     road_images: int = 10
     randomization_images: int = 20
+    grid_pointing_images: int = 200
