@@ -13,7 +13,8 @@ and p), the U-Net's pointing game, randomization and sticker preference, the
 best map (any model and method) on the ground truth, by insertion and on
 the sticker. The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
-p < 0.05; the U-Net's sticker preference the highest of the four models),
+p < 0.05, Holm-adjusted over the run's paired tests where its table has
+the adjustment; the U-Net's sticker preference the highest of the four models),
 so that a conclusion is read off several runs instead of one.
 """
 
@@ -21,6 +22,8 @@ import argparse
 import json
 import os
 import sys
+
+from kerascam.metrics import format_p_value
 
 MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
 PAPER_METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -76,9 +79,12 @@ def rows_of(run):
             cell = paired.get(key, {}).get(method)
             if not cell:
                 continue
-            holds = sign * cell["mean_difference"] > 0 and cell["p_value"] < SIGNIFICANT
+            # Holm-adjusted over the table's family where the table has it
+            # (tables written before the adjustment carry the raw p only).
+            p_value = cell.get("p_holm", cell["p_value"])
+            holds = sign * cell["mean_difference"] > 0 and p_value < SIGNIFICANT
             rows[f"U-Net − ablated, {label}, {method}"] = (
-                f"{scale * cell['mean_difference']:+.2f} (p {cell['p_value']:.2g})", holds)
+                f"{scale * cell['mean_difference']:+.2f} (p {format_p_value(p_value)})", holds)
     for method in PAPER_METHODS:
         hit = _mean(table, "pointing_hit", "unet", method)
         if hit is not None:

@@ -10,8 +10,8 @@ shards all loop over `SCORERS` and the fields each scorer declares.
 What a scorer declares:
 
 * ``fields``: the record fields it writes, each a `Field` that says how it is
-  aggregated (``"mean"``: mean with a 95 % Student-t interval; ``"info"``: a
-  string kept in the records only) and whether it enters the paired
+  aggregated (``"mean"``: mean with a 95 % Student-t interval, or a Wilson
+  interval for a 0/1 field, a rate; ``"info"``: a string kept in the records only) and whether it enters the paired
   comparison.
 * ``needs``: the data it needs beside the map: ``"ground_truth"`` (masks of
   the class objects), ``"evidence"`` (the pixels that decide the class),
