@@ -292,10 +292,25 @@ def _faint_colour(rng, body):
     return tuple(int(c) for c in candidates[best])
 
 
+def _normal_cell(config):
+    """The cell side of a marker that is not small: 2 px at 48x48, scaled with the image."""
+    return max(2, round(2 * config.image_size / 48))
+
+
+def _smallest_radius(config):
+    """The smallest disk that holds the largest marker with a pixel of disk around it.
+
+    The box of the largest marker, 3 x 2 cells, lies with its corners within
+    radius - 1.5 of the centre (see `_draw_marker`); at an integer place its
+    farthest corner is 3 / 2 cells + 0.5 px and 1 cell + 0.5 px away.
+    """
+    cell = _normal_cell(config)
+    return math.ceil(math.hypot(1.5 * cell + 0.5, cell + 0.5) + 1.5)
+
+
 def _draw_marker(rng, config, kind, upright, centre, radius, body, background_colour):
     """A marker of `kind` at a random place whose every pixel and neighbour lies in the disk."""
-    normal_cell = max(2, round(2 * config.image_size / 48))
-    cell = 1 if rng.uniform() < config.small_marker_fraction else normal_cell
+    cell = 1 if rng.uniform() < config.small_marker_fraction else _normal_cell(config)
     cells = marker_cells(kind, upright, bool(rng.integers(2)), bool(rng.integers(2)))
     rows = 1 + max(r for r, _ in cells)
     columns = 1 + max(c for _, c in cells)
@@ -335,7 +350,7 @@ def draw_scene(config: MarkersConfig, split: str, index: int, label: int | None 
     size = config.image_size
     background_colour = rng.integers(*config.background_range, size=3)
     background = synthetic._backgrounds(rng, background_colour[None], config)[0]
-    radius_range = tuple(max(3, round(f * size)) for f in config.radius_fraction)
+    radius_range = tuple(max(_smallest_radius(config), round(f * size)) for f in config.radius_fraction)
     centres, radii = _place_disks(rng, config.objects_per_image, size, radius_range)
     disks = []
     for i, (centre, radius) in enumerate(zip(centres, radii)):
