@@ -108,7 +108,10 @@ class MarkersConfig:
             others are decoys; at least 2.
         seed: Seed of the generator; each split and image has its own stream.
         radius_fraction: Range of the disks' radius as a fraction of
-            `image_size`; 6-9 px at 48x48.
+            `image_size`; 6-9 px at 48x48 (larger where the largest marker
+            needs it).
+        cell_size: Side in pixels of a marker's cells, unless the marker is
+            small (1 px); None for 2 px at 48x48, scaled with `image_size`.
         small_marker_fraction: Probability that a marker has 1-pixel cells.
         faint_marker_fraction: Probability that a marker's colour is only
             24-40 levels from its disk's.
@@ -125,6 +128,7 @@ class MarkersConfig:
     objects_per_image: int = 3
     seed: int = 0
     radius_fraction: tuple[float, float] = (0.125, 0.1875)
+    cell_size: int | None = None
     small_marker_fraction: float = 0.25
     faint_marker_fraction: float = 0.25
     background_gradient: float = 24.0
@@ -173,6 +177,8 @@ def _check_config(config: MarkersConfig) -> None:
     if config.radius_fraction[1] > 0.2:
         raise ValueError(f"radius_fraction must not exceed 0.2 (the disks must fit apart). "
                          f"Received: radius_fraction={config.radius_fraction!r}")
+    if config.cell_size is not None and (not synthetic._is_int(config.cell_size) or config.cell_size < 1):
+        raise ValueError(f"cell_size must be a positive integer or None. Received: cell_size={config.cell_size!r}")
     for name in ("small_marker_fraction", "faint_marker_fraction"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1]. Received: {name}={getattr(config, name)!r}")
@@ -294,6 +300,8 @@ def _faint_colour(rng, body):
 
 def _normal_cell(config):
     """The cell side of a marker that is not small: 2 px at 48x48, scaled with the image."""
+    if config.cell_size is not None:
+        return config.cell_size
     return max(2, round(2 * config.image_size / 48))
 
 
