@@ -103,9 +103,9 @@ def test_flips_keep_the_class_and_quarter_turns_make_decoys():
 @pytest.mark.parametrize("baseline", [edge_maps, noise_maps])
 def test_edges_and_noise_put_chance_mass_on_the_evidence_among_decoys(data, baseline):
     maps = baseline(data["image"])
-    share, first = evidence_among_markers(maps, data["parts"])
-    # Three markers exchangeable for these maps: 1/3 in expectation.
-    for values in (share, first):
+    share, object_share, first = evidence_among_markers(maps, data["parts"])
+    # Three markers (and disks) exchangeable for these maps: 1/3 in expectation.
+    for values in (share, object_share, first):
         mean, low, high, n = metrics.mean_confidence_interval(values)
         assert n == 300 and low < 1 / 3 < high, (baseline.__name__, mean, low, high)
     if baseline is edge_maps:
@@ -122,13 +122,18 @@ def test_evidence_among_markers_by_hand():
     parts[0, 2, :4] = 3  # a decoy's marker, 4 px
     cam = np.zeros((1, 4, 6))
     cam[0, 0, 0] = 2.0
+    parts[0, 3, :] = 4  # the rest of the decoy's disk
     cam[0, 2, :4] = 1.0
-    share, first = evidence_among_markers(cam, parts)
-    # mass 2 of 6 on the evidence; means 1.0 and 1.0: a tie is a miss.
+    cam[0, 0, 5] = 1.0  # on the carrier, off its marker
+    cam[0, 3, 0] = 3.0
+    share, object_share, first = evidence_among_markers(cam, parts)
+    # mass 2 of 6 on the evidence; means 1.0 and 1.0: a tie is a miss;
+    # disks: 2 + 1 against 4 + 3.
     np.testing.assert_allclose(share, [2 / 6])
+    np.testing.assert_allclose(object_share, [3 / 10])
     np.testing.assert_array_equal(first, [0.0])
     cam[0, 0, 1] = 0.5
-    share, first = evidence_among_markers(cam, parts)
+    share, _, first = evidence_among_markers(cam, parts)
     np.testing.assert_allclose(share, [2.5 / 6.5])
     np.testing.assert_array_equal(first, [1.0])
 
