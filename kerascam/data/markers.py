@@ -62,7 +62,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import pathlib
 import time
 import zipfile
