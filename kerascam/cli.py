@@ -113,7 +113,8 @@ def train_parser(prog="train.py"):
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four")
     p.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)")
-    p.add_argument("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH")
+    p.add_argument("--dataset", help="shapes (embedded, the demo default), markers (embedded, evidence known), "
+                                     "imagenet2012 or folder:PATH")
     p.add_argument("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)")
     p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
     p.add_argument("--image-size", type=positive_int)
@@ -509,6 +510,10 @@ def evaluate_main(argv, prog="evaluate.py"):
         raise UsageError(f"--shard must lie in 0..{args.num_shards - 1} for --num-shards {args.num_shards}, got {args.shard}")
     if args.max_n < 0:
         raise UsageError(f"--max-n must be 0 (all channels) or positive, got {args.max_n}")
+    if args.dataset:
+        from kerascam.data import check_dataset_name
+
+        check_dataset_name(args.dataset)  # before any model is loaded
     if not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} does not exist; train first: python train.py --model all")
     check_writable(os.path.join(args.workdir, "eval"))

@@ -14,7 +14,7 @@ from conftest import run_python
         (["--weights", "missing.weights.h5", "--model", "vgg16"], "no such file"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--workdir", "setup.cfg/runs"], "cannot write to"),
-        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'"),
+        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'. Choose one of: shapes, markers, imagenet2012, folder:PATH"),
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
         (["--model", "all", "--weights", "setup.cfg"], "--weights applies to one model"),  # conflicting flags
         (["--learning-rate", "-0.1"], "expected a positive number, got -0.1"),
@@ -76,6 +76,7 @@ def test_evaluate_reports_a_full_disk_before_any_work(tmp_path, monkeypatch, cap
         ([], "no trained model in"),
         (["--models", "vgg16"], "vgg16/model.keras does not exist; train it with: python train.py --model vgg16"),
         (["--cam", "lime"], "invalid choice: 'lime'"),
+        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'. Choose one of: shapes, markers, imagenet2012, folder:PATH"),
     ],
 )
 def test_evaluate_without_trained_models_or_with_a_bad_method_exits_2(tmp_path, capsys, args, expected):
