@@ -65,12 +65,6 @@ def check_writable(folder, flag="--workdir"):
         raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another {flag}") from None
 
 
-def _first_line(error, message=None):
-    """The first line of ``message`` (default: the error's own), or the error's type name when empty."""
-    text = str(error if message is None else message).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def run_cli(main, argv, prog):
     """Runs ``main(argv)`` and turns expected failures into one-line errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -88,7 +82,7 @@ def run_cli(main, argv, prog):
         print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (the point is to catch everything)
-        from kerascam.training import TrainingError, TrainingInterrupted
+        from kerascam.training.errors import TrainingError, TrainingInterrupted, first_line
 
         if isinstance(e, TrainingInterrupted):  # saved: not an error, and no traceback even with --debug
             print(e, file=sys.stderr)
@@ -103,8 +97,8 @@ def run_cli(main, argv, prog):
             message = f"{type(e).__name__}: {e}"
         else:
             message = str(e)
-        first_line = _first_line(e, message)
-        print(f"{prog}: error: {first_line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {first_line}", file=sys.stderr)
+        line = first_line(e, message)
+        print(f"{prog}: error: {line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {line}", file=sys.stderr)
         return code
 
 
@@ -171,159 +165,11 @@ exit codes: 0 done; 1 failure (one line; --debug shows the traceback); 2 bad inp
 """
 
 
-# Costliest first, so that a pool of processes finishes together.
-_TRAINING_ORDER = ("vgg16", "resnet50", "unet", "unet_ablated")
-
-
-def default_jobs(strategy):
-    """Models to train at once: 2 on a CPU-only machine with 2+ cores, else 1.
-
-    One training process keeps about 1.2 of 2 CPU cores busy here (small
-    convolutions leave the second one idle much of the time); two at once use
-    both (measured: ResNet50 and VGG16 together take 1.6x less wall time
-    than one after the other). GPUs and multi-device strategies train one
-    model at a time.
-    """
-    import tensorflow as tf
-
-    from kerascam.training import available_cpus
-
-    if strategy in ("mirrored", "multiworker") or tf.config.list_physical_devices("GPU"):
-        return 1
-    return 2 if available_cpus() >= 2 else 1
-
-
-# In a training process of --jobs N: the parent asked to stop (SIGUSR1).
-_stop_requested = []
-
-
-def _train_in_child(config, workdir, verbose):
-    from kerascam.training import TrainingInterrupted, train
-
-    if _stop_requested:  # a model queued before the stop: left for the next run
-        raise TrainingInterrupted(f"{config.model}: not started; the same command trains it", 143)
-    try:
-        return train(config, workdir, verbose=verbose)
-    except TrainingInterrupted:
-        _stop_requested.append(True)
-        raise
-
-
 def threads_per_job(jobs):
-    """TensorFlow threads for each of ``jobs`` training processes: the cores split evenly, at least 1.
+    """TensorFlow threads for each of ``jobs`` training processes (``kerascam.training.jobs.threads_per_job``)."""
+    from kerascam.training.jobs import threads_per_job
 
-    Left alone, every process starts a pool as wide as the machine, so two
-    processes on 2 cores run 4 busy threads that compete for them: measured
-    here (``benchmarks/train_speed.py``, two copies at once, one or two
-    threads each) one thread per process trains 1.06-1.14x more images per
-    CPU-second (ResNet50 44 -> 50, VGG16 in bfloat16 30.5 -> 32.5, U-Net
-    114 -> 128 images/s per process).
-    """
-    from kerascam.training import available_cpus
-
-    return max(1, available_cpus() // jobs)
-
-
-def _prepare_training_process(threads):
-    import signal
-
-    import tensorflow as tf
-
-    # Before the first op: the pools are built when the runtime starts.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    # Ctrl-C reaches the whole process group: the parent passes it on as
-    # SIGUSR1, the one request a training process acts on between models.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _stop_requested.append(signum))
-
-
-def _train_in_parallel(run_configs, workdir, jobs, verbose):
-    """Trains each config in a process of its own, ``jobs`` at a time.
-
-    Each process gets ``threads_per_job(jobs)`` TensorFlow threads (recorded
-    in ``run.json``), and each run is the same as a run alone with as many
-    threads (same seed, same data order); with another number of threads
-    oneDNN may sum in another order (VGG16's weights moved by 1e-5 after 4
-    smoke steps with 1 thread instead of 2; ResNet50's did not), and over a
-    demo run such differences grow into a few points of accuracy. A failed
-    model does not stop the others; the failures are raised together at the
-    end.
-
-    SIGTERM or SIGINT to this process is passed on to the training processes
-    as SIGUSR1 (each finishes its step, saves and stops; a signal they got
-    straight from the terminal or the system counts the same, once), no
-    model starts after it, and this process raises ``TrainingInterrupted``
-    with its own code once they have saved. A second signal kills them all
-    at once.
-    """
-    import concurrent.futures
-    import multiprocessing
-    import signal
-    import threading
-
-    from kerascam.training import TrainingError, TrainingInterrupted
-
-    order = sorted(run_configs, key=lambda c: _TRAINING_ORDER.index(c.model))
-    threads = threads_per_job(jobs)
-    print(f"training {', '.join(c.model for c in order)}, {jobs} at a time, each in its own process "
-          f"with {threads} thread{'s' if threads > 1 else ''} "
-          f"(curves: {os.path.join(workdir, 'MODEL', 'history.csv')})", flush=True)
-    summaries, failures = {}, []
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in every process
-    received = []
-
-    def pass_on(signum, frame):
-        children = multiprocessing.active_children()
-        if received:  # the second signal: no more saving
-            for child in children:
-                os.kill(child.pid, signal.SIGKILL)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        received.append(signum)
-        for future in list(futures):
-            future.cancel()  # the models not started yet
-        for child in children:
-            os.kill(child.pid, signal.SIGUSR1)
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
-    futures = {}
-    try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                                    initializer=_prepare_training_process, initargs=(threads,)) as pool:
-            for config in order:
-                futures[pool.submit(_train_in_child, config, workdir, verbose)] = config.model
-            _collect(futures, summaries, failures, TrainingInterrupted)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
-        raise TrainingInterrupted("train.py: interrupted; the models under way saved a checkpoint, "
-                                  "the same command resumes", 128 + received[0])
-    if failures:
-        raise TrainingError("; ".join(failures))
-    return [summaries[c.model] for c in run_configs]
-
-
-def _collect(futures, summaries, failures, interrupted_type):
-    import concurrent.futures
-
-    for future in concurrent.futures.as_completed(futures):
-        model = futures[future]
-        if future.cancelled():
-            continue
-        try:
-            summaries[model] = s = future.result()
-        except interrupted_type as e:
-            print(e, flush=True)
-            continue
-        except Exception as e:  # noqa: BLE001  (reported with the others at the end)
-            failures.append(f"{model}: {_first_line(e)}")
-            print(f"{model} failed: {_first_line(e)}", flush=True)
-            continue
-        print(f"{model} done: val_accuracy {s['val_accuracy']:.4f} in {s['wall_seconds']:.0f} s", flush=True)
+    return threads_per_job(jobs)
 
 
 def _resolve_precision(run_configs, requested, workdir, preset=None):
@@ -409,6 +255,7 @@ def train_main(argv, prog="train.py"):
     from kerascam import progressive
     from kerascam.models import check_image_size
     from kerascam.training import train
+    from kerascam.training.jobs import default_jobs, train_in_parallel
 
     for config in run_configs:  # reject sizes a model cannot take before any training
         check_image_size(config.model, config.image_size)
@@ -428,7 +275,7 @@ def train_main(argv, prog="train.py"):
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))
     if jobs > 1:
         # One line per epoch and model: progress bars of two processes would mix.
-        summaries = _train_in_parallel(run_configs, args.workdir, jobs, verbose=0 if args.quiet else 2)
+        summaries = train_in_parallel(run_configs, args.workdir, jobs, verbose=0 if args.quiet else 2)
     else:
         summaries = [train(config, args.workdir, verbose=0 if args.quiet else 1) for config in run_configs]
     _record_precision(args.workdir, summaries, precisions)
