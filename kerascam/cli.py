@@ -102,59 +102,92 @@ def run_cli(main, argv, prog):
         return code
 
 
+class Flag:
+    """One command-line option, declared once: its flag, argparse's settings and the config field it sets.
+
+    Args:
+        flag: The option, e.g. ``"--low-res-epochs"``.
+        field: The ``TrainConfig`` field it sets; default: the flag's name
+            with ``_`` for ``-`` (``--image-size`` -> ``image_size``). None:
+            the command reads it itself (``--model``, ``--workdir``, ...).
+        **settings: ``argparse.ArgumentParser.add_argument``'s keywords
+            (``type``, ``default``, ``choices``, ``metavar``, ``help``, ...).
+    """
+
+    def __init__(self, flag, field="", **settings):
+        self.flag = flag
+        self.dest = flag[2:].replace("-", "_")
+        self.field = self.dest if field == "" else field
+        self.settings = settings
+
+    def value(self, args):
+        """The option's value for the config: None (the preset's) when not given; a switch not set is None too."""
+        value = getattr(args, self.dest)
+        return (value or None) if self.settings.get("action") == "store_true" else value
+
+
+# train.py's options, in --help's order. A new option: one line here and its
+# TrainConfig field.
+TRAIN_FLAGS = (
+    Flag("--model", None, default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four"),
+    Flag("--preset", None, default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)"),
+    Flag("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH"),
+    Flag("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)"),
+    Flag("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
+    Flag("--image-size", type=positive_int),
+    Flag("--batch-size", type=positive_int, help="global batch size"),
+    Flag("--epochs", type=positive_int),
+    Flag("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch"),
+    Flag("--learning-rate", type=positive_float,
+         help="peak learning rate per --reference-batch-size images (preset: demo 1e-3 per 32, imagenet 0.1 per 256)"),
+    Flag("--reference-batch-size", type=positive_int, help="the batch size --learning-rate is given for"),
+    Flag("--lr-scaling", choices=configs.LR_SCALINGS,
+         help="how the learning rate follows the global batch: linear (SGD, the imagenet preset), "
+              "sqrt (Adam, the demo preset) or none"),
+    # Resolved per model by kerascam.precision (_resolve_precision), not set as given.
+    Flag("--mixed-precision", None, nargs="?", const="mixed_float16", choices=precision.REQUESTS,
+         help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
+              "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
+              "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
+              "Default: the preset's (paper224 auto; demo auto for vgg16 and resnet50, none for the "
+              "U-Nets; imagenet and smoke none)"),
+    Flag("--jit", action="store_true", help="compile the forward and backward pass with XLA"),
+    Flag("--low-res-epochs", "low_resolution_epochs", type=non_negative_int, metavar="N",
+         help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
+              "(default 0: every epoch at --image-size)"),
+    Flag("--low-res-size", "low_resolution_size", type=positive_int, metavar="S",
+         help="side of the low-resolution epochs' images"),
+    Flag("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)"),
+    Flag("--train-examples", type=positive_int, help="embedded dataset: training images"),
+    Flag("--validation-examples", type=positive_int, help="embedded dataset: validation images"),
+    Flag("--max-pixels", type=non_negative_int,
+         help="folder: datasets: images of more pixels (width x height, read from the file's header) "
+              "are skipped without being decoded (default: 89478485, Pillow's limit; 0 = no limit)"),
+    Flag("--workdir", None, default="runs", help="folder of the runs (default: runs/)"),
+    Flag("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
+         help="tf.distribute strategy (default: auto; multiworker reads TF_CONFIG)"),
+    Flag("--seed", type=int),
+    Flag("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file"),
+    Flag("--jobs", None, type=positive_int,
+         help="with --model all: models trained at the same time, each in its own process "
+              "(default: 2 on a machine without GPU, where one run leaves cores idle; 1 with GPUs)"),
+    Flag("--checkpoint-every", type=non_negative_int, metavar="STEPS",
+         help="steps between checkpoints within an epoch (0: at epoch ends only; default: about every "
+              "10 minutes at the preset's expected speed)"),
+    Flag("--target-accuracy", type=float, metavar="A",
+         help="stop at the first validation check (every quarter epoch) at or above A, in (0, 1]"),
+    Flag("--cam-summaries", type=non_negative_int, metavar="N",
+         help="TensorBoard CAM overlays of the first N validation images after every epoch (default: 0)"),
+    Flag("--quiet", None, action="store_true", help="no progress bars"),
+    Flag("--debug", None, action="store_true", help="show tracebacks"),
+)
+
+
 def train_parser(prog="train.py"):
     p = _Parser(prog=prog, description="Train the paper's classifiers and export them.", epilog=TRAIN_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four")
-    p.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)")
-    p.add_argument("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH")
-    p.add_argument("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)")
-    p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
-    p.add_argument("--image-size", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int, help="global batch size")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch")
-    p.add_argument("--learning-rate", type=positive_float,
-                   help="peak learning rate per --reference-batch-size images (preset: demo 1e-3 per 32, imagenet 0.1 per 256)")
-    p.add_argument("--reference-batch-size", type=positive_int,
-                   help="the batch size --learning-rate is given for")
-    p.add_argument("--lr-scaling", choices=configs.LR_SCALINGS,
-                   help="how the learning rate follows the global batch: linear (SGD, the imagenet preset), "
-                        "sqrt (Adam, the demo preset) or none")
-    p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=precision.REQUESTS,
-                   help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
-                        "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
-                        "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
-                        "Default: the preset's (paper224 auto; demo auto for vgg16 and resnet50, none for the "
-                        "U-Nets; imagenet and smoke none)")
-    p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
-    p.add_argument("--low-res-epochs", type=non_negative_int, metavar="N",
-                   help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
-                        "(default 0: every epoch at --image-size)")
-    p.add_argument("--low-res-size", type=positive_int, metavar="S", help="side of the low-resolution epochs' images")
-    p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
-    p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
-    p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
-    p.add_argument("--max-pixels", type=non_negative_int,
-                   help="folder: datasets: images of more pixels (width x height, read from the file's header) "
-                        "are skipped without being decoded (default: 89478485, Pillow's limit; 0 = no limit)")
-    p.add_argument("--workdir", default="runs", help="folder of the runs (default: runs/)")
-    p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
-                   help="tf.distribute strategy (default: auto; multiworker reads TF_CONFIG)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file")
-    p.add_argument("--jobs", type=positive_int,
-                   help="with --model all: models trained at the same time, each in its own process "
-                        "(default: 2 on a machine without GPU, where one run leaves cores idle; 1 with GPUs)")
-    p.add_argument("--checkpoint-every", type=non_negative_int, metavar="STEPS",
-                   help="steps between checkpoints within an epoch (0: at epoch ends only; default: about every "
-                        "10 minutes at the preset's expected speed)")
-    p.add_argument("--target-accuracy", type=float, metavar="A",
-                   help="stop at the first validation check (every quarter epoch) at or above A, in (0, 1]")
-    p.add_argument("--cam-summaries", type=non_negative_int, metavar="N",
-                   help="TensorBoard CAM overlays of the first N validation images after every epoch (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    for option in TRAIN_FLAGS:
+        p.add_argument(option.flag, **option.settings)
     return p
 
 
@@ -225,31 +258,7 @@ def train_main(argv, prog="train.py"):
         from kerascam.data import check_dataset_name
 
         check_dataset_name(args.dataset)
-    flags = {
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "manual_dir": args.manual_dir,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "steps_per_epoch": args.steps_per_epoch,
-        "learning_rate": args.learning_rate,
-        "reference_batch_size": args.reference_batch_size,
-        "lr_scaling": args.lr_scaling,
-        "jit": args.jit or None,
-        "low_resolution_epochs": args.low_res_epochs,
-        "low_resolution_size": args.low_res_size,
-        "unet_filters": args.unet_filters,
-        "train_examples": args.train_examples,
-        "validation_examples": args.validation_examples,
-        "max_pixels": args.max_pixels,
-        "strategy": args.strategy,
-        "seed": args.seed,
-        "weights": args.weights,
-        "checkpoint_every": args.checkpoint_every,
-        "target_accuracy": args.target_accuracy,
-        "cam_summaries": args.cam_summaries,
-    }
+    flags = {option.field: option.value(args) for option in TRAIN_FLAGS if option.field}
     names = MODEL_NAMES if args.model == "all" else (args.model,)
     run_configs = [preset.for_model(name, **flags) for name in names]
     from kerascam import progressive
