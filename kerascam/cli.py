@@ -110,19 +110,24 @@ class Flag:
         field: The ``TrainConfig`` field it sets; default: the flag's name
             with ``_`` for ``-`` (``--image-size`` -> ``image_size``). None:
             the command reads it itself (``--model``, ``--workdir``, ...).
+        convert: A function from the parsed value to the field's, if they
+            differ (``--max-n 0`` -> ``max_N=None``).
         **settings: ``argparse.ArgumentParser.add_argument``'s keywords
             (``type``, ``default``, ``choices``, ``metavar``, ``help``, ...).
     """
 
-    def __init__(self, flag, field="", **settings):
+    def __init__(self, flag, field="", convert=None, **settings):
         self.flag = flag
         self.dest = flag[2:].replace("-", "_")
         self.field = self.dest if field == "" else field
+        self.convert = convert
         self.settings = settings
 
     def value(self, args):
         """The option's value for the config: None (the preset's) when not given; a switch not set is None too."""
         value = getattr(args, self.dest)
+        if self.convert is not None:
+            return self.convert(value)
         return (value or None) if self.settings.get("action") == "store_true" else value
 
 
@@ -309,56 +314,72 @@ def train_main(argv, prog="train.py"):
     return 0
 
 
-def evaluate_parser(prog="evaluate.py"):
+def evaluate_flags():
+    """evaluate.py's options, in --help's order, each with the ``EvalConfig`` field it sets.
+
+    A function: the choices of ``--cam`` and ``--scores`` come from the
+    registries of ``kerascam.evaluation``, imported only when needed.
+    """
     from kerascam.evaluation import available_columns, available_scores
 
+    columns = available_columns()
+    return (
+        Flag("--cam", "methods", nargs="+", default=["all"], choices=(*columns, "all"), metavar="METHOD",
+             convert=lambda cams: tuple(columns) if "all" in cams else tuple(dict.fromkeys(cams)),
+             help=f"CAM methods, fused variants and model-free baselines to compare, or all (default): {', '.join(columns)}"),
+        Flag("--scores", nargs="+", default=["all"], choices=(*available_scores(), "all"), metavar="SCORE",
+             convert=lambda scores: None if "all" in scores else tuple(dict.fromkeys(scores)),
+             help=f"scores to compute, or all (default): {', '.join(available_scores())}"),
+        Flag("--models", nargs="+", metavar="MODEL",
+             help="runs of --workdir to explain, each a folder with a model.keras: "
+                  f"{', '.join(MODEL_NAMES)} or your own (default: all of them)"),
+        Flag("--workdir", default="runs", help="folder of the trained runs (default: runs/)"),
+        Flag("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)"),
+        Flag("--dataset", help="dataset (default: the one the models were trained on)"),
+        Flag("--split", default="validation", help="dataset split (default: validation)"),
+        Flag("--boxes", "boxes_dir", help="ImageNet: folder of the validation box XMLs, scored as ground-truth masks"),
+        Flag("--max-pixels", type=non_negative_int,
+             help="folder: datasets: images of more pixels (width x height) are skipped without being "
+                  "decoded (default: the models' training limit; 0 = no limit)"),
+        Flag("--batch-size", type=positive_int, default=25),
+        Flag("--max-n", "max_N", type=int, default=32, convert=lambda n: n or None,
+             help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)"),
+        Flag("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)"),
+        Flag("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain"),
+        Flag("--figures", "num_figures", type=int, default=6, help="images in the overview figure (default: 6)"),
+        Flag("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
+             help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference"),
+        Flag("--faithfulness-images", type=positive_int, default=25,
+             help="images scored by deletion and insertion (default: 25)"),
+        Flag("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)"),
+        Flag("--faithfulness-steps", type=positive_int, default=16,
+             help="steps K of the deletion and insertion curves (default: 16)"),
+        Flag("--randomization-images", type=positive_int, default=20,
+             help="images scored by the randomization check (default: 20)"),
+        Flag("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1"),
+        Flag("--num-shards", type=positive_int, default=1,
+             help="split the images into this many shards (run each, e.g. on its own machine)"),
+        Flag("--merge", None, action="store_true", help="only build the tables from the finished shards"),
+        Flag("--chunk", type=positive_int, default=10,
+             help="batches per saved part of the results: the same command after a kill resumes "
+                  "after the last saved part (default: 10)"),
+        Flag("--quiet", None, action="store_true", help="no progress bar"),
+        Flag("--debug", None, action="store_true", help="show tracebacks"),
+    )
+
+
+def evaluate_parser(prog="evaluate.py", flags=None):
     p = _Parser(prog=prog, description="Explain the trained models and score how well the maps localize.")
-    p.add_argument("--cam", nargs="+", default=["all"], choices=(*available_columns(), "all"), metavar="METHOD",
-                   help="CAM methods, fused variants and model-free baselines to compare, or all "
-                        f"(default): {', '.join(available_columns())}")
-    p.add_argument("--scores", nargs="+", default=["all"], choices=(*available_scores(), "all"), metavar="SCORE",
-                   help=f"scores to compute, or all (default): {', '.join(available_scores())}")
-    p.add_argument("--models", nargs="+", metavar="MODEL",
-                   help="runs of --workdir to explain, each a folder with a model.keras: "
-                        f"{', '.join(MODEL_NAMES)} or your own (default: all of them)")
-    p.add_argument("--workdir", default="runs", help="folder of the trained runs (default: runs/)")
-    p.add_argument("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)")
-    p.add_argument("--dataset", help="dataset (default: the one the models were trained on)")
-    p.add_argument("--split", default="validation", help="dataset split (default: validation)")
-    p.add_argument("--boxes", help="ImageNet: folder of the validation box XMLs, scored as ground-truth masks")
-    p.add_argument("--max-pixels", type=non_negative_int,
-                   help="folder: datasets: images of more pixels (width x height) are skipped without being "
-                        "decoded (default: the models' training limit; 0 = no limit)")
-    p.add_argument("--batch-size", type=positive_int, default=25)
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
-    p.add_argument("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain")
-    p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
-    p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
-                   help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
-    p.add_argument("--faithfulness-images", type=positive_int, default=25,
-                   help="images scored by deletion and insertion (default: 25)")
-    p.add_argument("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)")
-    p.add_argument("--faithfulness-steps", type=positive_int, default=16,
-                   help="steps K of the deletion and insertion curves (default: 16)")
-    p.add_argument("--randomization-images", type=positive_int, default=20,
-                   help="images scored by the randomization check (default: 20)")
-    p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
-    p.add_argument("--num-shards", type=positive_int, default=1,
-                   help="split the images into this many shards (run each, e.g. on its own machine)")
-    p.add_argument("--merge", action="store_true", help="only build the tables from the finished shards")
-    p.add_argument("--chunk", type=positive_int, default=10,
-                   help="batches per saved part of the results: the same command after a kill resumes "
-                        "after the last saved part (default: 10)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    for option in flags or evaluate_flags():
+        p.add_argument(option.flag, **option.settings)
     return p
 
 
 def evaluate_main(argv, prog="evaluate.py"):
-    from kerascam.evaluation import EvalConfig, available_columns, evaluate
+    from kerascam.evaluation import EvalConfig, evaluate
 
-    args = evaluate_parser(prog).parse_args(argv)
+    flags = evaluate_flags()
+    args = evaluate_parser(prog, flags).parse_args(argv)
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
     if not 0 <= args.shard < args.num_shards:
@@ -372,34 +393,11 @@ def evaluate_main(argv, prog="evaluate.py"):
 
     # Records and their saved parts (a few hundred bytes per image, model and
     # method, twice), tables and figures.
-    methods = tuple(available_columns()) if "all" in args.cam else tuple(dict.fromkeys(args.cam))
-    scores = None if "all" in args.scores else tuple(dict.fromkeys(args.scores))
-    check_free_space(os.path.join(args.workdir, "eval"), args.num_images * 4 * len(methods) * 1200 + 32 * 2**20,
+    fields = {option.field: option.value(args) for option in flags if option.field}
+    check_free_space(os.path.join(args.workdir, "eval"),
+                     args.num_images * 4 * len(fields["methods"]) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
-    config = EvalConfig(
-        workdir=args.workdir,
-        models=args.models,
-        methods=methods,
-        scores=scores,
-        faithfulness_images=args.faithfulness_images,
-        faithfulness_steps=args.faithfulness_steps,
-        road_images=args.road_images,
-        randomization_images=args.randomization_images,
-        num_images=args.num_images,
-        split=args.split,
-        dataset=args.dataset,
-        batch_size=args.batch_size,
-        max_N=args.max_n or None,
-        mask_threshold=args.mask_threshold,
-        class_index=args.class_index,
-        num_figures=args.figures,
-        boxes_dir=args.boxes,
-        max_pixels=args.max_pixels,
-        backend=args.backend,
-        shard=args.shard,
-        num_shards=args.num_shards,
-        chunk=args.chunk,
-    )
+    config = EvalConfig(**fields)
     if args.merge:
         from kerascam.evaluation import merge_shards
 
