@@ -107,7 +107,7 @@ class Flag:
 
     Args:
         flag: The option, e.g. ``"--low-res-epochs"``.
-        field: The ``TrainConfig`` field it sets; default: the flag's name
+        field: The config field it sets (``TrainConfig``, ``EvalConfig``); default: the flag's name
             with ``_`` for ``-`` (``--image-size`` -> ``image_size``). None:
             the command reads it itself (``--model``, ``--workdir``, ...).
         convert: A function from the parsed value to the field's, if they

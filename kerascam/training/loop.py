@@ -95,12 +95,13 @@ def _train(config, workdir, strategy, verbose, stop_request):
         # that a missing module fails at once, not after the first epoch.
         from kerascam.summaries import write_cam_summaries
 
-    # Load the data before writing anything: a dataset that fails to load
-    # leaves no trace of a run that never started.
+    # Prepare the data, before writing anything: a dataset that fails to
+    # load leaves no trace of a run that never started.
     training_data = prepare_data(config)
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         io.write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+    # Build the variables, check the disk has room for them, restore.
     state = build_state(config, strategy, training_data.train.num_classes, training_data.steps)
     if chief:
         check_disk_space(run_dir, state)
@@ -111,6 +112,8 @@ def _train(config, workdir, strategy, verbose, stop_request):
     run = TrainingRun(config, strategy, chief, verbose, stop_request, training_data, state,
                       CheckpointSaver(state, manager, training_data.steps, resumed), target, resumed,
                       run_dir, write_cam_summaries)
+    # The epochs left (none when a stop at the target still holds), each
+    # validated and saved at its end; then the exports and run.json.
     for epoch in range(resumed.epoch, config.epochs if not resumed.stopped else resumed.epoch):
         if run.run_epoch(epoch):
             break
