@@ -31,7 +31,10 @@ The package, one concern per module:
 - ``target``: ``--target-accuracy``'s checks and stop rule (``TargetAccuracy``).
 - ``loop``: ``train`` as a sequence of those steps, then ``TrainingRun``:
   an epoch, its validation and stop decision, the exports and ``run.json``.
-- ``history``: ``history.csv`` and the TensorBoard scalars.
+- ``jobs``: ``train.py --jobs N``, models side by side in processes of
+  their own, and the signals passed on to them.
+- ``validation``: the validation pass (``Validation``).
+- ``history``: ``history.csv``, the TensorBoard scalars and CAM overlays.
 - ``record``: the exports and ``run.json``.
 - ``errors``: ``TrainingError`` and ``TrainingInterrupted``.
 """

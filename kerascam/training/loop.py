@@ -16,8 +16,6 @@ import signal
 import time
 
 import keras
-import numpy as np
-import tensorflow as tf
 
 from kerascam import io, progressive
 from kerascam.data import pipeline
@@ -30,7 +28,7 @@ from kerascam.training.checkpoints import (
     test_signals,
 )
 from kerascam.training.errors import TrainingError, TrainingInterrupted
-from kerascam.training.history import History
+from kerascam.training.history import CamSummaries, History
 from kerascam.training.record import available_cpus, export_model, float32_copy, write_run_summary
 from kerascam.training.state import (
     CheckpointSaver,
@@ -40,8 +38,9 @@ from kerascam.training.state import (
     prepare_data,
     restore,
 )
-from kerascam.training.steps import is_chief, make_strategy, make_train_steps, reduce_sum
+from kerascam.training.steps import is_chief, make_strategy, make_train_steps
 from kerascam.training.target import TargetAccuracy, target_check_steps
+from kerascam.training.validation import Validation
 
 # Kept importable from here: tests and older code name them through this module.
 _float32_copy = float32_copy
@@ -135,81 +134,6 @@ def _announce(config, strategy, resumed, verbose):
         f"peak learning rate {config.effective_learning_rate:.3g} ({config.lr_scaling} scaling from "
         f"{config.learning_rate:g} per {config.reference_batch_size}){precision}{', XLA' if config.jit else ''}"
     )
-
-
-class Validation:
-    """The validation pass: mean loss and accuracy of ``model`` over the validation split.
-
-    Args:
-        model: The classifier.
-        strategy: The ``tf.distribute.Strategy`` it was built under.
-        training_data: The run's ``TrainingData`` (the split, batch and crops).
-    """
-
-    def __init__(self, model, strategy, training_data):
-        self.strategy = strategy
-        self.data = training_data
-
-        def eval_replica_step(batch):
-            images = tf.cast(batch["image"], tf.float32)
-            labels = batch["label"]
-            logits = tf.cast(model(images, training=False), tf.float32)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-            correct = tf.cast(tf.argmax(logits, -1) == labels, tf.float32)
-            return tf.reduce_sum(per_example), tf.reduce_sum(correct), tf.cast(tf.size(labels), tf.float32)
-
-        @tf.function(reduce_retracing=True)
-        def eval_step(batch):
-            return reduce_sum(strategy, strategy.run(eval_replica_step, args=(batch,)))
-
-        self.eval_step = eval_step
-
-    def __call__(self):
-        """``(val_loss, val_accuracy)``."""
-        totals = np.zeros(3)
-        batches = pipeline.evaluation_batches(self.data.validation.examples, self.data.global_batch,
-                                              crop_size=self.data.crop_size)
-        for batch in self.strategy.experimental_distribute_dataset(batches):
-            totals += [float(v) for v in self.eval_step(batch)]
-        return totals[0] / totals[2], totals[1] / totals[2]
-
-
-class CamSummaries:
-    """TensorBoard CAM overlays of the first validation images after every epoch.
-
-    The same images every epoch. Under mixed precision the overlays come
-    from the float32 twin, as exported, never from float16 gradients; the
-    twin is built once and refreshed each epoch, so its CAM graph is traced
-    once.
-
-    Args:
-        write: ``kerascam.summaries.write_cam_summaries``.
-        config: The run's ``TrainConfig`` (``cam_summaries`` images).
-        training_data: The run's ``TrainingData``.
-    """
-
-    def __init__(self, write, config, training_data):
-        self.write_summaries = write
-        self.config = config
-        self.num_classes = training_data.train.num_classes
-        self.class_names = list(training_data.train.class_names)
-        first = next(iter(pipeline.evaluation_batches(training_data.validation.examples, config.cam_summaries,
-                                                      crop_size=training_data.crop_size)))
-        self.images, self.labels = first["image"].numpy(), first["label"].numpy()
-        if self.images.dtype != np.uint8:  # resized crops come as floats in 0-255
-            self.images = np.clip(np.rint(self.images), 0, 255).astype(np.uint8)
-        self.explained = None  # the model the overlays explain (float32 under mixed precision)
-
-    def write(self, writer, model, step):
-        """Writes the overlays of ``model`` at TensorBoard step ``step`` (epochs done)."""
-        if not self.config.mixed_precision:
-            self.explained = model
-        elif self.explained is None:
-            self.explained = float32_copy(model, self.config, self.num_classes)
-        else:
-            self.explained.set_weights(model.get_weights())
-        self.write_summaries(writer, self.explained, self.images, step, class_names=self.class_names,
-                             labels=self.labels)
 
 
 @dataclasses.dataclass
