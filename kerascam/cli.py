@@ -136,7 +136,8 @@ class Flag:
 TRAIN_FLAGS = (
     Flag("--model", None, default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four"),
     Flag("--preset", None, default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)"),
-    Flag("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH"),
+    Flag("--dataset", help="shapes (embedded, the demo default), markers (embedded, evidence known), "
+                           "imagenet2012 or folder:PATH"),
     Flag("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)"),
     Flag("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
     Flag("--image-size", type=positive_int),
@@ -342,8 +343,8 @@ def evaluate_flags():
              help="folder: datasets: images of more pixels (width x height) are skipped without being "
                   "decoded (default: the models' training limit; 0 = no limit)"),
         Flag("--batch-size", type=positive_int, default=25),
-        Flag("--max-n", "max_N", type=int, default=32, convert=lambda n: n or None,
-             help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)"),
+        Flag("--max-n", "max_N", type=int, default=16, convert=lambda n: n or None,
+             help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)"),
         Flag("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)"),
         Flag("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain"),
         Flag("--figures", "num_figures", type=int, default=6, help="images in the overview figure (default: 6)"),
@@ -386,6 +387,10 @@ def evaluate_main(argv, prog="evaluate.py"):
         raise UsageError(f"--shard must lie in 0..{args.num_shards - 1} for --num-shards {args.num_shards}, got {args.shard}")
     if args.max_n < 0:
         raise UsageError(f"--max-n must be 0 (all channels) or positive, got {args.max_n}")
+    if args.dataset:
+        from kerascam.data import check_dataset_name
+
+        check_dataset_name(args.dataset)  # before any model is loaded
     if not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} does not exist; train first: python train.py --model all")
     check_writable(os.path.join(args.workdir, "eval"))
@@ -463,7 +468,8 @@ def explain_parser(prog="kerascam explain"):
     p.add_argument("--colormap", default=explain.DEFAULT_COLORMAP,
                    help=f"matplotlib colormap (default: {explain.DEFAULT_COLORMAP}, perceptually uniform; "
                         "jet, turbo, magma, ...)")
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
+    p.add_argument("--max-n", type=int, default=16,
+                   help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
     p.add_argument("--max-pixels", type=int, default=explain.MAX_PIXELS,
                    help=f"skip images with more pixels, known from their header (default: {explain.MAX_PIXELS:,}; "

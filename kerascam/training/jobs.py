@@ -34,11 +34,10 @@ def threads_per_job(jobs):
     """TensorFlow threads for each of ``jobs`` training processes: the cores split evenly, at least 1.
 
     Left alone, every process starts a pool as wide as the machine, so two
-    processes on 2 cores run 4 busy threads that compete for them: measured
-    here (``benchmarks/train_speed.py``, two copies at once, one or two
-    threads each) one thread per process trains 1.06-1.14x more images per
-    CPU-second (ResNet50 44 -> 50, VGG16 in bfloat16 30.5 -> 32.5, U-Net
-    114 -> 128 images/s per process).
+    processes on 2 cores run 4 busy threads that compete for them; one
+    thread per process trains more images per CPU-second (measured with
+    ``benchmarks/train_speed.py``, two copies at once: ``benchmarks/README.md``,
+    "Threads").
     """
     return max(1, training.available_cpus() // jobs)
 
