@@ -107,7 +107,7 @@ def save_checkpoint(manager, number):
     deleted after that. A failure mid-write therefore never moves the state
     file to a partial checkpoint: what it leaves behind is this number's
     partial files, removed here so that they free their space. (A number is
-    never saved twice: see ``kerascam.training.loop``.)
+    never saved twice: see ``kerascam.training.state.CheckpointSaver``.)
     """
     prefix = os.path.join(manager.directory, f"ckpt-{number}")
     try:
