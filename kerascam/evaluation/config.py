@@ -48,6 +48,9 @@ class EvalConfig:
             sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
             many images (each costs one explanation per cascade step).
+        tie_draws: Deletion, insertion and ROAD break ties of the map at
+            random (seeded by the image); a step that cuts a plateau of equal
+            values is averaged over this many draws of the tie-break.
     """
 
     workdir: str = "runs"
@@ -73,3 +76,4 @@ class EvalConfig:
     faithfulness_steps: int = 16
     road_images: int = 10
     randomization_images: int = 20
+    tie_draws: int = 3
