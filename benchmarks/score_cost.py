@@ -30,6 +30,7 @@ def main(argv=None):
     parser.add_argument("--scores", nargs="+", default=["road", "faithfulness", "randomization"])
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--max-n", type=int, default=32)
+    parser.add_argument("--tie-draws", type=int, default=3)
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -52,7 +53,7 @@ def main(argv=None):
     n = args.images
     batch = Batch(np.arange(n), data["image"][:n].astype(np.float32), data["label"][:n].astype(np.int64),
                   data.get("mask", None)[:n] if "mask" in data else None)
-    config = evaluation.EvalConfig(scores=args.scores, max_N=args.max_n)
+    config = evaluation.EvalConfig(scores=args.scores, max_N=args.max_n, tie_draws=args.tie_draws)
     scorers = evaluation.scorer.get_scorers(args.scores, config)
     columns = evaluation.available_columns()
     # Warm-up: trace every compiled function once on one image.

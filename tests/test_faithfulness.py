@@ -80,6 +80,10 @@ def test_a_plateau_is_not_taken_in_raster_order_and_the_seed_reproduces_it():
     # Counts 4 and 64 cut nothing; 2 cuts the bright block, 10 the plateau, 0 changes nothing.
     np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [0, 2, 4, 10, 64]),
                                   [[False, True, False, True, False]])
+    # At 2, 2 of the block's 4 pixels are up to the tie-break; at 10, 6 of the plateau's 60.
+    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [2, 10, 60], min_pixels=3),
+                                  [[False, True, True]])
+    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [10, 58], min_pixels=7), [[False, False]])
 
 
 def test_plateau_steps_are_the_mean_over_the_tie_draws(model):

@@ -15,9 +15,10 @@ class probability. What they share lives here:
 * **Where ties matter** (`cut_plateaus`): a step's set of changed pixels
   depends on the tie-break only when its count cuts a plateau (the last
   pixel taken and the first one left have equal values). The scores average
-  such steps over ``tie_draws`` draws of the tie-break and compute every
-  other step once, which gives the same mean as averaging whole curves over
-  the draws at a fraction of the cost.
+  such steps over ``tie_draws`` draws of the tie-break when at least
+  `TIE_MIN_SHARE` (1 %) of the image's pixels are up to it, and compute
+  every other step once (with draw 0's random tie-break): the same mean as
+  averaging whole curves over the draws, at a fraction of the cost.
 * **The forward pass** (`PerturbedForward`): one compiled function per model
   that makes deletion and insertion images in the graph, or takes images
   made elsewhere (ROAD's imputations), and returns ``softmax(logits)[class]``.
@@ -33,10 +34,15 @@ from kerascam.cams.logits import logits_model
 
 BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 TIE_SEED = 0  # base of every tie-break's seed
-# Draws of the tie-break averaged where a step cuts a plateau: 3 halves the
-# spread of a single draw's cut steps (1/sqrt(3)) at about 1.1-1.3x the cost
-# of one draw on the demo's maps (benchmarks/score_cost.py).
+# Draws of the tie-break averaged where a step cuts a plateau (the spread of
+# those steps over tie-breaks shrinks by 1/sqrt(3)).
 TIE_DRAWS = 3
+# A cut is averaged over the draws only when at least this share of the
+# image's pixels is up to the tie-break (23 px at 48x48, a sixth of a deletion
+# step); smaller cuts keep draw 0's random tie-break. On the demo's coarse maps
+# (ResNet50, VGG16) 50-70 % of the steps cut some plateau, 3-33 % one this
+# large, so the draws cost 1.1-1.7x instead of 2-2.4x (benchmarks/score_cost.py).
+TIE_MIN_SHARE = 0.01
 
 
 def pixel_order(maps, seeds=None, draw=0):
@@ -84,28 +90,45 @@ def pixel_ranks(maps, seeds=None, draw=0, order=None):
     return ranks.reshape(maps.shape).astype(np.int32)
 
 
-def cut_plateaus(maps, order, counts):
+def cut_plateaus(maps, order, counts, min_pixels=1):
     """Which counts cut a plateau of tied map values, so that the tie-break decides what they change.
 
     The first ``count`` pixels of ``order`` are the same set for every
     tie-break unless the last of them and the next one have equal values.
+    Then ``min(taken, left)`` pixels of that plateau (those taken up to
+    ``count``, those left after it) are up to the tie-break: two draws can
+    differ in that many pixels each way.
 
     Args:
         maps: (n, H, W) maps.
         order: (n, H * W) their `pixel_order`.
         counts: int array (m,) of pixel counts in [0, H * W] (the first
             ``count`` pixels of the order are changed).
+        min_pixels: a cut counts when at least this many pixels are up to
+            the tie-break. Default 1: every cut.
 
     Returns:
         bool array (n, m).
     """
     flat = np.asarray(maps).reshape(len(order), -1)
-    ranked = np.take_along_axis(flat, order, axis=1)
+    ranked = -np.take_along_axis(flat, order, axis=1)  # non-decreasing along each row
     counts = np.asarray(counts, dtype=np.int64)
     inside = (counts > 0) & (counts < flat.shape[1])
     cut = np.zeros((len(order), len(counts)), bool)
-    cut[:, inside] = ranked[:, counts[inside] - 1] == ranked[:, counts[inside]]
+    for i, row in enumerate(ranked):
+        for j in np.flatnonzero(inside):
+            count = counts[j]
+            if row[count - 1] != row[count]:
+                continue
+            start = np.searchsorted(row, row[count], side="left")
+            end = np.searchsorted(row, row[count], side="right")
+            cut[i, j] = min(count - start, end - count) >= min_pixels
     return cut
+
+
+def min_tie_pixels(num_pixels):
+    """The smallest plateau cut worth averaging over draws: `TIE_MIN_SHARE` of the image's pixels."""
+    return max(1, int(np.ceil(TIE_MIN_SHARE * num_pixels)))
 
 
 def gaussian_kernel(sigma, truncate=BLUR_TRUNCATE):

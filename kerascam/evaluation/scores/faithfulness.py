@@ -18,8 +18,9 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
   value per pixel, all three channels moved together), highest first. Ties
   are broken at random with a seed per image
   (`kerascam.evaluation.perturbation.pixel_order`); a step whose count cuts
-  a plateau of equal values is averaged over ``tie_draws`` draws of the
-  tie-break (default 3), every other step is computed once.
+  a plateau of equal values, leaving at least 1 % of the pixels to the
+  tie-break, is averaged over ``tie_draws`` draws of it (default 3); every
+  other step is computed once.
 * **Steps.** ``steps`` = K (default 16) gives K + 1 points: step k has the
   first ``round(k * H * W / K)`` pixels of the order changed (halves round
   up), from none at k = 0 to all at k = K, and its x value is k / K. RISE
@@ -80,7 +81,7 @@ from kerascam import metrics
 from kerascam.evaluation.baselines import noise_maps
 from kerascam.evaluation.perturbation import (  # noqa: F401  (pixel_order, ...: also read from here)
     TIE_DRAWS, PerturbedForward, check_perturbation_inputs, cut_plateaus, gaussian_blur, gaussian_kernel,
-    perturbed_forward, pixel_order, pixel_ranks,
+    min_tie_pixels, perturbed_forward, pixel_order, pixel_ranks,
 )
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
@@ -200,7 +201,8 @@ def deletion_insertion_curves(
     (deletion, from the image) or to the image's own values (insertion, from
     a Gaussian blur of the image), and the curve's value is the model's
     ``softmax(logits)[class]`` of that perturbed image. A step whose count
-    cuts a plateau of tied map values (`cut_plateaus`) is the mean over
+    cuts a plateau of tied map values, leaving at least 1 % of the pixels to
+    the tie-break (`cut_plateaus`, `min_tie_pixels`), is the mean over
     ``tie_draws`` draws of the tie-break. The perturbed images go through one
     compiled function per model (`perturbed_forward`) in batches of
     ``batch_size``, built there from the image, its pixel ranks and the step,
@@ -260,7 +262,7 @@ def deletion_insertion_curves(
     # Entries: (image, tie draw) pairs with their ranks; draw 0 for every
     # image, the further draws only for images whose steps cut a plateau.
     first = pixel_order(maps, seeds)
-    cut = cut_plateaus(maps, first, changed)
+    cut = cut_plateaus(maps, first, changed, min_tie_pixels(height * width))
     entry_image, entry_draw, entry_ranks = [], [], []
     for i in range(n):
         for draw in range(tie_draws if cut[i].any() else 1):
@@ -421,6 +423,12 @@ class FaithfulnessScorer(Scorer):
             endpoints = endpoint_probabilities(one.model, batch.images, one.classes)
             self._per_model[key] = (endpoints, self._curves(batch, one, noise_maps(batch.images), endpoints))
         return self._per_model[key]
+
+    def chance(self, batch):
+        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
+        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
+        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
+        return {name: np.where(scored, 0.0, np.nan) for name in ("deletion_auc_vs_noise", "insertion_auc_vs_noise")}
 
     def score(self, batch, one):
         n = len(one.maps)

@@ -24,8 +24,9 @@ removed pixels from their surroundings instead, which leaves no sharp edge:
   (most relevant first, MoRF) or lowest (least relevant first, LeRF) are
   removed, in the order of `kerascam.evaluation.perturbation.pixel_order`
   (ties at random, seeded by the image; LeRF takes that order from its
-  end). A fraction whose count cuts a plateau of equal map values is the
-  mean over ``tie_draws`` draws of the tie-break (default 3). The model's
+  end). A fraction whose count cuts a plateau of equal map values, leaving
+  at least 1 % of the pixels to the tie-break, is the mean over
+  ``tie_draws`` draws of it (default 3). The model's
   ``softmax(logits)[class]`` of each imputed image is the curve's value. A
   faithful map makes the MoRF curve fall fast (low mean) and the LeRF curve
   stay high (high mean).
@@ -187,7 +188,8 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
     first = perturbation.pixel_order(maps, seeds)
     # MoRF removes the first `count` pixels of the order, LeRF the last:
     # the boundary that may cut a plateau is at `count`, resp. at pixels - count.
-    cut = perturbation.cut_plateaus(maps, first, np.concatenate([counts, pixels - counts]))
+    cut = perturbation.cut_plateaus(maps, first, np.concatenate([counts, pixels - counts]),
+                                    perturbation.min_tie_pixels(pixels))
     total = np.zeros((n, 2 * slots))
     drawn = np.zeros((n, 2 * slots))
     pending_images, pending_slots = [], []
@@ -312,6 +314,12 @@ class RoadScorer(Scorer):
         if key not in self._per_model:
             self._per_model[key] = self._curves(batch, one._replace(method="noise"), noise_maps(batch.images))
         return self._per_model[key]
+
+    def chance(self, batch):
+        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
+        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
+        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
+        return {name: np.where(scored, 0.0, np.nan) for name in ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")}
 
     def score(self, batch, one):
         n = len(one.maps)
