@@ -44,13 +44,13 @@ class EvalConfig:
         faithfulness_images: Deletion and insertion score the first this many
             images (each costs 2 (K + 1) forward passes per model x method).
         faithfulness_steps: K, the steps of the deletion and insertion curves.
+        tie_draws: Deletion, insertion and ROAD break ties of the map at
+            random (seeded by the image); a step that cuts a plateau of equal
+            values is averaged over this many draws of the tie-break.
         road_images: ROAD scores the first this many images (each costs a
             sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
             many images (each costs one explanation per cascade step).
-        tie_draws: Deletion, insertion and ROAD break ties of the map at
-            random (seeded by the image); a step that cuts a plateau of equal
-            values is averaged over this many draws of the tie-break.
     """
 
     workdir: str = "runs"
@@ -74,6 +74,6 @@ class EvalConfig:
     chunk: int = 10
     faithfulness_images: int = 25
     faithfulness_steps: int = 16
+    tie_draws: int = 3
     road_images: int = 10
     randomization_images: int = 20
-    tie_draws: int = 3
