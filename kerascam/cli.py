@@ -485,6 +485,9 @@ def evaluate_parser(prog="evaluate.py"):
     p.add_argument("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)")
     p.add_argument("--faithfulness-steps", type=positive_int, default=16,
                    help="steps K of the deletion and insertion curves (default: 16)")
+    p.add_argument("--tie-draws", type=positive_int, default=3,
+                   help="deletion, insertion and ROAD break ties of a map at random; steps that cut a plateau are "
+                        "averaged over this many draws (default: 3)")
     p.add_argument("--randomization-images", type=positive_int, default=20,
                    help="images scored by the randomization check (default: 20)")
     p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
@@ -527,6 +530,7 @@ def evaluate_main(argv, prog="evaluate.py"):
         scores=scores,
         faithfulness_images=args.faithfulness_images,
         faithfulness_steps=args.faithfulness_steps,
+        tie_draws=args.tie_draws,
         road_images=args.road_images,
         randomization_images=args.randomization_images,
         num_images=args.num_images,

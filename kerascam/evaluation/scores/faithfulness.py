@@ -86,8 +86,8 @@ from kerascam.evaluation.perturbation import (  # noqa: F401  (pixel_order, ...:
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-# 25 images x 8 methods x 4 demo models cost about 155 s of CPU on 2 cores
-# (benchmarks/faithfulness.py: 0.07-0.43 s of CPU per map at 48x48, K = 16).
+# One image costs about 5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
+# 3 tie draws (benchmarks/score_cost.py; 0.05-0.4 s per map at 48x48).
 DEFAULT_IMAGES = 25
 DEFAULT_BATCH_SIZE = 64
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
