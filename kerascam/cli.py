@@ -480,16 +480,16 @@ def evaluate_parser(prog="evaluate.py"):
     p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
     p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
                    help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
-    p.add_argument("--faithfulness-images", type=positive_int, default=25,
-                   help="images scored by deletion and insertion (default: 25)")
-    p.add_argument("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)")
+    p.add_argument("--faithfulness-images", type=positive_int, default=50,
+                   help="images scored by deletion and insertion (default: 50)")
+    p.add_argument("--road-images", type=positive_int, default=100, help="images scored by ROAD (default: 100)")
     p.add_argument("--faithfulness-steps", type=positive_int, default=16,
                    help="steps K of the deletion and insertion curves (default: 16)")
     p.add_argument("--tie-draws", type=positive_int, default=3,
                    help="deletion, insertion and ROAD break ties of a map at random; steps that cut a plateau are "
                         "averaged over this many draws (default: 3)")
-    p.add_argument("--randomization-images", type=positive_int, default=20,
-                   help="images scored by the randomization check (default: 20)")
+    p.add_argument("--randomization-images", type=positive_int, default=25,
+                   help="images scored by the randomization check (default: 25)")
     p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
     p.add_argument("--num-shards", type=positive_int, default=1,
                    help="split the images into this many shards (run each, e.g. on its own machine)")

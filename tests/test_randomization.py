@@ -385,7 +385,7 @@ def test_registered_with_its_settings():
     assert scorer.needs == ("model",)
     assert scorer.max_images == 7
     assert scorer.settings() == {"randomization_images": 7, "randomization_seed": randomization.SEED}
-    assert RandomizationScore(object()).max_images == 20
+    assert RandomizationScore(object()).max_images == 25
 
 
 def test_empty_randomized_maps_count_as_spearman_0_and_are_counted(unet, images):

@@ -50,7 +50,10 @@ class EvalConfig:
         road_images: ROAD scores the first this many images (each costs a
             sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
-            many images (each costs one explanation per cascade step).
+            many images (each costs one explanation per cascade step,
+            independent block and U-Net half). The defaults of the three
+            (50, 100, 25) fit `evaluate.py --cam all` in about 15 minutes on
+            2 cores (benchmarks/score_cost.py measures the cost per image).
     """
 
     workdir: str = "runs"
@@ -72,8 +75,8 @@ class EvalConfig:
     shard: int = 0
     num_shards: int = 1
     chunk: int = 10
-    faithfulness_images: int = 25
+    faithfulness_images: int = 50
     faithfulness_steps: int = 16
     tie_draws: int = 3
-    road_images: int = 10
-    randomization_images: int = 20
+    road_images: int = 100
+    randomization_images: int = 25

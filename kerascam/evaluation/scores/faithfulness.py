@@ -86,9 +86,9 @@ from kerascam.evaluation.perturbation import (  # noqa: F401  (pixel_order, ...:
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-# One image costs about 5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
+# One image costs 5.1-5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
 # 3 tie draws (benchmarks/score_cost.py; 0.05-0.4 s per map at 48x48).
-DEFAULT_IMAGES = 25
+DEFAULT_IMAGES = 50
 DEFAULT_BATCH_SIZE = 64
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
 BLUR_SIGMA_PER_SIDE = 1.0 / 16.0

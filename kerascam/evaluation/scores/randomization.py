@@ -594,7 +594,7 @@ class RandomizationScore(Scorer):
         ),
     )
     needs = ("model",)
-    max_images = 20
+    max_images = 25
 
     def __init__(self, config):
         super().__init__(config)

@@ -66,9 +66,9 @@ from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 from kerascam.evaluation.scores import faithfulness
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# One image costs about 4.7 s of CPU for the 4 demo models x 8 columns, the
+# One image costs 4.0-4.7 s of CPU for the 4 demo models x 8 columns, the
 # noise baseline and 3 tie draws included (benchmarks/score_cost.py).
-DEFAULT_IMAGES = 10
+DEFAULT_IMAGES = 100
 NOISE = 2.55  # 1 % of the 0-255 pixel range
 # (row offset, column offset, weight) of the eight neighbours.
 NEIGHBOURS = (
