@@ -51,8 +51,8 @@ def main(argv=None):
         models = {name: build_model(name, 48, 5, unet_filters=16, vgg_batch_norm=True) for name in names}
     data = synthetic.generate(synthetic.ShapesConfig(image_size=48), "validation")
     n = args.images
-    batch = Batch(np.arange(n), data["image"][:n].astype(np.float32), data["label"][:n].astype(np.int64),
-                  data.get("mask", None)[:n] if "mask" in data else None)
+    masks = data["mask"][:n] if "mask" in data else None
+    batch = Batch(np.arange(n), data["image"][:n].astype(np.float32), data["label"][:n].astype(np.int64), masks)
     config = evaluation.EvalConfig(scores=args.scores, max_N=args.max_n, tie_draws=args.tie_draws)
     scorers = evaluation.scorer.get_scorers(args.scores, config)
     columns = evaluation.available_columns()
