@@ -32,9 +32,11 @@ MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fu
 PAIRED = (
     ("score_reference", "paper's score s (points)", +1, 100),
     ("score_ground_truth", "ground truth s (points)", +1, 100),
-    ("insertion_auc", "insertion AUC", +1, 1),
-    ("deletion_auc", "deletion AUC (lower: more faithful)", -1, 1),
-    ("road_morf", "ROAD MoRF (lower: more faithful)", -1, 1),
+    # Perturbation scores minus each model's own noise-map score: models differ in
+    # how fragile they are under black or imputed pixels, whatever the map.
+    ("insertion_auc_vs_noise", "insertion AUC - noise map's", +1, 1),
+    ("deletion_auc_vs_noise", "deletion AUC - noise map's (lower: more faithful)", -1, 1),
+    ("road_combined_vs_noise", "ROAD (LeRF - MoRF) / 2 - noise map's", +1, 1),
 )
 SIGNIFICANT = 0.05
 
@@ -102,7 +104,7 @@ def rows_of(run):
         rows[f"sticker ratio, {method}: U-Net / best other"] = (
             f"{ratios['unet']:.2f} / {others[0]:.2f} ({others[1]})", ratios["unet"] > others[0])
     for key, label, scale, digits in (("score_ground_truth", "ground truth s", 100, 1),
-                                      ("insertion_auc", "insertion AUC", 1, 3),
+                                      ("insertion_auc_vs_noise", "insertion AUC - noise map's", 1, 3),
                                       ("sticker_ratio", "sticker ratio", 1, 2)):
         scored = [(_mean(table, key, m, c), m, c) for m in MODELS for c in MAPS if _mean(table, key, m, c) is not None]
         unets = [s for s in scored if s[1] == "unet"]

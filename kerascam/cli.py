@@ -321,9 +321,11 @@ def evaluate_flags():
     A function: the choices of ``--cam`` and ``--scores`` come from the
     registries of ``kerascam.evaluation``, imported only when needed.
     """
-    from kerascam.evaluation import available_columns, available_scores
+    from kerascam.evaluation import EvalConfig, available_columns, available_scores
 
     columns = available_columns()
+    # The image counts' defaults are EvalConfig's, declared once there.
+    defaults = {field.name: field.default for field in dataclasses.fields(EvalConfig)}
     return (
         Flag("--cam", "methods", nargs="+", default=["all"], choices=(*columns, "all"), metavar="METHOD",
              convert=lambda cams: tuple(columns) if "all" in cams else tuple(dict.fromkeys(cams)),
@@ -350,13 +352,20 @@ def evaluate_flags():
         Flag("--figures", "num_figures", type=int, default=6, help="images in the overview figure (default: 6)"),
         Flag("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
              help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference"),
-        Flag("--faithfulness-images", type=positive_int, default=25,
-             help="images scored by deletion and insertion (default: 25)"),
-        Flag("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)"),
-        Flag("--faithfulness-steps", type=positive_int, default=16,
-             help="steps K of the deletion and insertion curves (default: 16)"),
-        Flag("--randomization-images", type=positive_int, default=20,
-             help="images scored by the randomization check (default: 20)"),
+        Flag("--faithfulness-images", type=positive_int, default=defaults["faithfulness_images"],
+             help=f"images scored by deletion and insertion (default: {defaults['faithfulness_images']})"),
+        Flag("--road-images", type=positive_int, default=defaults["road_images"],
+             help=f"images scored by ROAD (default: {defaults['road_images']})"),
+        Flag("--faithfulness-steps", type=positive_int, default=defaults["faithfulness_steps"],
+             help=f"steps K of the deletion and insertion curves (default: {defaults['faithfulness_steps']})"),
+        Flag("--tie-draws", type=positive_int, default=defaults["tie_draws"],
+             help="deletion, insertion and ROAD break ties of a map at random; steps that cut a plateau are "
+                  f"averaged over this many draws (default: {defaults['tie_draws']})"),
+        Flag("--randomization-images", type=positive_int, default=defaults["randomization_images"],
+             help=f"images scored by the randomization check (default: {defaults['randomization_images']})"),
+        Flag("--grid-pointing-images", type=positive_int, default=defaults["grid_pointing_images"],
+             help="images scored by the grid pointing game, each in a 2x2 mosaic with three other classes "
+                  f"(default: {defaults['grid_pointing_images']})"),
         Flag("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1"),
         Flag("--num-shards", type=positive_int, default=1,
              help="split the images into this many shards (run each, e.g. on its own machine)"),

@@ -363,7 +363,9 @@ def test_scores_that_need_the_model_run_inside_the_experiment(workdir, tmp_path)
         defined = sum(1 for r in records if r["model"] == model and r["method"] == "gradcam" and r["deletion_auc"])
         assert cell["n"] == defined and cell["n"] + cell["undefined"] == 2
         assert 0.0 <= cell["mean"] <= 1.0
-    assert table["paired_unet_minus_ablated"]["deletion_auc"]["gradcam"]["n"] <= 2
+    assert table["paired_unet_minus_ablated"]["deletion_auc_vs_noise"]["gradcam"]["n"] <= 2
+    assert "deletion_auc" not in table["paired_unet_minus_ablated"]  # models compare on the baselined figure
+    assert table["paired_unet_minus_ablated"]["road_combined_vs_noise"]["gradcam"]["n"] <= 1
     assert "faithfulness_curves" in table and "randomization_cascade" in table
     assert not any(key.startswith("_") for key in table)  # figure data stays out of table.json
     assert table["settings"]["faithfulness_images"] == 2 and table["settings"]["randomization_images"] == 2
