@@ -1,4 +1,4 @@
-"""How much the README's conclusions move from one training run to the next.
+"""How much the conclusions of docs/results.md move from one training run to the next.
 
     python train.py --model all --seed 1 --workdir runs-seed1
     python evaluate.py --cam all --workdir runs-seed1
@@ -7,13 +7,14 @@
 Each argument is a workdir (optionally ``LABEL=DIR``) holding the four
 trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
 what ``evaluate.py --cam all`` writes). The script prints one markdown table,
-a column per run, a row per headline of the README: validation accuracies,
+a column per run, a row per headline of docs/results.md: validation accuracies,
 the U-Net against its ablated twin on each score (paired mean difference
 and p), the U-Net's pointing game, randomization and sticker preference, the
 best map (any model and method) on the ground truth, by insertion and on
 the sticker. The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
-p < 0.05; the U-Net's sticker preference the highest of the four models),
+p < 0.05, Holm-adjusted over the run's paired tests where its table has
+the adjustment; the U-Net's sticker preference the highest of the four models),
 so that a conclusion is read off several runs instead of one.
 """
 
@@ -22,6 +23,8 @@ import json
 import os
 import sys
 
+from kerascam.metrics import format_p_value
+
 MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
 PAPER_METHODS = ("gradcam", "gradcam++", "scorecam")
 MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fused")
@@ -29,9 +32,11 @@ MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fu
 PAIRED = (
     ("score_reference", "paper's score s (points)", +1, 100),
     ("score_ground_truth", "ground truth s (points)", +1, 100),
-    ("insertion_auc", "insertion AUC", +1, 1),
-    ("deletion_auc", "deletion AUC (lower: more faithful)", -1, 1),
-    ("road_morf", "ROAD MoRF (lower: more faithful)", -1, 1),
+    # Perturbation scores minus each model's own noise-map score: models differ in
+    # how fragile they are under black or imputed pixels, whatever the map.
+    ("insertion_auc_vs_noise", "insertion AUC - noise map's", +1, 1),
+    ("deletion_auc_vs_noise", "deletion AUC - noise map's (lower: more faithful)", -1, 1),
+    ("road_combined_vs_noise", "ROAD (LeRF - MoRF) / 2 - noise map's", +1, 1),
 )
 SIGNIFICANT = 0.05
 
@@ -76,9 +81,12 @@ def rows_of(run):
             cell = paired.get(key, {}).get(method)
             if not cell:
                 continue
-            holds = sign * cell["mean_difference"] > 0 and cell["p_value"] < SIGNIFICANT
+            # Holm-adjusted over the table's family where the table has it
+            # (tables written before the adjustment carry the raw p only).
+            p_value = cell.get("p_holm", cell["p_value"])
+            holds = sign * cell["mean_difference"] > 0 and p_value < SIGNIFICANT
             rows[f"U-Net − ablated, {label}, {method}"] = (
-                f"{scale * cell['mean_difference']:+.2f} (p {cell['p_value']:.2g})", holds)
+                f"{scale * cell['mean_difference']:+.2f} (p {format_p_value(p_value)})", holds)
     for method in PAPER_METHODS:
         hit = _mean(table, "pointing_hit", "unet", method)
         if hit is not None:
@@ -96,7 +104,7 @@ def rows_of(run):
         rows[f"sticker ratio, {method}: U-Net / best other"] = (
             f"{ratios['unet']:.2f} / {others[0]:.2f} ({others[1]})", ratios["unet"] > others[0])
     for key, label, scale, digits in (("score_ground_truth", "ground truth s", 100, 1),
-                                      ("insertion_auc", "insertion AUC", 1, 3),
+                                      ("insertion_auc_vs_noise", "insertion AUC - noise map's", 1, 3),
                                       ("sticker_ratio", "sticker ratio", 1, 2)):
         scored = [(_mean(table, key, m, c), m, c) for m in MODELS for c in MAPS if _mean(table, key, m, c) is not None]
         unets = [s for s in scored if s[1] == "unet"]

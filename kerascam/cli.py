@@ -65,12 +65,6 @@ def check_writable(folder, flag="--workdir"):
         raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another {flag}") from None
 
 
-def _first_line(error, message=None):
-    """The first line of ``message`` (default: the error's own), or the error's type name when empty."""
-    text = str(error if message is None else message).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def run_cli(main, argv, prog):
     """Runs ``main(argv)`` and turns expected failures into one-line errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -88,7 +82,7 @@ def run_cli(main, argv, prog):
         print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001  (the point is to catch everything)
-        from kerascam.training import TrainingError, TrainingInterrupted
+        from kerascam.training.errors import TrainingError, TrainingInterrupted, first_line
 
         if isinstance(e, TrainingInterrupted):  # saved: not an error, and no traceback even with --debug
             print(e, file=sys.stderr)
@@ -103,64 +97,103 @@ def run_cli(main, argv, prog):
             message = f"{type(e).__name__}: {e}"
         else:
             message = str(e)
-        first_line = _first_line(e, message)
-        print(f"{prog}: error: {first_line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {first_line}", file=sys.stderr)
+        line = first_line(e, message)
+        print(f"{prog}: error: {line} (--debug shows the traceback)" if code == 1 else f"{prog}: error: {line}", file=sys.stderr)
         return code
+
+
+class Flag:
+    """One command-line option, declared once: its flag, argparse's settings and the config field it sets.
+
+    Args:
+        flag: The option, e.g. ``"--low-res-epochs"``.
+        field: The config field it sets (``TrainConfig``, ``EvalConfig``); default: the flag's name
+            with ``_`` for ``-`` (``--image-size`` -> ``image_size``). None:
+            the command reads it itself (``--model``, ``--workdir``, ...).
+        convert: A function from the parsed value to the field's, if they
+            differ (``--max-n 0`` -> ``max_N=None``).
+        **settings: ``argparse.ArgumentParser.add_argument``'s keywords
+            (``type``, ``default``, ``choices``, ``metavar``, ``help``, ...).
+    """
+
+    def __init__(self, flag, field="", convert=None, **settings):
+        self.flag = flag
+        self.dest = flag[2:].replace("-", "_")
+        self.field = self.dest if field == "" else field
+        self.convert = convert
+        self.settings = settings
+
+    def value(self, args):
+        """The option's value for the config: None (the preset's) when not given; a switch not set is None too."""
+        value = getattr(args, self.dest)
+        if self.convert is not None:
+            return self.convert(value)
+        return (value or None) if self.settings.get("action") == "store_true" else value
+
+
+# train.py's options, in --help's order. A new option: one line here and its
+# TrainConfig field.
+TRAIN_FLAGS = (
+    Flag("--model", None, default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four"),
+    Flag("--preset", None, default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)"),
+    Flag("--dataset", help="shapes (embedded, the demo default), markers (embedded, evidence known), "
+                           "imagenet2012 or folder:PATH"),
+    Flag("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)"),
+    Flag("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar"),
+    Flag("--image-size", type=positive_int),
+    Flag("--batch-size", type=positive_int, help="global batch size"),
+    Flag("--epochs", type=positive_int),
+    Flag("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch"),
+    Flag("--learning-rate", type=positive_float,
+         help="peak learning rate per --reference-batch-size images (preset: demo 1e-3 per 32, imagenet 0.1 per 256)"),
+    Flag("--reference-batch-size", type=positive_int, help="the batch size --learning-rate is given for"),
+    Flag("--lr-scaling", choices=configs.LR_SCALINGS,
+         help="how the learning rate follows the global batch: linear (SGD, the imagenet preset), "
+              "sqrt (Adam, the demo preset) or none"),
+    # Resolved per model by kerascam.precision (_resolve_precision), not set as given.
+    Flag("--mixed-precision", None, nargs="?", const="mixed_float16", choices=precision.REQUESTS,
+         help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
+              "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
+              "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
+              "Default: the preset's (paper224 auto; demo auto for vgg16 and resnet50, none for the "
+              "U-Nets; imagenet and smoke none)"),
+    Flag("--jit", action="store_true", help="compile the forward and backward pass with XLA"),
+    Flag("--low-res-epochs", "low_resolution_epochs", type=non_negative_int, metavar="N",
+         help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
+              "(default 0: every epoch at --image-size)"),
+    Flag("--low-res-size", "low_resolution_size", type=positive_int, metavar="S",
+         help="side of the low-resolution epochs' images"),
+    Flag("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)"),
+    Flag("--train-examples", type=positive_int, help="embedded dataset: training images"),
+    Flag("--validation-examples", type=positive_int, help="embedded dataset: validation images"),
+    Flag("--max-pixels", type=non_negative_int,
+         help="folder: datasets: images of more pixels (width x height, read from the file's header) "
+              "are skipped without being decoded (default: 89478485, Pillow's limit; 0 = no limit)"),
+    Flag("--workdir", None, default="runs", help="folder of the runs (default: runs/)"),
+    Flag("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
+         help="tf.distribute strategy (default: auto; multiworker reads TF_CONFIG)"),
+    Flag("--seed", type=int),
+    Flag("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file"),
+    Flag("--jobs", None, type=positive_int,
+         help="with --model all: models trained at the same time, each in its own process "
+              "(default: 2 on a machine without GPU, where one run leaves cores idle; 1 with GPUs)"),
+    Flag("--checkpoint-every", type=non_negative_int, metavar="STEPS",
+         help="steps between checkpoints within an epoch (0: at epoch ends only; default: about every "
+              "10 minutes at the preset's expected speed)"),
+    Flag("--target-accuracy", type=float, metavar="A",
+         help="stop at the first validation check (every quarter epoch) at or above A, in (0, 1]"),
+    Flag("--cam-summaries", type=non_negative_int, metavar="N",
+         help="TensorBoard CAM overlays of the first N validation images after every epoch (default: 0)"),
+    Flag("--quiet", None, action="store_true", help="no progress bars"),
+    Flag("--debug", None, action="store_true", help="show tracebacks"),
+)
 
 
 def train_parser(prog="train.py"):
     p = _Parser(prog=prog, description="Train the paper's classifiers and export them.", epilog=TRAIN_EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four")
-    p.add_argument("--preset", default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)")
-    p.add_argument("--dataset", help="shapes (embedded, the demo default), imagenet2012 or folder:PATH")
-    p.add_argument("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)")
-    p.add_argument("--manual-dir", help="folder with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar")
-    p.add_argument("--image-size", type=positive_int)
-    p.add_argument("--batch-size", type=positive_int, help="global batch size")
-    p.add_argument("--epochs", type=positive_int)
-    p.add_argument("--steps-per-epoch", type=positive_int, help="cap on the steps of one epoch")
-    p.add_argument("--learning-rate", type=positive_float,
-                   help="peak learning rate per --reference-batch-size images (preset: demo 1e-3 per 32, imagenet 0.1 per 256)")
-    p.add_argument("--reference-batch-size", type=positive_int,
-                   help="the batch size --learning-rate is given for")
-    p.add_argument("--lr-scaling", choices=configs.LR_SCALINGS,
-                   help="how the learning rate follows the global batch: linear (SGD, the imagenet preset), "
-                        "sqrt (Adam, the demo preset) or none")
-    p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", choices=precision.REQUESTS,
-                   help="auto: mixed_bfloat16 where the hardware computes bfloat16 natively (GPUs of compute "
-                        "capability 8.0 on, CPUs with avx512_bf16 or amx_bf16), else float32; none: float32; "
-                        "mixed_bfloat16; mixed_float16 (GPUs, with loss scaling; also the flag without a value). "
-                        "Default: the preset's (paper224 auto; demo auto for vgg16 and resnet50, none for the "
-                        "U-Nets; imagenet and smoke none)")
-    p.add_argument("--jit", action="store_true", help="compile the forward and backward pass with XLA")
-    p.add_argument("--low-res-epochs", type=non_negative_int, metavar="N",
-                   help="progressive resizing: the first N epochs train on images downscaled to --low-res-size "
-                        "(default 0: every epoch at --image-size)")
-    p.add_argument("--low-res-size", type=positive_int, metavar="S", help="side of the low-resolution epochs' images")
-    p.add_argument("--unet-filters", type=positive_int, help="U-Net filters at the first level (paper: 64)")
-    p.add_argument("--train-examples", type=positive_int, help="embedded dataset: training images")
-    p.add_argument("--validation-examples", type=positive_int, help="embedded dataset: validation images")
-    p.add_argument("--max-pixels", type=non_negative_int,
-                   help="folder: datasets: images of more pixels (width x height, read from the file's header) "
-                        "are skipped without being decoded (default: 89478485, Pillow's limit; 0 = no limit)")
-    p.add_argument("--workdir", default="runs", help="folder of the runs (default: runs/)")
-    p.add_argument("--strategy", choices=("auto", "default", "mirrored", "multiworker"),
-                   help="tf.distribute strategy (default: auto; multiworker reads TF_CONFIG)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--weights", help="initial weights: imagenet (ResNet50/VGG16) or a .weights.h5 file")
-    p.add_argument("--jobs", type=positive_int,
-                   help="with --model all: models trained at the same time, each in its own process "
-                        "(default: 2 on a machine without GPU, where one run leaves cores idle; 1 with GPUs)")
-    p.add_argument("--checkpoint-every", type=non_negative_int, metavar="STEPS",
-                   help="steps between checkpoints within an epoch (0: at epoch ends only; default: about every "
-                        "10 minutes at the preset's expected speed)")
-    p.add_argument("--target-accuracy", type=float, metavar="A",
-                   help="stop at the first validation check (every quarter epoch) at or above A, in (0, 1]")
-    p.add_argument("--cam-summaries", type=non_negative_int, metavar="N",
-                   help="TensorBoard CAM overlays of the first N validation images after every epoch (default: 0)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    for option in TRAIN_FLAGS:
+        p.add_argument(option.flag, **option.settings)
     return p
 
 
@@ -171,159 +204,11 @@ exit codes: 0 done; 1 failure (one line; --debug shows the traceback); 2 bad inp
 """
 
 
-# Costliest first, so that a pool of processes finishes together.
-_TRAINING_ORDER = ("vgg16", "resnet50", "unet", "unet_ablated")
-
-
-def default_jobs(strategy):
-    """Models to train at once: 2 on a CPU-only machine with 2+ cores, else 1.
-
-    One training process keeps about 1.2 of 2 CPU cores busy here (small
-    convolutions leave the second one idle much of the time); two at once use
-    both (measured: ResNet50 and VGG16 together take 1.6x less wall time
-    than one after the other). GPUs and multi-device strategies train one
-    model at a time.
-    """
-    import tensorflow as tf
-
-    from kerascam.training import available_cpus
-
-    if strategy in ("mirrored", "multiworker") or tf.config.list_physical_devices("GPU"):
-        return 1
-    return 2 if available_cpus() >= 2 else 1
-
-
-# In a training process of --jobs N: the parent asked to stop (SIGUSR1).
-_stop_requested = []
-
-
-def _train_in_child(config, workdir, verbose):
-    from kerascam.training import TrainingInterrupted, train
-
-    if _stop_requested:  # a model queued before the stop: left for the next run
-        raise TrainingInterrupted(f"{config.model}: not started; the same command trains it", 143)
-    try:
-        return train(config, workdir, verbose=verbose)
-    except TrainingInterrupted:
-        _stop_requested.append(True)
-        raise
-
-
 def threads_per_job(jobs):
-    """TensorFlow threads for each of ``jobs`` training processes: the cores split evenly, at least 1.
+    """TensorFlow threads for each of ``jobs`` training processes (``kerascam.training.jobs.threads_per_job``)."""
+    from kerascam.training.jobs import threads_per_job
 
-    Left alone, every process starts a pool as wide as the machine, so two
-    processes on 2 cores run 4 busy threads that compete for them: measured
-    here (``benchmarks/train_speed.py``, two copies at once, one or two
-    threads each) one thread per process trains 1.06-1.14x more images per
-    CPU-second (ResNet50 44 -> 50, VGG16 in bfloat16 30.5 -> 32.5, U-Net
-    114 -> 128 images/s per process).
-    """
-    from kerascam.training import available_cpus
-
-    return max(1, available_cpus() // jobs)
-
-
-def _prepare_training_process(threads):
-    import signal
-
-    import tensorflow as tf
-
-    # Before the first op: the pools are built when the runtime starts.
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
-    # Ctrl-C reaches the whole process group: the parent passes it on as
-    # SIGUSR1, the one request a training process acts on between models.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, lambda signum, frame: _stop_requested.append(signum))
-
-
-def _train_in_parallel(run_configs, workdir, jobs, verbose):
-    """Trains each config in a process of its own, ``jobs`` at a time.
-
-    Each process gets ``threads_per_job(jobs)`` TensorFlow threads (recorded
-    in ``run.json``), and each run is the same as a run alone with as many
-    threads (same seed, same data order); with another number of threads
-    oneDNN may sum in another order (VGG16's weights moved by 1e-5 after 4
-    smoke steps with 1 thread instead of 2; ResNet50's did not), and over a
-    demo run such differences grow into a few points of accuracy. A failed
-    model does not stop the others; the failures are raised together at the
-    end.
-
-    SIGTERM or SIGINT to this process is passed on to the training processes
-    as SIGUSR1 (each finishes its step, saves and stops; a signal they got
-    straight from the terminal or the system counts the same, once), no
-    model starts after it, and this process raises ``TrainingInterrupted``
-    with its own code once they have saved. A second signal kills them all
-    at once.
-    """
-    import concurrent.futures
-    import multiprocessing
-    import signal
-    import threading
-
-    from kerascam.training import TrainingError, TrainingInterrupted
-
-    order = sorted(run_configs, key=lambda c: _TRAINING_ORDER.index(c.model))
-    threads = threads_per_job(jobs)
-    print(f"training {', '.join(c.model for c in order)}, {jobs} at a time, each in its own process "
-          f"with {threads} thread{'s' if threads > 1 else ''} "
-          f"(curves: {os.path.join(workdir, 'MODEL', 'history.csv')})", flush=True)
-    summaries, failures = {}, []
-    context = multiprocessing.get_context("spawn")  # a fresh TensorFlow in every process
-    received = []
-
-    def pass_on(signum, frame):
-        children = multiprocessing.active_children()
-        if received:  # the second signal: no more saving
-            for child in children:
-                os.kill(child.pid, signal.SIGKILL)
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        received.append(signum)
-        for future in list(futures):
-            future.cancel()  # the models not started yet
-        for child in children:
-            os.kill(child.pid, signal.SIGUSR1)
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, pass_on) for s in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
-    futures = {}
-    try:
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                                    initializer=_prepare_training_process, initargs=(threads,)) as pool:
-            for config in order:
-                futures[pool.submit(_train_in_child, config, workdir, verbose)] = config.model
-            _collect(futures, summaries, failures, TrainingInterrupted)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if received:
-        raise TrainingInterrupted("train.py: interrupted; the models under way saved a checkpoint, "
-                                  "the same command resumes", 128 + received[0])
-    if failures:
-        raise TrainingError("; ".join(failures))
-    return [summaries[c.model] for c in run_configs]
-
-
-def _collect(futures, summaries, failures, interrupted_type):
-    import concurrent.futures
-
-    for future in concurrent.futures.as_completed(futures):
-        model = futures[future]
-        if future.cancelled():
-            continue
-        try:
-            summaries[model] = s = future.result()
-        except interrupted_type as e:
-            print(e, flush=True)
-            continue
-        except Exception as e:  # noqa: BLE001  (reported with the others at the end)
-            failures.append(f"{model}: {_first_line(e)}")
-            print(f"{model} failed: {_first_line(e)}", flush=True)
-            continue
-        print(f"{model} done: val_accuracy {s['val_accuracy']:.4f} in {s['wall_seconds']:.0f} s", flush=True)
+    return threads_per_job(jobs)
 
 
 def _resolve_precision(run_configs, requested, workdir, preset=None):
@@ -379,36 +264,13 @@ def train_main(argv, prog="train.py"):
         from kerascam.data import check_dataset_name
 
         check_dataset_name(args.dataset)
-    flags = {
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "manual_dir": args.manual_dir,
-        "image_size": args.image_size,
-        "batch_size": args.batch_size,
-        "epochs": args.epochs,
-        "steps_per_epoch": args.steps_per_epoch,
-        "learning_rate": args.learning_rate,
-        "reference_batch_size": args.reference_batch_size,
-        "lr_scaling": args.lr_scaling,
-        "jit": args.jit or None,
-        "low_resolution_epochs": args.low_res_epochs,
-        "low_resolution_size": args.low_res_size,
-        "unet_filters": args.unet_filters,
-        "train_examples": args.train_examples,
-        "validation_examples": args.validation_examples,
-        "max_pixels": args.max_pixels,
-        "strategy": args.strategy,
-        "seed": args.seed,
-        "weights": args.weights,
-        "checkpoint_every": args.checkpoint_every,
-        "target_accuracy": args.target_accuracy,
-        "cam_summaries": args.cam_summaries,
-    }
+    flags = {option.field: option.value(args) for option in TRAIN_FLAGS if option.field}
     names = MODEL_NAMES if args.model == "all" else (args.model,)
     run_configs = [preset.for_model(name, **flags) for name in names]
     from kerascam import progressive
     from kerascam.models import check_image_size
     from kerascam.training import train
+    from kerascam.training.jobs import default_jobs, train_in_parallel
 
     for config in run_configs:  # reject sizes a model cannot take before any training
         check_image_size(config.model, config.image_size)
@@ -428,7 +290,7 @@ def train_main(argv, prog="train.py"):
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))
     if jobs > 1:
         # One line per epoch and model: progress bars of two processes would mix.
-        summaries = _train_in_parallel(run_configs, args.workdir, jobs, verbose=0 if args.quiet else 2)
+        summaries = train_in_parallel(run_configs, args.workdir, jobs, verbose=0 if args.quiet else 2)
     else:
         summaries = [train(config, args.workdir, verbose=0 if args.quiet else 1) for config in run_configs]
     _record_precision(args.workdir, summaries, precisions)
@@ -453,62 +315,91 @@ def train_main(argv, prog="train.py"):
     return 0
 
 
-def evaluate_parser(prog="evaluate.py"):
-    from kerascam.evaluation import available_columns, available_scores
+def evaluate_flags():
+    """evaluate.py's options, in --help's order, each with the ``EvalConfig`` field it sets.
 
+    A function: the choices of ``--cam`` and ``--scores`` come from the
+    registries of ``kerascam.evaluation``, imported only when needed.
+    """
+    from kerascam.evaluation import EvalConfig, available_columns, available_scores
+
+    columns = available_columns()
+    # The image counts' defaults are EvalConfig's, declared once there.
+    defaults = {field.name: field.default for field in dataclasses.fields(EvalConfig)}
+    return (
+        Flag("--cam", "methods", nargs="+", default=["all"], choices=(*columns, "all"), metavar="METHOD",
+             convert=lambda cams: tuple(columns) if "all" in cams else tuple(dict.fromkeys(cams)),
+             help=f"CAM methods, fused variants and model-free baselines to compare, or all (default): {', '.join(columns)}"),
+        Flag("--scores", nargs="+", default=["all"], choices=(*available_scores(), "all"), metavar="SCORE",
+             convert=lambda scores: None if "all" in scores else tuple(dict.fromkeys(scores)),
+             help=f"scores to compute, or all (default): {', '.join(available_scores())}"),
+        Flag("--models", nargs="+", metavar="MODEL",
+             help="runs of --workdir to explain, each a folder with a model.keras: "
+                  f"{', '.join(MODEL_NAMES)} or your own (default: all of them)"),
+        Flag("--workdir", default="runs", help="folder of the trained runs (default: runs/)"),
+        Flag("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)"),
+        Flag("--dataset", help="dataset (default: the one the models were trained on)"),
+        Flag("--split", default="validation", help="dataset split (default: validation)"),
+        Flag("--boxes", "boxes_dir", help="ImageNet: folder of the validation box XMLs, scored as ground-truth masks"),
+        Flag("--max-pixels", type=non_negative_int,
+             help="folder: datasets: images of more pixels (width x height) are skipped without being "
+                  "decoded (default: the models' training limit; 0 = no limit)"),
+        Flag("--batch-size", type=positive_int, default=25),
+        Flag("--max-n", "max_N", type=int, default=16, convert=lambda n: n or None,
+             help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)"),
+        Flag("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)"),
+        Flag("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain"),
+        Flag("--figures", "num_figures", type=int, default=6, help="images in the overview figure (default: 6)"),
+        Flag("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
+             help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference"),
+        Flag("--faithfulness-images", type=positive_int, default=defaults["faithfulness_images"],
+             help=f"images scored by deletion and insertion (default: {defaults['faithfulness_images']})"),
+        Flag("--road-images", type=positive_int, default=defaults["road_images"],
+             help=f"images scored by ROAD (default: {defaults['road_images']})"),
+        Flag("--faithfulness-steps", type=positive_int, default=defaults["faithfulness_steps"],
+             help=f"steps K of the deletion and insertion curves (default: {defaults['faithfulness_steps']})"),
+        Flag("--tie-draws", type=positive_int, default=defaults["tie_draws"],
+             help="deletion, insertion and ROAD break ties of a map at random; steps that cut a plateau are "
+                  f"averaged over this many draws (default: {defaults['tie_draws']})"),
+        Flag("--randomization-images", type=positive_int, default=defaults["randomization_images"],
+             help=f"images scored by the randomization check (default: {defaults['randomization_images']})"),
+        Flag("--grid-pointing-images", type=positive_int, default=defaults["grid_pointing_images"],
+             help="images scored by the grid pointing game, each in a 2x2 mosaic with three other classes "
+                  f"(default: {defaults['grid_pointing_images']})"),
+        Flag("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1"),
+        Flag("--num-shards", type=positive_int, default=1,
+             help="split the images into this many shards (run each, e.g. on its own machine)"),
+        Flag("--merge", None, action="store_true", help="only build the tables from the finished shards"),
+        Flag("--chunk", type=positive_int, default=10,
+             help="batches per saved part of the results: the same command after a kill resumes "
+                  "after the last saved part (default: 10)"),
+        Flag("--quiet", None, action="store_true", help="no progress bar"),
+        Flag("--debug", None, action="store_true", help="show tracebacks"),
+    )
+
+
+def evaluate_parser(prog="evaluate.py", flags=None):
     p = _Parser(prog=prog, description="Explain the trained models and score how well the maps localize.")
-    p.add_argument("--cam", nargs="+", default=["all"], choices=(*available_columns(), "all"), metavar="METHOD",
-                   help="CAM methods, fused variants and model-free baselines to compare, or all "
-                        f"(default): {', '.join(available_columns())}")
-    p.add_argument("--scores", nargs="+", default=["all"], choices=(*available_scores(), "all"), metavar="SCORE",
-                   help=f"scores to compute, or all (default): {', '.join(available_scores())}")
-    p.add_argument("--models", nargs="+", metavar="MODEL",
-                   help="runs of --workdir to explain, each a folder with a model.keras: "
-                        f"{', '.join(MODEL_NAMES)} or your own (default: all of them)")
-    p.add_argument("--workdir", default="runs", help="folder of the trained runs (default: runs/)")
-    p.add_argument("--num-images", type=positive_int, default=200, help="images of the split to explain (default: 200)")
-    p.add_argument("--dataset", help="dataset (default: the one the models were trained on)")
-    p.add_argument("--split", default="validation", help="dataset split (default: validation)")
-    p.add_argument("--boxes", help="ImageNet: folder of the validation box XMLs, scored as ground-truth masks")
-    p.add_argument("--max-pixels", type=non_negative_int,
-                   help="folder: datasets: images of more pixels (width x height) are skipped without being "
-                        "decoded (default: the models' training limit; 0 = no limit)")
-    p.add_argument("--batch-size", type=positive_int, default=25)
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
-    p.add_argument("--mask-threshold", type=float, default=0.5, help="threshold of the reference map (default: 0.5)")
-    p.add_argument("--class-index", choices=("predicted", "true"), default="predicted", help="class to explain")
-    p.add_argument("--figures", type=int, default=6, help="images in the overview figure (default: 6)")
-    p.add_argument("--backend", choices=("kerascam", "tf-keras-vis"), default="kerascam",
-                   help="CAM implementation: the compiled engine (default) or the tf-keras-vis reference")
-    p.add_argument("--faithfulness-images", type=positive_int, default=25,
-                   help="images scored by deletion and insertion (default: 25)")
-    p.add_argument("--road-images", type=positive_int, default=10, help="images scored by ROAD (default: 10)")
-    p.add_argument("--faithfulness-steps", type=positive_int, default=16,
-                   help="steps K of the deletion and insertion curves (default: 16)")
-    p.add_argument("--randomization-images", type=positive_int, default=20,
-                   help="images scored by the randomization check (default: 20)")
-    p.add_argument("--shard", type=int, default=0, help="this run's shard, 0 .. --num-shards - 1")
-    p.add_argument("--num-shards", type=positive_int, default=1,
-                   help="split the images into this many shards (run each, e.g. on its own machine)")
-    p.add_argument("--merge", action="store_true", help="only build the tables from the finished shards")
-    p.add_argument("--chunk", type=positive_int, default=10,
-                   help="batches per saved part of the results: the same command after a kill resumes "
-                        "after the last saved part (default: 10)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    for option in flags or evaluate_flags():
+        p.add_argument(option.flag, **option.settings)
     return p
 
 
 def evaluate_main(argv, prog="evaluate.py"):
-    from kerascam.evaluation import EvalConfig, available_columns, evaluate
+    from kerascam.evaluation import EvalConfig, evaluate
 
-    args = evaluate_parser(prog).parse_args(argv)
+    flags = evaluate_flags()
+    args = evaluate_parser(prog, flags).parse_args(argv)
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
     if not 0 <= args.shard < args.num_shards:
         raise UsageError(f"--shard must lie in 0..{args.num_shards - 1} for --num-shards {args.num_shards}, got {args.shard}")
     if args.max_n < 0:
         raise UsageError(f"--max-n must be 0 (all channels) or positive, got {args.max_n}")
+    if args.dataset:
+        from kerascam.data import check_dataset_name
+
+        check_dataset_name(args.dataset)  # before any model is loaded
     if not os.path.isdir(args.workdir):
         raise UsageError(f"--workdir {args.workdir!r} does not exist; train first: python train.py --model all")
     check_writable(os.path.join(args.workdir, "eval"))
@@ -516,34 +407,11 @@ def evaluate_main(argv, prog="evaluate.py"):
 
     # Records and their saved parts (a few hundred bytes per image, model and
     # method, twice), tables and figures.
-    methods = tuple(available_columns()) if "all" in args.cam else tuple(dict.fromkeys(args.cam))
-    scores = None if "all" in args.scores else tuple(dict.fromkeys(args.scores))
-    check_free_space(os.path.join(args.workdir, "eval"), args.num_images * 4 * len(methods) * 1200 + 32 * 2**20,
+    fields = {option.field: option.value(args) for option in flags if option.field}
+    check_free_space(os.path.join(args.workdir, "eval"),
+                     args.num_images * 4 * len(fields["methods"]) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
-    config = EvalConfig(
-        workdir=args.workdir,
-        models=args.models,
-        methods=methods,
-        scores=scores,
-        faithfulness_images=args.faithfulness_images,
-        faithfulness_steps=args.faithfulness_steps,
-        road_images=args.road_images,
-        randomization_images=args.randomization_images,
-        num_images=args.num_images,
-        split=args.split,
-        dataset=args.dataset,
-        batch_size=args.batch_size,
-        max_N=args.max_n or None,
-        mask_threshold=args.mask_threshold,
-        class_index=args.class_index,
-        num_figures=args.figures,
-        boxes_dir=args.boxes,
-        max_pixels=args.max_pixels,
-        backend=args.backend,
-        shard=args.shard,
-        num_shards=args.num_shards,
-        chunk=args.chunk,
-    )
+    config = EvalConfig(**fields)
     if args.merge:
         from kerascam.evaluation import merge_shards
 
@@ -609,7 +477,8 @@ def explain_parser(prog="kerascam explain"):
     p.add_argument("--colormap", default=explain.DEFAULT_COLORMAP,
                    help=f"matplotlib colormap (default: {explain.DEFAULT_COLORMAP}, perceptually uniform; "
                         "jet, turbo, magma, ...)")
-    p.add_argument("--max-n", type=int, default=32, help="ScoreCAM channels, Faster-ScoreCAM (default: 32; 0 = all)")
+    p.add_argument("--max-n", type=int, default=16,
+                   help="ScoreCAM channels, the same on every model: Faster-ScoreCAM(N) (default: 16; 0 = all)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per model call (default: 8)")
     p.add_argument("--max-pixels", type=int, default=explain.MAX_PIXELS,
                    help=f"skip images with more pixels, known from their header (default: {explain.MAX_PIXELS:,}; "

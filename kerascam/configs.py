@@ -141,14 +141,14 @@ MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 def demo():
     """The default: the embedded shapes dataset at 48x48, minutes on a laptop CPU.
 
-    The budget (all four models in about 17 minutes on 2 CPU cores) sets the
+    The budget (all four models in minutes on 2 CPU cores) sets the
     sizes: 48x48 images, 6,000 per epoch; the U-Net (a quarter of the paper's
     width, 16 filters at the first level) trains 4 epochs at 2e-3, the ablated
     U-Net 5 at 2e-3, ResNet50 6 and VGG16 4 (each schedule decays to zero over
-    its own epochs). The U-Nets' recipes are the shortest tried that cleared
-    97 % on three seeds (``benchmarks/recipe_curve.py``); at 3 and 4 epochs of
-    1e-3 they landed anywhere from 78 to 98 % with the seed. ResNet50's 5 epochs
-    ended at 88.5-96.8 % on three seeds, 6 at 95.7-98.6 %. VGG16 gets batch
+    its own epochs). These are the shortest recipes tried that cleared 95 % on
+    three seeds; the accuracies and times they reach are in
+    ``docs/results.md`` and the recipes tried in ``benchmarks/README.md``
+    (``recipe_curve.py``). VGG16 gets batch
     normalization: the plain
     keras.applications VGG16 stayed at chance (loss log 5) for every setting
     tried here within the budget (Glorot or He initialization, Adam 3e-5 to
@@ -208,13 +208,11 @@ def paper224():
     gives 2x2), and the U-Nets have the paper's width. The demo's recipe
     otherwise (batch 32, AdamW 1e-3, the same epochs per model, VGG16 with
     batch normalization at 1e-4) on 3,000 training and 300 validation images,
-    sized for one GPU: a train step costs 221 (U-Net), 177 (ablated U-Net),
-    23 (ResNet50) and 93 (VGG16) GFLOP per image (forward x3, counted by
-    ``benchmarks/train_speed.py``). What the four runs cost (under a minute
-    of steps on one H200 in bfloat16, about 14 CPU-hours on this project's
-    2-core CPU) is estimated from measured step rates, with the commands, in
-    ``benchmarks/README.md`` (``gpu_check.sh``); the run itself has not been
-    made on a GPU yet.
+    sized for one GPU. What a train step costs in FLOPs
+    (``benchmarks/train_speed.py``) and what the four runs cost on a GPU and
+    on a CPU, estimated from measured step rates, are in
+    ``benchmarks/README.md`` (``train_speed.py``, ``gpu_check.sh``,
+    ``backend_speed.py``); the run itself has not been made on a GPU yet.
     """
     # The demo's recipe (epochs and per-model overrides included) at the paper's geometry.
     return dataclasses.replace(
@@ -240,16 +238,12 @@ PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper
 # What train.py's --mixed-precision is when not given, per preset (resolved by
 # kerascam.precision): one request for every model, or a dict of requests by
 # model ("default" for the rest). "auto" trains in bfloat16 where the hardware
-# has it. On this project's AVX512-BF16 CPU the demo's train steps ran 1.0-1.5x
-# faster in CPU time (ResNet50 1.0-1.2x, VGG16 1.5x; benchmarks/README.md).
-# The demo takes it for its two costliest models: VGG16's 4 epochs reached
-# 0.982 validation accuracy in bfloat16 (0.971 in float32) in two thirds of
-# the CPU time, ResNet50's 5 epochs 0.942 (0.929) with 15 % less, while the
-# U-Net's 3 epochs fell from 0.988 to 0.920 (so the U-Nets stay float32).
-# ResNet50 in 4 epochs of bfloat16 stopped at 0.856. All single runs: one
-# run's accuracy moves by a few points with the order of the floating-point
-# sums alone (README, "How much of this is one training run?"). Smoke stays
-# float32 so that the tests compare runs bit for bit.
+# has it. The demo takes it for its two costliest models, VGG16 and ResNet50,
+# whose steps it makes cheaper on this project's AVX512-BF16 CPU at no loss of
+# accuracy; the U-Nets stay float32, because bfloat16 left the ablated twin
+# short and the twins must train alike. The measurements behind this are in
+# benchmarks/README.md (train_speed.py, recipe_curve.py) and docs/manual.md
+# ("Precision"). Smoke stays float32 so that the tests compare runs bit for bit.
 DEFAULT_MIXED_PRECISION = {
     "demo": {"vgg16": "auto", "resnet50": "auto", "default": "none"},
     "imagenet": "none",

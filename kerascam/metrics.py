@@ -20,9 +20,11 @@ name the reason so that callers can count them. Only numpy and scipy are
 imported here, so the metrics can be used without TensorFlow.
 """
 
+import zlib
 from typing import NamedTuple
 
 import numpy as np
+import scipy.ndimage
 import scipy.stats
 
 # Status strings shared by `map_status`, `score_status`, `pointing_game` and
@@ -129,9 +131,21 @@ def localization_score(cam, mask, *, return_status=False):
     """The share of an explanation map's mass inside a mask (Mascolini et al. 2022).
 
     s = sum(A * M) / sum(A), with A the map under test and M a binary mask of
-    the same height and width. s lies in [0, 1]; it is unchanged when A is
-    multiplied by a positive constant, so it does not matter whether A is
-    normalised.
+    the same height and width. s lies in [0, 1]. It is unchanged when A is
+    multiplied by a positive constant, but not when a constant is added: a
+    floor c > 0 under the whole map pulls s towards M's share of the image,
+    s(A + c) = (sum(A * M) + c |M|) / (sum(A) + c H W). So min-max
+    normalisation, which divides by the range (no effect) and subtracts the
+    minimum (an effect, unless min(A) = 0), changes s for every map whose
+    minimum is above 0. This function scores A exactly as given. The
+    evaluation (`kerascam.evaluation`) gives it the maps that
+    `kerascam.cams` returns: the native map bilinearly resized to the input
+    and then min-max normalised, (R - min R) / (max R - min R); s is that of
+    the raw map only where min R = 0 (a CAM whose ReLU zeroes some pixel).
+    For a map with a floor (every value of R above 0: a coarse CAM whose
+    cells are all positive, the ``noise`` baseline) the score in the tables
+    lies further from the mask's share, on the same side, than the raw
+    map's: s(R) lies between s(R - min R) and |M| / (H W).
 
     Args:
         cam: the map A, one (H, W) or a batch (N, H, W), values >= 0 (CAMs
@@ -330,6 +344,168 @@ def evidence_hit(cam, evidence):
     return _finish(hits, single), _finish(status, single)
 
 
+# Zhang et al. 2018 ("Top-down Neural Attention by Excitation Backprop",
+# IJCV): a hit when the maximum lies within 15 px of the object, for their
+# 224 px inputs. Scaled to other sizes by the shorter side.
+ZHANG_TOLERANCE_PX = 15.0
+ZHANG_IMAGE_SIZE = 224
+TIE_SEED = 0
+
+
+def zhang_tolerance(height, width):
+    """Zhang et al.'s 15 px at 224 px, scaled to an image of ``height`` x ``width``.
+
+    Returns:
+        ``15 * min(height, width) / 224`` in pixels (3.21 at 48 px, 4.29 at
+        64 px, 15 at 224 px).
+    """
+    return ZHANG_TOLERANCE_PX * min(height, width) / ZHANG_IMAGE_SIZE
+
+
+def _content_seed(array, seed):
+    """A seed from ``seed`` and an array's bytes: the same array always draws
+    the same, and two arrays draw independently of the batch they come in."""
+    digest = zlib.crc32(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+    return np.random.default_rng([int(seed), int(digest)])
+
+
+def random_argmax(values, seed=TIE_SEED):
+    """The flat index of the maximum of ``values``; ties broken at random.
+
+    The draw is seeded by ``seed`` and the values themselves, so a map always
+    picks the same maximum (in any batch, shard or resumed run), while maps
+    that differ pick independently: no position of a plateau is favoured
+    across images, as raster-order argmax would favour its top-left pixel.
+
+    Args:
+        values: an array of finite numbers.
+        seed: int. Defaults to `TIE_SEED` (0).
+
+    Returns:
+        An int, the index into ``values.ravel()``.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    peaks = np.flatnonzero(flat == flat.max())
+    if len(peaks) == 1:
+        return int(peaks[0])
+    return int(peaks[_content_seed(flat, seed).integers(len(peaks))])
+
+
+def tolerant_pointing_game(cam, mask, *, tolerance=None, seed=TIE_SEED):
+    """The pointing game as Zhang et al. (2018, IJCV) define it.
+
+    One maximum per map (tied maxima: one picked at random, `random_argmax`);
+    a hit when it lies within ``tolerance`` pixels (Euclidean distance to the
+    nearest mask pixel) of the mask. Beside `pointing_game`, whose strict
+    rule asks every tied maximum to lie inside the mask and allows no
+    tolerance, this is the published protocol: a coarse map's plateau is
+    neither punished (strict rule) nor favoured (raster-order argmax).
+
+    Args:
+        cam: one map (H, W) or a batch (N, H, W).
+        mask: binary mask, (H, W) shared by all maps or (N, H, W).
+        tolerance: pixels; None for Zhang et al.'s 15 px at 224 scaled to
+            the map (`zhang_tolerance`). 0 asks the maximum to lie on the mask.
+        seed: seed of the tie draw. Defaults to `TIE_SEED` (0).
+
+    Returns:
+        A tuple (hits, status) as `pointing_game`: hits bool, status
+        `map_status(cam)`, with "empty" where the mask holds no pixel
+        ("empty" wins). Maps whose status is not "ok" get hit False and must
+        be left out of hit rates.
+
+    Raises:
+        ValueError: when the mask and the map differ in height or width, the
+            mask is not binary or the tolerance is negative.
+    """
+    maps, single = _as_maps(cam, "cam")
+    masks = _check_mask(mask, maps, "cam", np.shape(cam))
+    if tolerance is None:
+        tolerance = zhang_tolerance(*maps.shape[1:])
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a number of pixels >= 0. Received: tolerance={tolerance}")
+    status = map_status(maps)
+    empty = ~masks.reshape(len(maps), -1).any(axis=1)
+    status[empty] = EMPTY
+    hits = np.zeros(len(maps), bool)
+    for i in np.flatnonzero(status == OK):
+        row, col = np.unravel_index(random_argmax(maps[i], seed), maps.shape[1:])
+        # Distance of every pixel to the nearest mask pixel (0 on the mask).
+        distance = scipy.ndimage.distance_transform_edt(~masks[i])
+        hits[i] = distance[row, col] <= tolerance
+    return _finish(hits, single), _finish(status, single)
+
+
+def tolerant_pointing_chance(mask, *, tolerance=None):
+    """What a map that knows nothing scores in `tolerant_pointing_game`: the
+    share of pixels within ``tolerance`` of the mask (NaN for an empty mask).
+
+    Args:
+        mask: binary mask (H, W) or (N, H, W).
+        tolerance: as `tolerant_pointing_game`.
+    """
+    masks, single = _as_maps(mask, "mask")
+    masks = masks.astype(bool)
+    if tolerance is None:
+        tolerance = zhang_tolerance(*masks.shape[1:])
+    shares = np.full(len(masks), np.nan)
+    for i, m in enumerate(masks):
+        if m.any():
+            shares[i] = np.mean(scipy.ndimage.distance_transform_edt(~m) <= tolerance)
+    return _finish(shares, single)
+
+
+def evidence_ratio_in_region(cam, evidence, region, *, return_status=False):
+    """How strongly a map prefers the evidence over the rest of its region.
+
+    ratio = (sum(A * E) / sum(A * R)) / (sum(E) / sum(R)): the share of the
+    map's mass in the region R (e.g. the disk that carries a sticker) that
+    lies on the evidence E, over E's share of R's pixels. 1 is no preference
+    within R, whatever the map does outside R; a map that merely lights the
+    disk evenly scores 1 here but 1 / (share of the disk in the image) in
+    `evidence_ratio`. Evidence pixels outside R are ignored (E is taken as
+    E & R).
+
+    Args:
+        cam: the map A, one (H, W) or a batch (N, H, W), values >= 0.
+        evidence: binary E, (H, W) or (N, H, W).
+        region: binary R, (H, W) or (N, H, W), which should hold E.
+        return_status: also return the status. Defaults to False.
+
+    Returns:
+        float64 ratios (scalar for one map, else (N,)); NaN where undefined:
+        "empty" (no evidence pixel inside the region), "zero" (no mass in
+        the region) or "nonfinite" (the map). With ``return_status=True``, a
+        tuple (ratios, status).
+
+    Raises:
+        ValueError: as `evidence_ratio`, for the evidence and the region.
+    """
+    maps, single = _as_maps(cam, "cam")
+    masks = _check_mask(evidence, maps, "cam", np.shape(cam), mask_name="evidence")
+    regions = _check_mask(region, maps, "cam", np.shape(cam), mask_name="region")
+    if np.any(np.isfinite(maps) & (maps < 0)):
+        raise ValueError(f"cam must be non-negative (a CAM after its ReLU). Received: min(cam)={np.nanmin(maps)}")
+    n = len(maps)
+    flat = maps.reshape(n, -1)
+    in_region = regions.reshape(n, -1)
+    on_evidence = masks.reshape(n, -1) & in_region
+    region_mass = np.where(in_region, flat, 0.0).sum(axis=1)
+    evidence_mass = np.where(on_evidence, flat, 0.0).sum(axis=1)
+    evidence_share = on_evidence.sum(axis=1) / np.maximum(in_region.sum(axis=1), 1)
+    status = np.full(n, OK, dtype="<U9")
+    status[region_mass == 0] = ZERO
+    status[~np.isfinite(flat).all(axis=1)] = NONFINITE
+    status[~on_evidence.any(axis=1)] = EMPTY
+    ratios = np.full(n, np.nan)
+    defined = status == OK
+    ratios[defined] = evidence_mass[defined] / region_mass[defined] / evidence_share[defined]
+    ratios = _finish(ratios, single)
+    if return_status:
+        return ratios, _finish(status, single)
+    return ratios
+
+
 def _ranks(values):
     """Ranks 1..n of a 1-D array, ties given their average rank."""
     order = np.argsort(values, kind="mergesort")
@@ -383,6 +559,7 @@ class PairedDifference(NamedTuple):
     high: float
     p_value: float
     n: int
+    d_z: float = float("nan")
 
 
 def _check_confidence(confidence):
@@ -401,6 +578,105 @@ def _t_interval(values, confidence):
     standard_error = np.std(values, ddof=1) / np.sqrt(n)
     half_width = scipy.stats.t.ppf(0.5 + confidence / 2.0, df=n - 1) * standard_error
     return mean, float(mean - half_width), float(mean + half_width)
+
+
+def wilson_interval(hits, confidence=0.95):
+    """Rate and Wilson score interval of 0/1 outcomes (Wilson 1927).
+
+    For k hits in n trials, p = k / n and z the normal quantile of the
+    coverage::
+
+        centre = (p + z^2 / (2n)) / (1 + z^2 / n)
+        half   = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+
+    Unlike the Student-t (Wald) interval it stays inside [0, 1] and is not
+    degenerate at 0 or n hits (0 of 20: [0, 0.161], where the t interval is
+    [0, 0]), and its coverage is close to nominal for small n (Brown, Cai
+    and DasGupta 2001).
+
+    Args:
+        hits: 1-D array-like of 0/1 (or bool); NaN and inf are left out.
+        confidence: the interval's coverage. Defaults to 0.95.
+
+    Returns:
+        ConfidenceInterval(rate, low, high, n); all NaN with n == 0.
+
+    Raises:
+        ValueError: when a finite value is not 0 or 1.
+    """
+    _check_confidence(confidence)
+    values = np.asarray(hits, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError(f"hits must be 0 or 1. Received: {np.setdiff1d(values, (0.0, 1.0))[:3].tolist()}")
+    n = len(values)
+    if n == 0:
+        return ConfidenceInterval(np.nan, np.nan, np.nan, 0)
+    rate = float(values.mean())
+    z = scipy.stats.norm.ppf(0.5 + confidence / 2.0)
+    denominator = 1.0 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z / denominator * np.sqrt(rate * (1.0 - rate) / n + z * z / (4.0 * n * n))
+    # At 0 (n) hits the bound is exactly 0 (1); the formula leaves a rounding error.
+    low = 0.0 if rate == 0.0 else max(0.0, centre - half)
+    high = 1.0 if rate == 1.0 else min(1.0, centre + half)
+    return ConfidenceInterval(rate, float(low), float(high), n)
+
+
+def holm_adjust(p_values):
+    """Holm's step-down adjustment of a family of p-values (Holm 1979).
+
+    With the m finite p-values sorted, p_(1) <= ... <= p_(m), the adjusted
+    p_(i) is ``min(1, max_{j <= i} (m - j + 1) p_(j))``. Rejecting where the
+    adjusted p is below alpha keeps the family-wise error rate (the chance of
+    any false claim) at alpha under any dependence between the tests: the
+    paired tests of one table share their images, models and maps, so they
+    are far from independent.
+
+    Args:
+        p_values: 1-D array-like; NaN (a test that could not run) is left
+            out of the family and stays NaN.
+
+    Returns:
+        float64 array of the same length.
+    """
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if np.any(np.isfinite(p) & ((p < 0) | (p > 1))):
+        raise ValueError(f"p-values must lie in [0, 1]. Received: {p.tolist()}")
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    if m == 0:
+        return adjusted
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = (m - np.arange(m)) * p[order]
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return adjusted
+
+
+P_VALUE_FLOOR = 1e-6
+
+
+def format_p_value(p_value, floor=P_VALUE_FLOOR):
+    """A p-value as text: two significant digits, ``"< 1e-6"`` below ``floor``.
+
+    A paired t-test over a few hundred images can give p = 1e-50, a number
+    that says more about the t distribution's tail than about the data; the
+    tables print no p below ``floor`` (1e-6 by default).
+
+    Args:
+        p_value: float or NaN.
+        floor: the smallest p-value printed. Defaults to 1e-6.
+
+    Returns:
+        ``"n/a"`` for NaN, ``"< 1e-6"`` below the floor, else e.g. ``"0.034"``.
+    """
+    if p_value is None or not np.isfinite(p_value):
+        return "n/a"
+    if p_value < floor:
+        exponent = np.log10(floor)
+        return f"< 1e{int(exponent)}" if exponent == int(exponent) else f"< {floor:g}"
+    return f"{p_value:.2g}"
 
 
 def mean_confidence_interval(values, confidence=0.95):
@@ -437,12 +713,14 @@ def paired_difference(a, b, confidence=0.95):
             to 0.95.
 
     Returns:
-        PairedDifference(mean_difference, low, high, p_value, n): the mean of
-        a - b with its Student-t interval, the two-sided p-value of
-        `scipy.stats.ttest_rel(a, b)` and the number of pairs. With n < 2 the
-        interval and p-value are NaN. When all differences are equal the
-        t statistic is undefined; p_value is then 0.0 if they are non-zero
-        and NaN if they are all zero (scipy's limits, without its warning).
+        PairedDifference(mean_difference, low, high, p_value, n, d_z): the
+        mean of a - b with its Student-t interval, the two-sided p-value of
+        `scipy.stats.ttest_rel(a, b)`, the number of pairs and the effect
+        size d_z = mean(a - b) / sd(a - b) (Cohen's d for paired samples,
+        sd with n - 1; t = d_z sqrt(n)). With n < 2 the interval, p-value
+        and d_z are NaN. When all differences are equal the t statistic is
+        undefined; p_value is then 0.0 and d_z +-inf if they are non-zero,
+        both NaN if they are all zero (scipy's limits, without its warning).
 
     Raises:
         ValueError: when `a` and `b` differ in shape.
@@ -460,9 +738,11 @@ def paired_difference(a, b, confidence=0.95):
     mean, low, high = _t_interval(differences, confidence)
     n = len(differences)
     if n < 2:
-        p_value = np.nan
+        p_value = d_z = np.nan
     elif np.all(differences == differences[0]):
         p_value = 0.0 if differences[0] != 0 else np.nan
+        d_z = float(np.sign(differences[0]) * np.inf) if differences[0] != 0 else np.nan
     else:
         p_value = float(scipy.stats.ttest_rel(a, b).pvalue)
-    return PairedDifference(mean, low, high, p_value, n)
+        d_z = float(mean / np.std(differences, ddof=1))
+    return PairedDifference(mean, low, high, p_value, n, d_z)

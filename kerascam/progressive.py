@@ -19,7 +19,7 @@ slot) and differs only by its input. Checkpoints, the exported model,
 validation and CAM summaries all use the full-size model. Only networks whose
 layers accept both sizes can do this: any fully convolutional network with a
 global pooling head (the U-Nets, ResNet50), and VGG16 when both sizes leave
-the same flattened block5 output (32 and 48 both pool to 1x1).
+the same flattened block5 output (48 and 64 both pool to 2x2).
 """
 
 import keras

@@ -1,4 +1,4 @@
-"""benchmarks/across_runs.py: the README's headlines, run by run."""
+"""benchmarks/across_runs.py: the headlines of docs/results.md, run by run."""
 
 import importlib.util
 import json

@@ -138,23 +138,55 @@ def test_gradcam_matches_direct_implementation(coarse_model, images):
     assert _relative_error(native, expected) < 1e-4
 
 
-def test_gradcam_plus_plus_matches_direct_implementation(coarse_model, images):
-    activations, gradients, class_logits = _native_and_logits(coarse_model, "target", images)
-    # Chattopadhay et al. 2018, eq. 19, with Y^c = exp(y^c); the alphas of each
-    # channel are then divided by their spatial sum as in the authors' code.
+def _gradcam_plus_plus_paper_weights(activations, gradients, class_logits):
+    """Chattopadhay et al. 2018, eq. 19, with Y^c = exp(y^c), in float64; the
+    alphas of each channel are then divided by their spatial sum as in the
+    authors' code (and tf-keras-vis)."""
     exp_score = np.exp(class_logits)[:, None, None, None]
-    g2, g3 = gradients**2, gradients**3
+    d1 = exp_score * gradients
+    d2, d3 = d1 * gradients, d1 * gradients**2
     activation_sums = activations.sum(axis=(1, 2), keepdims=True)
-    denominator = 2.0 * g2 + activation_sums * g3
-    alphas = np.where(g2 != 0.0, g2 / np.where(g2 != 0.0, denominator, 1.0), 0.0)
+    denominator = 2.0 * d2 + activation_sums * d3
+    alphas = np.where(d2 != 0.0, d2 / np.where(d2 != 0.0, denominator, 1.0), 0.0)
     alpha_sums = alphas.sum(axis=(1, 2), keepdims=True)
     alphas = alphas / np.where(alpha_sums != 0.0, alpha_sums, 1.0)
-    weights = (alphas * np.maximum(exp_score * gradients, 0.0)).sum(axis=(1, 2), keepdims=True)
+    return (alphas * np.maximum(d1, 0.0)).sum(axis=(1, 2), keepdims=True)
+
+
+def test_gradcam_plus_plus_matches_direct_implementation(coarse_model, images):
+    activations, gradients, class_logits = _native_and_logits(coarse_model, "target", images)
+    # The native map is the paper's divided by the positive factor exp(y^c).
+    weights = _gradcam_plus_plus_paper_weights(activations, gradients, class_logits)
+    weights /= np.exp(class_logits)[:, None, None, None]
     expected = np.maximum((weights * activations).sum(axis=-1), 0.0)
-    _, native = cams.explain(
+    maps, native = cams.explain(
         coarse_model, images, "gradcam++", target_layer="target", return_native=True
     )
     assert _relative_error(native, expected) < 1e-4
+    np.testing.assert_allclose(maps, cams.normalize_maps(cams.resize_maps(expected, (32, 32))), atol=1e-5)
+
+
+@pytest.mark.parametrize("logit", [-5.0, 0.3, 20.0, 200.0, -200.0])
+def test_gradcam_plus_plus_weights_survive_logits_whose_exp_overflows(logit):
+    from kerascam.cams.gradcam_plus_plus import GradCAMPlusPlus
+
+    rng = np.random.default_rng(3)
+    activations = rng.uniform(0.0, 2.0, (2, 4, 5, 3))
+    gradients = rng.normal(0.0, 0.1, (2, 4, 5, 3))
+    gradients[1, ..., 2] = 0.0  # a channel without gradient: weight 0
+    logits = np.array([logit, 1.0])
+    # The old float32 formula (exp(y^c) inside) gives inf/nan at 200 and
+    # all-zero weights at -200; the float64 paper formula fits both.
+    paper = _gradcam_plus_plus_paper_weights(activations, gradients, logits) / np.exp(logits)[:, None, None, None]
+    weights = GradCAMPlusPlus.weights(
+        tf.constant(activations, tf.float32), tf.constant(gradients, tf.float32), tf.constant(logits, tf.float32)
+    ).numpy()
+    assert np.all(np.isfinite(weights)) and np.any(weights[0] > 0)
+    np.testing.assert_allclose(weights, paper, rtol=1e-5, atol=1e-7)
+    assert np.all(weights[1, ..., 2] == 0.0)
+    maps = np.maximum((weights * activations).sum(axis=-1), 0.0)
+    expected = np.maximum((paper * activations).sum(axis=-1), 0.0)
+    np.testing.assert_allclose(cams.normalize_maps(maps), cams.normalize_maps(expected), atol=1e-5)
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -14,7 +14,7 @@ from conftest import run_python
         (["--weights", "missing.weights.h5", "--model", "vgg16"], "no such file"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
         (["--workdir", "setup.cfg/runs"], "cannot write to"),
-        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'"),
+        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'. Choose one of: shapes, markers, imagenet2012, folder:PATH"),
         (["--dataset", "folder:/no/such/folder"], "/no/such/folder"),
         (["--model", "all", "--weights", "setup.cfg"], "--weights applies to one model"),  # conflicting flags
         (["--learning-rate", "-0.1"], "expected a positive number, got -0.1"),
@@ -76,6 +76,7 @@ def test_evaluate_reports_a_full_disk_before_any_work(tmp_path, monkeypatch, cap
         ([], "no trained model in"),
         (["--models", "vgg16"], "vgg16/model.keras does not exist; train it with: python train.py --model vgg16"),
         (["--cam", "lime"], "invalid choice: 'lime'"),
+        (["--dataset", "cifar10"], "Unknown dataset 'cifar10'. Choose one of: shapes, markers, imagenet2012, folder:PATH"),
     ],
 )
 def test_evaluate_without_trained_models_or_with_a_bad_method_exits_2(tmp_path, capsys, args, expected):
@@ -145,3 +146,35 @@ def test_another_keras_backend_is_one_line_and_exit_2(monkeypatch, capsys):
     assert err.startswith("train.py: error:") and "KERAS_BACKEND is 'jax'" in err
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0 and called == [["--model", "unet"]]
+
+
+def test_every_train_flag_sets_a_field_of_the_config():
+    import dataclasses
+
+    from kerascam import cli, configs
+
+    fields = {f.name for f in dataclasses.fields(configs.TrainConfig)}
+    flags = {option.flag: option.field for option in cli.TRAIN_FLAGS if option.field}
+    assert flags["--low-res-epochs"] == "low_resolution_epochs" and flags["--image-size"] == "image_size"
+    assert set(flags.values()) <= fields, set(flags.values()) - fields
+    args = cli.train_parser().parse_args(["--jit", "--seed", "0", "--low-res-size", "16", "--workdir", "w"])
+    given = {option.field: option.value(args) for option in cli.TRAIN_FLAGS if option.field}
+    # Not given: None (the preset's value stays); a switch left off is None, not False; 0 stays 0.
+    assert {k: v for k, v in given.items() if v is not None} == {"jit": True, "seed": 0, "low_resolution_size": 16}
+
+
+def test_every_evaluate_flag_sets_a_field_of_the_config():
+    import dataclasses
+
+    from kerascam import cli
+    from kerascam.evaluation import EvalConfig
+
+    flags = cli.evaluate_flags()
+    assert {o.field for o in flags if o.field} <= {f.name for f in dataclasses.fields(EvalConfig)}
+    args = cli.evaluate_parser("evaluate.py", flags).parse_args(
+        ["--cam", "gradcam", "noise", "gradcam", "--scores", "reference", "--max-n", "0", "--figures", "3"])
+    fields = {o.field: o.value(args) for o in flags if o.field}
+    assert fields["methods"] == ("gradcam", "noise") and fields["scores"] == ("reference",)
+    assert fields["max_N"] is None and fields["num_figures"] == 3 and fields["boxes_dir"] is None
+    defaults = cli.evaluate_parser("evaluate.py", flags).parse_args([])
+    assert {o.field: o.value(defaults) for o in flags if o.field}["scores"] is None  # all of them

@@ -76,6 +76,16 @@ def _both_backends(model, images, method, **options):
         backend: cams.explain(model, images, method, return_native=True, backend=backend, **options)
         for backend in cams.BACKENDS
     }
+    if method == "gradcam++":
+        # tf-keras-vis differentiates Y^c = exp(y^c), so its native maps carry
+        # the positive factor exp(y^c); kerascam's leave it out (it overflows
+        # float32 above y^c ~ 88). The normalised maps are the same.
+        logits = np.asarray(model(images), np.float64)
+        class_index = options.get("class_index")
+        classes = np.argmax(logits, axis=-1) if class_index is None else np.broadcast_to(class_index, len(images))
+        maps, native = results["tf-keras-vis"]
+        scale = np.exp(logits[np.arange(len(images)), classes])[:, None, None]
+        results["tf-keras-vis"] = (maps, native / scale)
     return results["kerascam"], results["tf-keras-vis"]
 
 
@@ -93,6 +103,12 @@ def _assert_same_maps(ours, reference):
 @pytest.mark.parametrize("method", REFERENCE_METHODS)
 @pytest.mark.parametrize("name", list(MODEL_SIZES))
 def test_engine_matches_tf_keras_vis(models, name, method):
+    if method == "scorecam" and name in ("resnet50", "vgg16"):
+        # The engine masks towards the model's normalised zero (the ImageNet
+        # mean under caffe preprocessing), tf-keras-vis towards raw 0: see
+        # tests/test_scorecam_baseline.py. Where that zero is raw 0 (the U-Nets,
+        # the small CNN) the two backends are compared.
+        pytest.skip("the backends mask to different pixels for caffe-preprocessed models")
     model = models(name)
     max_N = SCORECAM_MAX_N[name] if method == "scorecam" else None
     ours, reference = _both_backends(model, _images(MODEL_SIZES[name], n=3), method, max_N=max_N)

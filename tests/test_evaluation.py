@@ -56,7 +56,7 @@ def test_each_process_runs_its_share_of_the_cores_and_records_it(workdir):
 
 METHODS = ("gradcam", "gradcam++", "scorecam", "noise")
 # The map-only scores: the model-based ones have tests of their own.
-MAP_SCORES = ("reference", "ground_truth", "sticker", "edge_correlation")
+MAP_SCORES = ("reference", "ground_truth", "pointing_zhang", "sticker", "sticker_in_disk", "edge_correlation")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,8 @@ def test_sharded_evaluation_merges_into_the_unsharded_table(workdir, tmp_path):
     first = evaluate(EvalConfig(**base, shard=1, num_shards=2), progress=False)
     assert first["missing_shards"] == [0]
     merged = evaluate(EvalConfig(**base, shard=0, num_shards=2), progress=False)
-    for key in ("score_reference", "score_ground_truth", "pointing_hit", "chance", "paired_unet_minus_ablated"):
+    for key in ("score_reference", "score_ground_truth", "pointing_hit", "pointing_hit_zhang", "sticker_disk_ratio", "chance",
+                "paired_unet_minus_ablated"):
         assert json.dumps(merged[key], sort_keys=True, default=str) == json.dumps(whole[key], sort_keys=True, default=str), key
     assert merged["settings"]["images"] == whole["settings"]["images"] == 5
     records = read_records(path)
@@ -362,7 +363,9 @@ def test_scores_that_need_the_model_run_inside_the_experiment(workdir, tmp_path)
         defined = sum(1 for r in records if r["model"] == model and r["method"] == "gradcam" and r["deletion_auc"])
         assert cell["n"] == defined and cell["n"] + cell["undefined"] == 2
         assert 0.0 <= cell["mean"] <= 1.0
-    assert table["paired_unet_minus_ablated"]["deletion_auc"]["gradcam"]["n"] <= 2
+    assert table["paired_unet_minus_ablated"]["deletion_auc_vs_noise"]["gradcam"]["n"] <= 2
+    assert "deletion_auc" not in table["paired_unet_minus_ablated"]  # models compare on the baselined figure
+    assert table["paired_unet_minus_ablated"]["road_combined_vs_noise"]["gradcam"]["n"] <= 1
     assert "faithfulness_curves" in table and "randomization_cascade" in table
     assert not any(key.startswith("_") for key in table)  # figure data stays out of table.json
     assert table["settings"]["faithfulness_images"] == 2 and table["settings"]["randomization_images"] == 2

@@ -48,10 +48,62 @@ def constant_image():
     return np.full((1, SIZE, SIZE, 3), VALUE, np.float32)
 
 
-def test_pixel_order_is_highest_first_with_ties_in_raster_order():
-    maps = np.array([[[1.0, 3.0, 0.0], [3.0, 0.0, 2.0]]])
-    np.testing.assert_array_equal(faith.pixel_order(maps), [[1, 3, 5, 0, 2, 4]])
-    np.testing.assert_array_equal(faith.pixel_ranks(maps), [[[3, 0, 4], [1, 5, 2]]])
+def raster_ordered(mask):
+    """``mask`` plus a raster-order slope below 1: no ties, the mask's pixels first, each part in raster order."""
+    slope = 0.5 * (1.0 - np.arange(mask.size) / mask.size).reshape(mask.shape)
+    return (mask + slope).astype(np.float32)
+
+
+def test_pixel_order_is_highest_first_and_breaks_ties_at_random_reproducibly():
+    maps = np.array([[[1.0, 3.0, 0.0], [3.0, 0.0, 2.0]]])  # 3.0 at 1 and 3, 0.0 at 2 and 4
+    orders = {tuple(faith.pixel_order(maps, seeds=[s])[0]) for s in range(20)}
+    assert orders == {(1, 3, 5, 0, 2, 4), (3, 1, 5, 0, 2, 4), (1, 3, 5, 0, 4, 2), (3, 1, 5, 0, 4, 2)}
+    order = faith.pixel_order(maps, seeds=[7], draw=2)
+    np.testing.assert_array_equal(faith.pixel_order(maps, seeds=[7], draw=2), order)
+    np.testing.assert_array_equal(faith.pixel_ranks(maps, seeds=[7], draw=2).ravel()[order[0]], np.arange(6))
+    with pytest.raises(ValueError, match="seeds"):
+        faith.pixel_order(maps, seeds=[-1])
+
+
+def test_a_plateau_is_not_taken_in_raster_order_and_the_seed_reproduces_it():
+    # A coarse map: one bright 2x2 block, the other 60 pixels on one plateau.
+    plateau = np.zeros((1, SIZE, SIZE), np.float32)
+    plateau[0, :2, :2] = 1.0
+    order = faith.pixel_order(plateau, seeds=[3])[0]
+    assert sorted(order[:4]) == [0, 1, SIZE, SIZE + 1]
+    raster = np.array([p for p in range(SIZE * SIZE) if p not in (0, 1, SIZE, SIZE + 1)])
+    assert sorted(order[4:]) == raster.tolist()
+    assert not np.array_equal(order[4:], raster)
+    np.testing.assert_array_equal(faith.pixel_order(plateau, seeds=[3])[0], order)
+    assert not np.array_equal(faith.pixel_order(plateau, seeds=[3], draw=1)[0], order)
+    assert not np.array_equal(faith.pixel_order(plateau, seeds=[4])[0], order)
+    # Counts 4 and 64 cut nothing; 2 cuts the bright block, 10 the plateau, 0 changes nothing.
+    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [0, 2, 4, 10, 64]),
+                                  [[False, True, False, True, False]])
+    # At 2, 2 of the block's 4 pixels are up to the tie-break; at 10, 6 of the plateau's 60.
+    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [2, 10, 60], min_pixels=3),
+                                  [[False, True, True]])
+    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [10, 58], min_pixels=7), [[False, False]])
+
+
+def test_plateau_steps_are_the_mean_over_the_tie_draws(model):
+    # On an image that is 0 off the region and VALUE on it, removing c pixels of a
+    # flat map leaves sigmoid(3 * WEIGHT * VALUE * (region pixels kept)).
+    image = (VALUE * REGION[None, :, :, None] * np.ones(3)).astype(np.float32)
+    flat = np.zeros((1, SIZE, SIZE), np.float32)
+    steps, draws = 4, 3
+    deletion, insertion = faith.deletion_insertion_curves(model, image, flat, [0], steps=steps, seeds=[5],
+                                                          tie_draws=draws)
+    expected = np.zeros(steps + 1)
+    for draw in range(draws):
+        order = faith.pixel_order(flat, seeds=[5], draw=draw)[0]
+        for k, count in enumerate(faith.pixels_changed(steps, SIZE * SIZE)):
+            kept = REGION.sum() - REGION.ravel()[order[:count]].sum()
+            expected[k] += sigmoid(3 * WEIGHT * VALUE * kept) / draws
+    np.testing.assert_allclose(deletion[0], expected, rtol=1e-5)
+    one_draw = faith.deletion_insertion_curves(model, image, flat, [0], steps=steps, seeds=[5], tie_draws=1)[0]
+    assert not np.allclose(one_draw, deletion)  # the draws differ on this plateau
+    assert deletion[0, 0] == insertion[0, -1]  # both the unperturbed image, computed once
 
 
 def test_pixels_changed_rounds_halves_up():
@@ -101,7 +153,7 @@ def test_insertion_in_closed_form_from_the_blurred_image(model):
     images = rng.uniform(0, 40, (2, SIZE, SIZE, 3)) + 60 * REGION[:, :, None]
     images = images.astype(np.float32)
     sigma, steps = 1.5, 8  # 8 pixels per step
-    maps = np.stack([REGION, ~REGION]).astype(np.float32)
+    maps = np.stack([raster_ordered(REGION), raster_ordered(~REGION)])
     deletion, insertion = faith.deletion_insertion_curves(
         model, images, maps, [0, 0], steps=steps, blur_sigma=sigma, deletion_baseline=[10.0, 20.0, 30.0]
     )
@@ -188,14 +240,18 @@ def test_scorer_fields_settings_and_extra(model):
     assert scorer.max_images == 3
     assert scorer.settings() == {
         "faithfulness_images": 3, "faithfulness_steps": 16, "faithfulness_deletion_baseline": 0.0,
-        "faithfulness_blur_sigma_per_side": 0.0625,
+        "faithfulness_blur_sigma_per_side": 0.0625, "tie_draws": 3,
     }
     assert faith.FaithfulnessScorer(types.SimpleNamespace()).steps == faith.DEFAULT_STEPS
+    with pytest.raises(ValueError, match="tie_draws"):
+        faith.FaithfulnessScorer(types.SimpleNamespace(tie_draws=0))
     fields = {f.name: f for f in scorer.fields}
-    assert set(fields) == {"deletion_auc", "insertion_auc"}
+    assert list(fields) == ["deletion_auc", "insertion_auc", "deletion_auc_vs_noise", "insertion_auc_vs_noise"]
     assert "lower is better" in fields["deletion_auc"].description
     assert "higher is better" in fields["insertion_auc"].description
-    assert all(f.paired and not f.percent for f in fields.values())
+    # Models are compared on the baselined figures only.
+    assert [f.name for f in fields.values() if f.paired] == ["deletion_auc_vs_noise", "insertion_auc_vs_noise"]
+    assert not any(f.percent for f in fields.values())
 
     images = np.repeat(constant_image(), 2, axis=0)
     batch = Batch(ids=np.arange(2), images=images, labels=np.zeros(2, np.int64))
@@ -208,6 +264,20 @@ def test_scorer_fields_settings_and_extra(model):
     assert result.extra["deletion"][1] is None
     np.testing.assert_allclose(result.extra["deletion"][0], expected[0][0], atol=1e-6)
     assert json.loads(json.dumps(result.extra)) == result.extra
+    # Minus the same model's noise map's score on the same image (seeded by the image id).
+    noise = faith.deletion_insertion_curves(model, images, faith.noise_maps(images), [0, 0], seeds=[0, 1])
+    np.testing.assert_allclose(result.values["deletion_auc_vs_noise"][0],
+                               result.values["deletion_auc"][0] - faith.area_under_curve(noise[0][0]), atol=1e-6)
+    np.testing.assert_allclose(result.values["insertion_auc_vs_noise"][0], sigmoid(4.0) - sigmoid(4.0), atol=1e-5)
+    noise_result = scorer.score(batch, explained(model, faith.noise_maps(images), ["ok", "ok"], [0, 0])._replace(
+        method="noise"))
+    np.testing.assert_allclose(noise_result.values["deletion_auc"], faith.area_under_curve(noise[0]), rtol=1e-6)
+    assert noise_result.values["deletion_auc_vs_noise"] == [None, None]  # 0 by definition: not scored
+
+
+def test_minus_baseline_on_known_values():
+    np.testing.assert_allclose(faith.minus_baseline([0.3, 0.5, np.nan], [0.1, 0.7, 0.2], False), [0.2, -0.2, np.nan])
+    assert faith.minus_baseline([0.3], [0.1], True) == [None]
 
 
 def test_summarize_markdown_and_figure(tmp_path):
@@ -288,7 +358,7 @@ def test_road_curves_against_the_dense_reference(model):
     rng = np.random.default_rng(5)
     images = (rng.uniform(0, 40, (1, SIZE, SIZE, 3)) + 60 * REGION[:, :, None]).astype(np.float32)
     images = np.repeat(images, 2, axis=0)
-    maps = np.stack([REGION, ~REGION]).astype(np.float32)
+    maps = np.stack([raster_ordered(REGION), raster_ordered(~REGION)])
     fractions = (0.25, 0.5, 0.75)  # 16, 32, 48 pixels
     morf, lerf = road.road_curves(model, images, maps, [0, 0], fractions=fractions, noise=0.0, batch_size=4)
     raster = np.arange(SIZE * SIZE)
@@ -323,27 +393,83 @@ def test_road_noise_is_seeded_per_image():
         road.road_curves(model, images, maps, [0, 1, 0], fractions=(0.0, 0.5))
 
 
-def test_road_scorer(model, tmp_path):
+def hot_pixel_model(weight):
+    """Logit 0 is ``weight`` times the channel sum of one pixel, `HOT`; logit 1 is 0."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Dense(2, name="predictions")(keras.layers.Flatten(name="flatten")(inputs))
+    model = keras.Model(inputs, outputs, name="hot")
+    kernel = np.zeros((SIZE * SIZE * 3, 2), np.float32)
+    kernel[3 * (HOT[0] * SIZE + HOT[1]) + np.arange(3), 0] = weight
+    model.get_layer("predictions").set_weights([kernel, np.zeros(2, np.float32)])
+    return model
+
+
+HOT = (3, 4)
+BACKGROUND, BRIGHTER = 50.0, 100.0  # the image: BACKGROUND everywhere, BACKGROUND + BRIGHTER at HOT
+
+
+def hot_pixel_case():
+    image = np.full((1, SIZE, SIZE, 3), BACKGROUND, np.float32)
+    image[0, HOT[0], HOT[1]] += BRIGHTER
+    perfect = np.zeros((1, SIZE, SIZE), np.float32)
+    perfect[0, HOT[0], HOT[1]] = 1.0
+    # logit 0: 1 on the background's value, 3 on the hot pixel's own.
+    return hot_pixel_model(1.0 / (3 * BACKGROUND)), image, perfect
+
+
+def test_road_combined_score_of_a_perfect_map_in_closed_form():
+    # The perfect map ranks the hot pixel first. MoRF removes it at every
+    # fraction, and every kept pixel around the hole is BACKGROUND, so the
+    # imputation (noise 0) fills BACKGROUND: p = sigmoid(1). LeRF never removes
+    # it (it is ranked first, fractions <= 0.9): p = sigmoid(3). Ties of the
+    # zero plateau do not matter. Combined: (sigmoid(3) - sigmoid(1)) / 2.
+    model, image, perfect = hot_pixel_case()
+    morf, lerf = road.road_curves(model, image, perfect, [0], noise=0.0)
+    np.testing.assert_allclose(morf, sigmoid(1.0), rtol=1e-5)
+    np.testing.assert_allclose(lerf, sigmoid(3.0), rtol=1e-5)
+    assert road.combined_score(morf, lerf)[0] == pytest.approx((0.9525741268 - 0.7310585786) / 2, rel=1e-5)
+    inverted = road.road_curves(model, image, 1.0 - perfect, [0], noise=0.0)  # the worst map: -0.1108
+    assert road.combined_score(*inverted)[0] == pytest.approx(-(0.9525741268 - 0.7310585786) / 2, rel=1e-5)
+
+
+def test_road_scorer(tmp_path):
     assert SCORERS["road"] is road.RoadScorer
     scorer = road.RoadScorer(types.SimpleNamespace(road_images=4))
     assert scorer.max_images == 4
-    assert scorer.settings()["road_noise"] == road.NOISE
+    assert scorer.settings()["road_noise"] == road.NOISE and scorer.settings()["tie_draws"] == 3
     fields = {f.name: f for f in scorer.fields}
-    assert set(fields) == {"road_morf", "road_lerf"}
+    assert list(fields) == ["road_morf", "road_lerf", "road_combined", "road_morf_vs_noise", "road_lerf_vs_noise",
+                            "road_combined_vs_noise"]
+    assert [f.name for f in fields.values() if f.paired] == ["road_combined_vs_noise"]
     assert "lower is better" in fields["road_morf"].description
     assert "higher is better" in fields["road_lerf"].description
-    images = np.repeat(constant_image(), 2, axis=0)
+    model, image, perfect = hot_pixel_case()
+    images = np.repeat(image, 2, axis=0)
     batch = Batch(ids=np.array([3, 4]), images=images, labels=np.zeros(2, np.int64))
-    maps = np.stack([REGION, np.zeros_like(REGION)]).astype(np.float32)
+    maps = np.concatenate([perfect, np.zeros_like(perfect)])
+    scorer.noise = 0.0  # exact imputations, for the values by hand
     result = scorer.score(batch, explained(model, maps, ["ok", "constant"], [0, 0]))
-    morf, lerf = road.road_curves(model, images[:1], maps[:1], [0], seeds=[3])
-    np.testing.assert_allclose(result.values["road_morf"][0], morf.mean(), rtol=1e-6)
-    np.testing.assert_allclose(result.values["road_lerf"][0], lerf.mean(), rtol=1e-6)
+    low, high = sigmoid(1.0), sigmoid(3.0)
+    assert result.values["road_morf"][0] == pytest.approx(low, rel=1e-5)
+    assert result.values["road_lerf"][0] == pytest.approx(high, rel=1e-5)
+    assert result.values["road_combined"][0] == pytest.approx((high - low) / 2, rel=1e-5)
+    # The noise map of image 3 removes the hot pixel in MoRF at the fractions whose
+    # count exceeds its rank r, in LeRF at those whose count reaches 64 - r.
+    noise_map = faith.noise_maps(image)
+    rank = int(faith.pixel_ranks(noise_map, seeds=[3])[0][HOT])
+    counts = np.floor(np.asarray(road.DEFAULT_FRACTIONS) * SIZE * SIZE + 0.5)
+    noise_morf = np.where(counts > rank, low, high).mean()
+    noise_lerf = np.where(counts >= SIZE * SIZE - rank, low, high).mean()
+    assert result.values["road_morf_vs_noise"][0] == pytest.approx(low - noise_morf, abs=1e-5)
+    assert result.values["road_lerf_vs_noise"][0] == pytest.approx(high - noise_lerf, abs=1e-5)
+    assert result.values["road_combined_vs_noise"][0] == pytest.approx(
+        (high - low) / 2 - (noise_lerf - noise_morf) / 2, abs=1e-5)
     assert np.isnan(result.values["road_morf"][1]) and result.extra["morf"][1] is None
+    assert np.isnan(result.values["road_combined_vs_noise"][1])
     assert json.loads(json.dumps(result.extra)) == result.extra
     summary = scorer.summarize([("region", "map", result.extra)])
     assert summary["road_curves"]["x"] == list(road.DEFAULT_FRACTIONS)
-    np.testing.assert_allclose(summary["road_curves"]["curves"]["region"]["map"]["lerf"]["mean"], lerf[0], atol=1e-6)
+    np.testing.assert_allclose(summary["road_curves"]["curves"]["region"]["map"]["lerf"]["mean"], high, atol=1e-5)
     assert any(line.startswith("| region | map | 1 |") for line in scorer.markdown(summary, ["region"], ["map"]))
     scorer.figures(summary, str(tmp_path), ["region"], ["map"])
     assert (tmp_path / "road.png").stat().st_size > 0

@@ -67,11 +67,11 @@ def test_fused_layercam_is_the_papers_scheme_computed_by_hand():
 def test_fuse_maps_handles_zero_and_non_finite_maps():
     deep = np.array([[[0.0, 2.0], [4.0, 1.0]], [[1.0, 1.0], [3.0, 0.0]]], np.float32)
     shallow = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], np.float32)
-    fused = np.asarray(cams.fuse_maps([shallow, deep], deepest=1))
+    fused = np.asarray(cams.fuse_maps([shallow, deep], unscaled=1))
     np.testing.assert_allclose(fused[0], [[np.tanh(2.0), 0.5], [1.0, 0.25]], rtol=1e-6)
     np.testing.assert_allclose(fused[1], deep[1] / 3.0, rtol=1e-6)  # an all-zero map adds nothing
     shallow[1, 0, 0] = np.inf
-    fused = np.asarray(cams.fuse_maps([shallow, deep], deepest=1))
+    fused = np.asarray(cams.fuse_maps([shallow, deep], unscaled=1))
     assert cams.map_status(fused).tolist() == ["ok", "nonfinite"]
 
 
@@ -123,3 +123,55 @@ def test_a_fused_call_without_a_declared_layer_set_says_to_pass_the_layers(cnn):
     with pytest.raises(ValueError, match=r"pass target_layer=\[\.\.\.\]") as error:
         cams.explain(cnn, images(), "layercam", target_layer=fusion_layer_names(cnn))
     assert "\n" not in str(error.value) and "'fusion_cnn'" in str(error.value)
+
+
+def _u_shaped_net():
+    """16x16 input: "fine" at full resolution, "coarse" at 4x4, "fine_late" back at 16x16, nearest the output."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    fine = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="fine")(x)
+    x = keras.layers.MaxPooling2D(4, name="pool")(fine)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="coarse")(x)
+    x = keras.layers.UpSampling2D(4, interpolation="bilinear", name="up")(x)
+    x = keras.layers.Concatenate(name="skip")([x, fine])
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="fine_late")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(3, name="predictions")(x)
+    keras.utils.set_random_seed(4)
+    return keras.Model(inputs, outputs, name="u_shaped")
+
+
+def test_the_tanh_lifts_the_fine_layers_and_spares_the_coarsest_whatever_its_position():
+    from kerascam.cams.fusion import unscaled_index
+
+    model = _u_shaped_net()
+    # The coarsest layer is left unscaled, though "fine_late" is nearer the output.
+    assert unscaled_index(model, ["fine", "coarse", "fine_late"]) == 1
+    assert unscaled_index(model, ["fine_late", "coarse"]) == 1
+    assert unscaled_index(model, ["fine", "fine_late"]) == 1  # equally fine: the one nearest the output
+    pixels = images(2, (16, 16), seed=5)
+    single = {
+        layer: cams.explain(model, pixels, "layercam", 0, target_layer=layer, return_native=True)[1]
+        for layer in ("coarse", "fine_late")
+    }
+    coarse = cams.resize_maps(single["coarse"], (16, 16))
+    coarse = coarse / coarse.max(axis=(1, 2), keepdims=True)
+    fine_late = np.tanh(2.0 * single["fine_late"] / single["fine_late"].max(axis=(1, 2), keepdims=True))
+    expected = np.maximum(coarse, fine_late)
+    assert np.any(fine_late > coarse) and np.any(coarse > fine_late)  # both layers show
+    _, fused = cams.explain(model, pixels, "layercam", 0, target_layer=["coarse", "fine_late"], return_native=True)
+    np.testing.assert_allclose(fused, expected, rtol=1e-5, atol=1e-5)
+    # The old rule (tanh on all but the layer nearest the output) gives another map.
+    old = np.maximum(np.tanh(2.0 * coarse), single["fine_late"] / single["fine_late"].max(axis=(1, 2), keepdims=True))
+    assert np.max(np.abs(fused - old)) > 0.05
+
+
+def test_the_unets_coarsest_decoder_level_is_the_unscaled_one():
+    from kerascam.cams.fusion import unscaled_index
+    from kerascam.models import build_model
+
+    for name in ("unet", "unet_ablated"):
+        model = build_model(name, 32, 3, unet_filters=4)
+        layers = fusion_layer_names(model)
+        assert layers == ["dec4_relu2", "dec3_relu2", "dec2_relu2", "dec1_relu2"]
+        assert unscaled_index(model, layers) == 0  # dec4, 1/8 of the input; dec3-dec1 get the tanh

@@ -226,3 +226,146 @@ def test_evidence_scores_reject_bad_evidence_naming_it():
             score(HAND_MAP, np.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="non-negative"):
         metrics.evidence_ratio(-HAND_MAP, [[0, 0], [0, 1]])
+
+
+# Statistics of the tables (issue 23, item 9).
+
+
+def test_paired_difference_effect_size_d_z():
+    # Differences 1, 2, 3, 4: mean 2.5, sd sqrt(5/3), d_z = 2.5 / 1.2909944 = 1.9364917 (= t / sqrt(4)).
+    result = metrics.paired_difference([2.0, 4.0, 6.0, 8.0], [1.0, 2.0, 3.0, 4.0])
+    assert result.d_z == pytest.approx(2.5 / math.sqrt(5.0 / 3.0))
+    assert metrics.paired_difference([1.0, 4.0], [2.0, 3.0]).d_z == pytest.approx(0.0)
+    assert metrics.paired_difference([1.0, 2.0], [0.0, 1.0]).d_z == math.inf  # equal differences, p 0
+    assert math.isnan(metrics.paired_difference([1.0], [0.0]).d_z)
+
+
+def test_wilson_interval_against_hand_values():
+    # 3 hits of 10, z = 1.959964: centre (0.3 + z^2/20) / (1 + z^2/10) = 0.3555 ...
+    z = 1.959963984540054
+    centre = (0.3 + z * z / 20) / (1 + z * z / 10)
+    half = z / (1 + z * z / 10) * math.sqrt(0.3 * 0.7 / 10 + z * z / 400)
+    rate, low, high, n = metrics.wilson_interval([1, 1, 1, 0, 0, 0, 0, 0, 0, 0, np.nan])
+    assert (rate, n) == (0.3, 10)
+    assert (low, high) == pytest.approx((centre - half, centre + half))
+    assert (low, high) == pytest.approx((0.10779, 0.60322), abs=1e-5)  # the published table value
+    # 0 of 20: not the t interval's degenerate [0, 0] but [0, z^2 / (20 + z^2)].
+    rate, low, high, n = metrics.wilson_interval(np.zeros(20))
+    assert (rate, low) == (0.0, 0.0) and high == pytest.approx(z * z / (20 + z * z))
+    assert metrics.wilson_interval(np.ones(20)).low == pytest.approx(20 / (20 + z * z))
+    assert metrics.wilson_interval([np.nan]).n == 0
+    with pytest.raises(ValueError, match="hits must be 0 or 1"):
+        metrics.wilson_interval([0.0, 0.5])
+
+
+def test_holm_adjustment_against_hand_computation():
+    # Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06 (monotone);
+    # NaN is no test: the family has 4 members.
+    p = [0.01, 0.04, 0.03, 0.005, np.nan, ]
+    adjusted = metrics.holm_adjust(p)
+    np.testing.assert_allclose(adjusted[:4], [0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    np.testing.assert_allclose(metrics.holm_adjust([0.3, 0.5, 0.9]), [0.9, 1.0, 1.0])  # capped at 1
+    assert metrics.holm_adjust([]).shape == (0,)
+    with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+        metrics.holm_adjust([1.5])
+
+
+def test_p_values_are_printed_no_smaller_than_1e_minus_6():
+    assert metrics.format_p_value(1e-50) == "< 1e-6"
+    assert metrics.format_p_value(0.0) == "< 1e-6"
+    assert metrics.format_p_value(1e-6) == "1e-06"
+    assert metrics.format_p_value(0.03412) == "0.034"
+    assert metrics.format_p_value(float("nan")) == "n/a"
+
+
+# Zhang et al.'s pointing game (issue 23, item 5).
+
+
+def test_zhang_tolerance_scales_15_px_at_224():
+    assert metrics.zhang_tolerance(224, 224) == 15.0
+    assert metrics.zhang_tolerance(48, 64) == pytest.approx(15 * 48 / 224)
+
+
+def test_tolerant_pointing_game_hand_cases():
+    mask = np.zeros((10, 10), bool)
+    mask[0:2, 0:2] = True
+    cam = np.zeros((3, 10, 10))
+    cam[0, 1, 1] = 1.0  # on the mask
+    cam[1, 1, 4] = 1.0  # 3 px right of the mask's pixel (1, 1)
+    cam[2, 4, 4] = 1.0  # sqrt(9 + 9) = 4.24 px from (1, 1)
+    hits, status = metrics.tolerant_pointing_game(cam, mask, tolerance=3.0)
+    assert hits.tolist() == [True, True, False] and status.tolist() == ["ok"] * 3
+    assert metrics.tolerant_pointing_game(cam, mask, tolerance=0)[0].tolist() == [True, False, False]
+    assert metrics.tolerant_pointing_game(cam, mask, tolerance=4.25)[0].tolist() == [True, True, True]
+    # The strict rule and Zhang's disagree on a plateau that straddles the mask border.
+    plateau = np.zeros((10, 10))
+    plateau[0:4, 0:4] = 1.0
+    assert not metrics.pointing_game(plateau, mask)[0]
+    hit = metrics.tolerant_pointing_game(plateau, mask, tolerance=0)[0]
+    assert hit == metrics.tolerant_pointing_game(plateau, mask, tolerance=0)[0]  # the same map draws the same
+    # Undefined: empty mask, constant map.
+    hits, status = metrics.tolerant_pointing_game(np.stack([cam[0], np.ones((10, 10))]), np.zeros((10, 10)))
+    assert hits.tolist() == [False, False] and status.tolist() == ["empty", "empty"]
+    hits, status = metrics.tolerant_pointing_game(np.ones((10, 10)), mask)
+    assert not hits and status == "constant"
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.tolerant_pointing_game(cam, mask, tolerance=-1)
+
+
+def test_random_argmax_draws_ties_evenly_and_reproducibly():
+    # A 2x2 plateau: over many different maps each tied pixel is picked about a quarter of the time.
+    rng = np.random.default_rng(0)
+    picks = []
+    for _ in range(400):
+        values = rng.random((6, 6)) * 0.5
+        values[2:4, 2:4] = 1.0
+        picks.append(metrics.random_argmax(values))
+    counts = np.array([picks.count(i) for i in (14, 15, 20, 21)])
+    assert counts.sum() == 400 and counts.min() > 70  # 100 each expected; P(< 71) ~ 1e-3
+    assert metrics.random_argmax(values) == picks[-1]  # the same map, the same pick
+    assert metrics.random_argmax(np.array([0.0, 3.0, 1.0])) == 1
+
+
+def test_tolerant_pointing_chance_is_the_share_within_tolerance():
+    mask = np.zeros((10, 10), bool)
+    mask[0, 0] = True
+    # Pixels within 1.5 px of (0, 0): (0,0), (0,1), (1,0), (1,1): 4 of 100.
+    assert metrics.tolerant_pointing_chance(mask, tolerance=1.5) == pytest.approx(0.04)
+    assert math.isnan(metrics.tolerant_pointing_chance(np.zeros((10, 10)), tolerance=1.5))
+
+
+# The sticker within its disk (issue 23, item 7).
+
+
+def test_evidence_ratio_in_region_hand_cases():
+    region = np.zeros((4, 4), bool)
+    region[0:2, :] = True  # 8 pixels; the evidence (1, 1) and (1, 2) are 2 of them: share 1/4
+    uniform_on_region = region.astype(float) + 0.0
+    # Uniform within the region: no preference, 1, whatever lies outside it.
+    outside = uniform_on_region.copy()
+    outside[3, :] = 7.0
+    assert metrics.evidence_ratio_in_region(outside, EVIDENCE, region) == pytest.approx(1.0)
+    assert metrics.evidence_ratio(outside, EVIDENCE) < 1  # the image-relative ratio is moved by the outside
+    # Twice as bright on the sticker: (2 * 2) / (2 * 2 + 6) = 0.4 of the region's mass, over 1/4: 1.6.
+    brighter = uniform_on_region.copy()
+    brighter[EVIDENCE > 0] = 2.0
+    assert metrics.evidence_ratio_in_region(brighter, EVIDENCE, region) == pytest.approx(1.6)
+    # All the region's mass on the sticker: 1 / (1/4) = 4.
+    assert metrics.evidence_ratio_in_region(EVIDENCE.astype(float), EVIDENCE, region) == pytest.approx(4.0)
+    ratios, status = metrics.evidence_ratio_in_region(
+        np.stack([brighter, np.zeros((4, 4)), brighter]), np.stack([EVIDENCE, EVIDENCE, np.zeros((4, 4))]), region,
+        return_status=True)
+    assert ratios[0] == pytest.approx(1.6) and np.isnan(ratios[1:]).all()
+    assert status.tolist() == ["ok", "zero", "empty"]
+    with pytest.raises(ValueError, match="region must be binary"):
+        metrics.evidence_ratio_in_region(brighter, EVIDENCE, region * 2.0)
+
+
+def test_localization_score_is_moved_by_a_floor_and_so_by_min_max():
+    # The docstring's claim: scale does not matter, a floor does.
+    mask = np.array([[1, 0], [0, 0]])
+    assert metrics.localization_score(HAND_MAP, mask) == pytest.approx(0.1)
+    assert metrics.localization_score(3 * HAND_MAP, mask) == pytest.approx(0.1)
+    assert metrics.localization_score(HAND_MAP + 1, mask) == pytest.approx(2 / 14)  # (1 + 1) / (10 + 4)
+    assert metrics.localization_score((HAND_MAP - 1) / 3, mask) == 0.0  # min-max: the masked pixel was the minimum

@@ -56,7 +56,7 @@ def test_a_flatten_whose_length_changes_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"^vgg16 cannot train at 32x32 with its layers built at 64x64") as info:
         progressive.resized_twin(model, 32)
     assert "\n" not in str(info.value)
-    progressive.resized_twin(build_model("vgg16", 48, 5), 32)  # 48 and 32 both pool to 1x1: allowed
+    progressive.resized_twin(model, 48)  # 64 and 48 both pool to 2x2 ("same" pools): allowed
 
 
 def test_downscale_averages_and_keeps_the_other_features():

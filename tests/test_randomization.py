@@ -18,6 +18,7 @@ from kerascam.evaluation.scores.randomization import (
     RandomizationScore,
     RandomizedCopy,
     cascade_blocks,
+    encoder_decoder_blocks,
     spearman,
     ssim,
 )
@@ -27,6 +28,7 @@ SIZE = 32
 UNET_STEPS = ["predictions", "dec1", "dec2", "dec3", "dec4", "bottleneck", "enc4", "enc3", "enc2", "enc1"]
 RESNET_STEPS = ["predictions", "conv5", "conv4", "conv3", "conv2", "conv1"]
 VGG_STEPS = ["predictions", "fc2", "fc1", "block5", "block4", "block3", "block2", "block1"]
+ALL_UNET_STEPS = [*UNET_STEPS, "full", *(f"only {step}" for step in UNET_STEPS), "encoder", "decoder"]
 
 
 class Config:
@@ -156,10 +158,11 @@ def test_model_without_named_blocks_is_said_once_and_randomized_fully(capsys, im
         result = scorer.score(batch_of(images), one)
         assert result.extra["steps"] == [FULL]
         assert np.isfinite(result.values["randomization_spearman"]).all()
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("randomization:")]
+        assert result.values["randomization_encoder_spearman"] == [None] * len(images)  # no decoder: not scored
+    lines = [line for line in capsys.readouterr().out.splitlines() if "randomization" in line]
     assert lines == [
-        "randomization: model 'mine' has no named blocks (the layer names of kerascam's U-Nets, ResNet50 or "
-        "VGG16); only its full randomization is scored"
+        "score 'randomization': cascade and independent randomization skipped for model 'mine': it has no named "
+        "blocks (the layer names of kerascam's U-Nets, ResNet50 or VGG16); only its full randomization is scored"
     ]
 
 
@@ -313,7 +316,7 @@ def test_a_map_that_ignores_the_weights_fails_and_a_trained_model_passes(unet, i
     scorer = RandomizationScore(Config())
     # The map of an edge filter does not change when the model does: Spearman and SSIM stay 1.
     result = scorer.score(batch_of(images), explained(unet, images, "edges", edges_explain))
-    assert result.extra["steps"] == [*UNET_STEPS, FULL]
+    assert result.extra["steps"] == ALL_UNET_STEPS
     for step in result.extra["steps"]:
         assert result.extra["spearman"][step] == [1.0] * len(images)
         assert result.extra["ssim"][step] == [1.0] * len(images)
@@ -342,7 +345,10 @@ def test_extras_summary_markdown_and_figures(unet, images, tmp_path):
         result = scorer.score(batch, explained(unet, images, method, cam_explain(method)))
         json.dumps(result.extra, allow_nan=False)  # saved with the results as JSON
         extras.append(("unet", method, result.extra))
-        assert set(result.values) == {"randomization_spearman", "randomization_ssim"}
+        assert set(result.values) == {"randomization_spearman", "randomization_ssim",
+                                      "randomization_encoder_spearman", "randomization_decoder_spearman"}
+        np.testing.assert_allclose(result.values["randomization_encoder_spearman"],
+                                   np.array(result.extra["spearman"]["encoder"], float), atol=1e-6)
         full = result.extra["spearman"][FULL]
         np.testing.assert_allclose(result.values["randomization_spearman"], np.array(full, float), atol=1e-6)
         # The grid: image 0, the grid's method (gradcam++ is a column), its maps along the cascade.
@@ -355,15 +361,19 @@ def test_extras_summary_markdown_and_figures(unet, images, tmp_path):
     summary = scorer.summarize(extras)
     curve = summary["randomization_cascade"]["unet"]["gradcam"]
     assert curve["steps"] == [TRAINED, *UNET_STEPS, FULL]
-    assert curve["spearman"][FULL]["n"] + curve["undefined"][FULL] == 2 * len(images)
+    assert curve["independent"] == [f"only {step}" for step in UNET_STEPS]
+    assert curve["parts"] == ["encoder", "decoder"]
+    assert curve["spearman"][FULL]["n"] + curve["nonfinite"][FULL] == 2 * len(images)
     assert curve["layers"]["dec1"] == 5
     assert summary["_randomization_grid"]["unet"]["method"] == "gradcam++"
     json.dumps(summary, allow_nan=False)
 
     lines = scorer.markdown(summary, ["unet"], ["gradcam", "gradcam++"])
-    assert lines[0] == "### Model-parameter randomization (cascade)"
+    assert lines[0] == "### Model-parameter randomization (cascade, independent, U-Net halves)"
     assert "| step (layers) | gradcam | gradcam++ |" in lines
     assert sum(line.startswith("| dec1 (5) |") for line in lines) == 1
+    assert sum(line.startswith("| only dec1 (5) |") for line in lines) == 1
+    assert any(line.startswith("| all-zero or constant randomized maps") for line in lines)
     scorer.figures(summary, str(tmp_path), ["unet"], ["gradcam", "gradcam++"])
     assert (tmp_path / "randomization_curves.png").stat().st_size > 0
     assert (tmp_path / "randomization_grid.png").stat().st_size > 0
@@ -375,10 +385,10 @@ def test_registered_with_its_settings():
     assert scorer.needs == ("model",)
     assert scorer.max_images == 7
     assert scorer.settings() == {"randomization_images": 7, "randomization_seed": randomization.SEED}
-    assert RandomizationScore(object()).max_images == 20
+    assert RandomizationScore(object()).max_images == 25
 
 
-def test_undefined_maps_give_none_and_are_counted(unet, images):
+def test_empty_randomized_maps_count_as_spearman_0_and_are_counted(unet, images):
     maps = edge_maps(images)
 
     def explain(model, images_, classes):
@@ -391,11 +401,80 @@ def test_undefined_maps_give_none_and_are_counted(unet, images):
     one = explained(unet, images, "edges", explain)
     one = one._replace(status=np.array(["ok", "ok", "ok", "zero"]))  # the trained map of image 3 is undefined
     result = RandomizationScore(Config()).score(batch_of(images), one)
+    # SSIM against the all-zero map: the formula with mu_b = var_b = cov = 0.
+    c1, c2 = (0.01 * 1.0) ** 2, (0.03 * 1.0) ** 2
+    side = 11
+    offsets = np.arange(side) - (side - 1) / 2.0
+    taps = np.exp(-(offsets**2) / (2 * 1.5**2))
+    window = np.outer(taps, taps) / np.outer(taps, taps).sum()
+    patches = np.lib.stride_tricks.sliding_window_view(maps[1].astype(np.float64), (side, side))
+    mu = np.einsum("ijkl,kl->ij", patches, window)
+    var = np.einsum("ijkl,kl->ij", patches**2, window) - mu**2
+    expected_ssim = np.mean(c1 * c2 / ((mu**2 + c1) * (var + c2)))
     for step in result.extra["steps"]:
-        assert result.extra["spearman"][step] == [1.0, None, 1.0, None]
-        assert result.extra["undefined"][step] == 1
+        assert result.extra["spearman"][step] == [1.0, 0.0, 1.0, None]
+        assert result.extra["ssim"][step][1] == pytest.approx(expected_ssim, abs=1e-6)
+        assert result.extra["empty"][step] == 1 and result.extra["nonfinite"][step] == 0
     assert result.extra["trained_undefined"] == 1
-    np.testing.assert_array_equal(np.isnan(result.values["randomization_ssim"]), [False, True, False, True])
+    np.testing.assert_array_equal(np.isnan(result.values["randomization_ssim"]), [False, False, False, True])
+
+
+def _recording_explain(unet, snapshots):
+    """An edge map's explain that records the weights of the model it is asked to explain."""
+
+    def explain(model, images_, classes):
+        snapshots.append(_values(model))
+        maps = edge_maps(images_)
+        return maps, maps, metrics.map_status(maps)
+
+    return explain
+
+
+def _changed_layers(values, trained):
+    """Layers (by name) whose kernel differs from the trained one."""
+    return {path.split("/")[0] for path, value in values.items()
+            if path.endswith("kernel") and not np.array_equal(value, trained[path])}
+
+
+def test_independent_and_half_randomizations_keep_every_other_block_trained(unet, images):
+    snapshots = []
+    one = explained(unet, images[:1], "edges", _recording_explain(unet, snapshots))
+    snapshots.clear()
+    result = RandomizationScore(Config()).score(batch_of(images[:1]), one)
+    trained = _values(unet)
+    steps = result.extra["steps"]
+    assert steps == ALL_UNET_STEPS
+    # "only predictions" is the cascade's first step, not explained again.
+    explained_steps = [step for step in steps if step != "only predictions"]
+    assert len(snapshots) == len(explained_steps)
+    by_step = dict(zip(explained_steps, snapshots))
+    blocks = dict(cascade_blocks(unet))
+    kernels = {path.split("/")[0] for path in trained if path.endswith("kernel")}
+    for block, layers in blocks.items():
+        if block == "predictions":
+            continue
+        values = by_step[f"only {block}"]
+        assert _changed_layers(values, trained) == set(layers) & kernels, block
+        # Every variable outside the block (BatchNorm statistics included) is the trained one.
+        assert all(np.array_equal(v, trained[p]) for p, v in values.items() if p.split("/")[0] not in layers)
+    encoder = {layer for name, layers in blocks.items() if name.startswith("enc") or name == "bottleneck"
+               for layer in layers}
+    decoder = {layer for name, layers in blocks.items() if name.startswith("dec") for layer in layers}
+    assert encoder and decoder and not encoder & decoder
+    assert _changed_layers(by_step["encoder"], trained) == encoder & kernels
+    assert _changed_layers(by_step["decoder"], trained) == decoder & kernels
+    for half, kept in (("encoder", decoder | {"predictions"}), ("decoder", encoder | {"predictions"})):
+        assert all(np.array_equal(v, trained[p]) for p, v in by_step[half].items() if p.split("/")[0] in kept)
+    assert _changed_layers(by_step["dec2"], trained) == set(blocks["predictions"] + blocks["dec1"]
+                                                            + blocks["dec2"]) & kernels  # the cascade: cumulative
+    # A model with ResNet's stage names has named blocks but no decoder.
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = inputs
+    for stage in range(1, 6):
+        x = keras.layers.Conv2D(2, 3, padding="same", name=f"conv{stage}_conv")(x)
+    resnet_like = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(x))
+    assert [step for step, _ in cascade_blocks(resnet_like)] == RESNET_STEPS
+    assert encoder_decoder_blocks(resnet_like) is None
 
 
 class Scale(keras.layers.Layer):

@@ -97,8 +97,8 @@ def explain(
             at every listed layer in one forward and one backward pass and
             fuses the maps as the LayerCAM paper does (Jiang et al., IEEE TIP
             2021): each layer's map is resized to the input and divided by
-            its maximum, every layer but the deepest is rescaled by
-            tanh(2 * map), and the fused map is their element-wise maximum
+            its maximum, every layer but the coarsest (the deep one in the
+            paper's sense) is rescaled by tanh(2 * map), and the fused map is their element-wise maximum
             (`kerascam.cams.fusion`).
         max_N: scorecam only: Faster-ScoreCAM's number of channels (largest
             spatial variance first); None for all channels. Record it with the

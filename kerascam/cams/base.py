@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kerascam.cams.fusion import deepest_index, fuse_maps
+from kerascam.cams.fusion import deepest_index, fuse_maps, unscaled_index
 from kerascam.cams.logits import logits_model
 from kerascam.metrics import OK, map_status
 from kerascam.models.layers import get_layer_by_path, is_nested_path, resolve_layer_path
@@ -449,7 +449,7 @@ class BaseCAM:
                 resize_maps(self._reference_native(images, classes, layer, max_N, batch_size), size)
                 for layer in self.target_layers
             ]
-            fused = np.asarray(fuse_maps(resized, self._deepest), dtype=np.float32)
+            fused = np.asarray(fuse_maps(resized, unscaled_index(self.model, self.target_layers)), dtype=np.float32)
             return fused, fused.copy(), classes
         native = self._reference_native(images, classes, self.target_layer, max_N, batch_size)
         return native, resize_maps(native, size), classes

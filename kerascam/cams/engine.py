@@ -41,7 +41,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from kerascam.cams.fusion import deepest_index, fuse_maps
+from kerascam.cams.fusion import fuse_maps, unscaled_index
 from kerascam.cams.logits import logits_model
 from kerascam.models.layers import SEPARATOR as LAYER_PATH_SEPARATOR
 from kerascam.models.layers import build_extractor
@@ -104,7 +104,7 @@ class CAMEngine:
         self.method = method
         self.fused = not isinstance(target_layer, str)
         self.target_layers = (target_layer,) if isinstance(target_layer, str) else tuple(target_layer)
-        self.deepest = deepest_index(model, self.target_layers)
+        self.unscaled = unscaled_index(model, self.target_layers)  # LayerCAM's deep layer: the coarsest
         # The extractor takes the single input tensor, not a one-element list, so
         # that calling it with a tensor matches its structure. A layer of a nested
         # sub-model ("outer/inner") is reached by re-running the graph on the
@@ -266,7 +266,7 @@ class GradientEngine(CAMEngine):
         size = tf.shape(images)[1:3]
         if not self.fused:
             return dict(logits=logits, native=maps[0], resized=resize_half_pixel(maps[0], size), classes=classes)
-        fused = fuse_maps([resize_half_pixel(m, size) for m in maps], self.deepest)
+        fused = fuse_maps([resize_half_pixel(m, size) for m in maps], self.unscaled)
         return dict(logits=logits, native=fused, resized=fused, classes=classes)
 
     def _explain_batch(self, images, classes, max_N, batch_size):

@@ -9,9 +9,12 @@ authors' code, `tf_keras_vis.gradcam_plus_plus.GradcamPlusPlus` (the
 reference) then divides the alphas of each channel by their spatial sum. y^c
 is the class logit.
 
-Because Y^c = exp(y^c), raw (native) maps carry a factor exp(y^c): the map's
-shape does not depend on it, but a logit above about 88 overflows float32 and
-the map comes out non-finite (`map_status` reports "nonfinite").
+Since d Y^c / d A = exp(y^c) g, every weight carries the positive factor
+exp(y^c), which cancels in the alphas and does not change the map's shape.
+It is left out: the native maps here are the paper's divided by exp(y^c)
+(tf-keras-vis' keep it), so a logit above about 88, whose exp overflows
+float32, or below about -103, whose exp underflows to zero, still gives a
+finite map, the same once normalised.
 """
 
 import tensorflow as tf
@@ -25,20 +28,19 @@ class GradCAMPlusPlus(GradientCAM):
 
     @staticmethod
     def weights(activations, gradients, class_scores):
-        """One weight per channel, as tf-keras-vis computes it.
+        """One weight per channel: tf-keras-vis' divided by exp(y^c).
 
-        With Y^c = exp(y^c) and g = d y^c / d A, the paper's eq. 19 uses the
-        derivatives of Y^c: D1 = Y^c g, D2 = D1 g, D3 = D2 g. Then
+        With g = d y^c / d A, the paper's eq. 19 uses the derivatives of
+        Y^c = exp(y^c): D1 = Y^c g, D2 = D1 g, D3 = D2 g. Y^c cancels in
 
-            alpha = D2 / (2 D2 + sum_ab A_ab D3)      (0 where D2 == 0)
-            alpha /= sum_ij alpha                     (per channel, if non-zero)
-            w_k = sum_ij alpha_ij ReLU(D1_ij)
+            alpha = D2 / (2 D2 + sum_ab A_ab D3) = g^2 / (2 g^2 + sum_ab A_ab g^3)
 
-        The order of operations is tf-keras-vis', so the two agree to rounding.
+        (0 where g == 0), then alpha /= sum_ij alpha (per channel, if
+        non-zero) and w_k = sum_ij alpha_ij ReLU(g_ij): the paper's weight
+        over exp(y^c), a positive per-image scale. ``class_scores`` is unused.
         """
-        exp_scores = tf.exp(class_scores)[:, tf.newaxis, tf.newaxis, tf.newaxis]
-        first = exp_scores * gradients
-        second = first * gradients
+        del class_scores  # only the positive factor exp(y^c) depended on it
+        second = gradients * gradients
         third = second * gradients
         activation_sums = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
         denominator = second * 2.0 + third * activation_sums
@@ -46,4 +48,4 @@ class GradCAMPlusPlus(GradientCAM):
         alphas = second / denominator
         alpha_sums = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
         alphas = alphas / (alpha_sums + tf.cast(alpha_sums == 0.0, alpha_sums.dtype))
-        return tf.reduce_sum(tf.nn.relu(first) * alphas, axis=(1, 2), keepdims=True)
+        return tf.reduce_sum(tf.nn.relu(gradients) * alphas, axis=(1, 2), keepdims=True)

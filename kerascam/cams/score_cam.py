@@ -20,6 +20,20 @@ output unit the softmax is always 1, hence the check for >= 2 classes.
 tf-keras-vis subtracts no baseline score and applies no softmax across
 channels (the first arXiv version of the paper).
 
+Masked pixels: the engine blends each pixel towards the model's normalised
+zero b, the raw pixel its own preprocessing maps to zero
+(`kerascam.models.preprocessing.input_baseline`): masked = b + (x - b) * m,
+so after an affine preprocessing P with P(b) = 0 the network sees P(x) * m,
+the paper's masked input, on every model. b is black for the U-Nets
+("unit": x / 255) and the ImageNet mean for ResNet50 and VGG16 ("caffe"),
+where tf-keras-vis' raw x * m would give a masked pixel -(ImageNet mean)
+after preprocessing, far outside their data. The tf-keras-vis backend keeps
+its own x * m (b = 0): the two backends agree where b is zero.
+
+One channel rule for every model: `display_name` names what ran,
+"ScoreCAM" (all channels) or "Faster-ScoreCAM(N)"; the evaluation runs the
+same N on every model (`kerascam.evaluation.config.EvalConfig.max_N`).
+
 Both backends are here: `ScoreCAMEngine`, kerascam's compiled perturbation
 engine, and the binding to `tf_keras_vis.scorecam.Scorecam`, the reference.
 The engine follows tf-keras-vis 0.8.7's conventions so that both give the
@@ -46,6 +60,18 @@ import tensorflow as tf
 
 from kerascam.cams.base import BaseCAM, _num_classes
 from kerascam.cams.engine import CLASS_SPEC, CAMEngine, resize_align_corners, resize_half_pixel
+from kerascam.models.preprocessing import input_baseline
+
+
+def display_name(max_N=None):
+    """What a ScoreCAM run is called in tables: "ScoreCAM" or "Faster-ScoreCAM(N)".
+
+    Args:
+        max_N: the channel count given (Faster-ScoreCAM, Wang et al.'s
+            ScoreCAM on the N channels of largest spatial spread); None for
+            all channels.
+    """
+    return "ScoreCAM" if max_N is None else f"Faster-ScoreCAM({int(max_N)})"
 
 
 @contextlib.contextmanager
@@ -68,8 +94,8 @@ class ScoreCAMEngine(CAMEngine):
     class); Faster-ScoreCAM keeps the `max_N` channels of largest spatial
     standard deviation; then chunks of `batch_size` channels are each
     upsampled to the input size (align-corners bilinear, as scipy's zoom),
-    min-max normalised, multiplied into the image and passed through the
-    model; a channel's weight is softmax(logits)[class] of its masked image.
+    min-max normalised, used to blend the image towards the model's
+    normalised zero (`input_baseline`) and passed through the model; a channel's weight is softmax(logits)[class] of its masked image.
     The map is ReLU(sum_k w_k A^k). Peak memory depends on the chunk size, not
     on the number of channels (tf-keras-vis holds every masked image at once).
     """
@@ -79,6 +105,8 @@ class ScoreCAMEngine(CAMEngine):
         if self.fused:
             raise ValueError(f"{method} explains one layer at a time. Received: target_layer={target_layer!r}")
         height, width, _ = self.target_shapes[0]
+        # The raw pixel the model's preprocessing maps to zero: masked pixels go there.
+        self.mask_baseline = tf.constant(input_baseline(model), tf.float32)
         self._compiled_forward = tf.function(self._forward_graph, input_signature=[self.images_spec, CLASS_SPEC])
         self._compiled_chunk = tf.function(
             self._chunk_graph,
@@ -111,7 +139,8 @@ class ScoreCAMEngine(CAMEngine):
         low = tf.reduce_min(upsampled, axis=(1, 2), keepdims=True)
         high = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
         masks = (upsampled - low) / (high - low + keras.config.epsilon())
-        masked = image[tf.newaxis] * masks  # (k, H, W, 3)
+        baseline = self.mask_baseline
+        masked = baseline + (image[tf.newaxis] - baseline) * masks  # (k, H, W, 3)
         _, logits = self._forward(masked)
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         return tf.gather(probabilities, class_index, axis=-1)
@@ -153,6 +182,7 @@ class ScoreCAM(BaseCAM):
     name = "scorecam"
     reference = ("tf_keras_vis.scorecam", "Scorecam")
     supports_max_N = True
+    display_name = staticmethod(display_name)
 
     def __init__(self, model, target_layer=None):
         super().__init__(model, target_layer)

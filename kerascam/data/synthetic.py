@@ -29,7 +29,7 @@ Object sizes scale with ``image_size``; at the default 64x64 they are 14-28 px
 across, larger than ResNet50's 2x2 last feature map cells (32 px) can resolve
 when two or three of them share an image.
 
-Build the README picture with::
+Build the picture of docs/manual.md (docs/samples.png) with::
 
     python -m kerascam.data.synthetic --figure docs/samples.png
 """

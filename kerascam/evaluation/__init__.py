@@ -4,9 +4,10 @@
 * scores are `Scorer`s in one registry, `SCORERS`, one file each under
   ``kerascam/evaluation/scores/``: the paper's s against the ResNet50 +
   GradCAM++ reference, s against the ground truth and the pointing game,
-  the fine-detail (sticker) score, the correlation with the image's edges,
-  faithfulness by deletion and insertion, and the model-parameter
-  randomization check;
+  the fine-detail (sticker) score, the evidence among decoys and the
+  agreement with part interventions (the embedded ``markers`` data), the
+  correlation with the image's edges, faithfulness by deletion and
+  insertion, and the model-parameter randomization check;
 * the table's columns are the CAM methods, their fused variants and maps
   that know nothing of the model (`kerascam.evaluation.maps`).
 """

@@ -23,7 +23,12 @@ class EvalConfig:
         split: Dataset split.
         dataset: Dataset; None for the one the models were trained on.
         batch_size: Images per step.
-        max_N: ScoreCAM channels (Faster-ScoreCAM); None for all.
+        max_N: ScoreCAM channels (Faster-ScoreCAM); None for all. Default 16
+            on every model, so one method runs everywhere: the demo U-Nets
+            have 16 channels at their target layer, and all 2048 of
+            ResNet50's would cost about 80 s per image at 48x48 on one CPU
+            thread (0.04 s per channel). Tables name it
+            ``ScoreCAM.display_name(max_N)``: "Faster-ScoreCAM(16)".
         mask_threshold: Threshold of the normalised reference map.
         sweep_thresholds: Further thresholds reported in a sweep table.
         class_index: ``"predicted"`` or ``"true"``: which class is explained.
@@ -44,10 +49,21 @@ class EvalConfig:
         faithfulness_images: Deletion and insertion score the first this many
             images (each costs 2 (K + 1) forward passes per model x method).
         faithfulness_steps: K, the steps of the deletion and insertion curves.
+        tie_draws: Deletion, insertion and ROAD break ties of the map at
+            random (seeded by the image); a step that cuts a plateau of equal
+            values is averaged over this many draws of the tie-break.
         road_images: ROAD scores the first this many images (each costs a
             sparse solve and a forward pass per fraction and order).
         randomization_images: The randomization check scores the first this
-            many images (each costs one explanation per cascade step).
+            many images (each costs one explanation per cascade step,
+            independent block and U-Net half).
+        grid_pointing_images: The grid pointing game scores the first this
+            many images (each costs two explanations of a mosaic per model x
+            method: the trained and the fully randomized model).
+
+    The image counts' defaults fit ``evaluate.py --cam all`` in the budget
+    measured in docs/results.md (``benchmarks/score_cost.py`` measures the
+    cost per image of each score).
     """
 
     workdir: str = "runs"
@@ -58,7 +74,7 @@ class EvalConfig:
     split: str = "validation"
     dataset: Optional[str] = None
     batch_size: int = 25
-    max_N: Optional[int] = 32
+    max_N: Optional[int] = 16
     mask_threshold: float = 0.5
     sweep_thresholds: Sequence[float] = (0.3, 0.5, 0.7)
     class_index: str = "predicted"
@@ -69,7 +85,9 @@ class EvalConfig:
     shard: int = 0
     num_shards: int = 1
     chunk: int = 10
-    faithfulness_images: int = 25
+    faithfulness_images: int = 50
     faithfulness_steps: int = 16
-    road_images: int = 10
-    randomization_images: int = 20
+    tie_draws: int = 3
+    road_images: int = 100
+    randomization_images: int = 25
+    grid_pointing_images: int = 200

@@ -31,7 +31,10 @@ from kerascam.models import MODEL_NAMES
 # What each need of a scorer is called in the one line that says it is missing.
 _MISSING = {
     "ground_truth": "the dataset has no ground-truth masks",
-    "evidence": "the dataset has no evidence masks (only the embedded shapes mark the sticker)",
+    "evidence": "the dataset has no evidence masks (only the embedded shapes and markers have them)",
+    "parts": "the dataset has no map of its images' parts (only the embedded markers data has one)",
+    "interventions": "the dataset has no generator to draw its images again without each part "
+                     "(only the embedded markers data has one)",
     "reference": "ResNet50, whose GradCAM++ map is the reference, is not evaluated",
 }
 
@@ -129,7 +132,8 @@ def _batches(config, split, crop_size, skip=0):
     if skip:
         examples = examples.skip(skip)
     for batch in evaluation_batches(examples, config.batch_size, crop_size=crop_size).as_numpy_iterator():
-        yield Batch(batch["image_id"], batch["image"], batch["label"], batch.get("mask"), batch.get("evidence"))
+        yield Batch(batch["image_id"], batch["image"], batch["label"], batch.get("mask"), batch.get("evidence"),
+                    batch.get("parts"), batch.get("interventions"))
 
 
 def _available(need, batch, models):
@@ -137,6 +141,10 @@ def _available(need, batch, models):
         return batch.masks is not None
     if need == "evidence":
         return batch.evidence is not None
+    if need == "parts":
+        return batch.parts is not None
+    if need == "interventions":
+        return batch.interventions is not None
     if need == "reference":
         return REFERENCE[0] in models
     return True

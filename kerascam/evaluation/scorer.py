@@ -10,13 +10,17 @@ shards all loop over `SCORERS` and the fields each scorer declares.
 What a scorer declares:
 
 * ``fields``: the record fields it writes, each a `Field` that says how it is
-  aggregated (``"mean"``: mean with a 95 % Student-t interval; ``"info"``: a
-  string kept in the records only) and whether it enters the paired
+  aggregated (``"mean"``: mean with a 95 % Student-t interval, or a Wilson
+  interval for a 0/1 field, a rate; ``"info"``: a string kept in the records only) and whether it enters the paired
   comparison.
 * ``needs``: the data it needs beside the map: ``"ground_truth"`` (masks of
   the class objects), ``"evidence"`` (the pixels that decide the class),
-  ``"reference"`` (the ResNet50 + GradCAM++ maps of the paper's score) or
-  ``"model"`` (forward passes or explanations of other models). A run whose
+  ``"parts"`` (the map of the parts of each image: the evidence, the object
+  carrying it and the decoys; embedded ``markers`` only),
+  ``"interventions"`` (each image re-drawn without each of its parts, from
+  the dataset's generator; ``markers`` only), ``"reference"`` (the ResNet50
+  + GradCAM++ maps of the paper's score) or ``"model"`` (forward passes or
+  explanations of other models). A run whose
   data lacks what a scorer needs says so in one line, and that scorer's
   fields stay empty.
 * ``max_images``: costly scorers score only the first images of the split
@@ -46,7 +50,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-NEEDS = ("ground_truth", "evidence", "reference", "model")
+NEEDS = ("ground_truth", "evidence", "parts", "interventions", "reference", "model")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +100,10 @@ class Batch(NamedTuple):
         labels: int64 (n,).
         masks: (n, H, W) ground-truth masks of the class objects, or None.
         evidence: (n, H, W) pixels that decide the class (the sticker), or None.
+        parts: (n, H, W) uint8 map of numbered parts (0: none), or None
+            (`kerascam.data.markers.part_names`).
+        interventions: (n, P, H, W, 3): image i drawn again without its part
+            p + 1, or None.
     """
 
     ids: np.ndarray
@@ -103,6 +111,8 @@ class Batch(NamedTuple):
     labels: np.ndarray
     masks: Optional[np.ndarray] = None
     evidence: Optional[np.ndarray] = None
+    parts: Optional[np.ndarray] = None
+    interventions: Optional[np.ndarray] = None
 
     def take(self, rows):
         """The batch restricted to ``rows`` (indices or a boolean array)."""

@@ -1,7 +1,10 @@
 """keras.applications ResNet50 and VGG16 as kerascam classifiers.
 
 The architectures are keras.applications' own, built on top of kerascam's
-preprocessing layer through ``input_tensor``, so the result is one flat graph:
+preprocessing layer through ``input_tensor``, so the result is one flat graph
+(VGG16 is rebuilt here with the same layer names, with "same" pooling so that
+no row of an odd-sized feature map is cut off; with ImageNet weights, at
+224x224, it is keras.applications' own, whose geometry is the same there):
 the CAM target layers (``conv5_block3_out``, ``block5_conv3``) stay reachable
 from the top-level model, which tf-keras-vis needs (a nested sub-model hides
 them). The parameter counts equal keras.applications' (25,636,712 and
@@ -31,28 +34,52 @@ def check_image_size(name, image_size):
         )
 
 
-def build_vgg16_bn(image_size=224, num_classes=1000):
-    """VGG16 with batch normalization after every convolution (like torchvision's vgg16_bn).
+def build_vgg16(image_size=224, num_classes=1000, *, batch_norm=False, pool_padding="same"):
+    """VGG16 (Simonyan and Zisserman, ICLR 2015) with keras.applications' layer names.
 
-    The same layers and names as keras.applications' VGG16, with each 3x3
-    convolution followed by ``blockB_bnC`` and ``blockB_reluC``: trained from
-    scratch it learns the shapes dataset in a few epochs, where the plain
-    VGG16 stays at chance for the whole demo budget. Its CAM target is
-    ``block5_relu3``, the activation of ``block5_conv3``.
+    Args:
+        image_size: Side of the square RGB input. Default 224.
+        num_classes: Number of output logits. Default 1000.
+        batch_norm: Batch normalization after every convolution (like
+            torchvision's vgg16_bn): each 3x3 ``blockB_convC`` (no bias) is
+            followed by ``blockB_bnC`` and ``blockB_reluC``, and the CAM target
+            is ``block5_relu3``. Trained from scratch it learns the shapes
+            dataset in a few epochs, where the plain VGG16 stays at chance for
+            the whole demo budget. Default False: keras.applications' layers,
+            each convolution with its bias and ReLU.
+        pool_padding: Padding of the five 2x2 max-pooling layers. ``"same"``
+            (the default) keeps every cell of an odd-sized map: at 48x48,
+            block5 is 3x3 and pools to 2x2, where ``"valid"`` (keras.applications')
+            pools it to 1x1 from its top-left 2x2 window only, so block5's
+            bottom row and right column never reach the logits. At sizes that
+            are multiples of 32 the two agree (same shapes, same parameters).
+
+    Returns:
+        A functional ``keras.Model`` named ``"vgg16"`` from raw RGB pixels
+        (0-255, caffe-preprocessed inside) to logits.
     """
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = ImagePreprocessing("caffe", name="preprocessing")(inputs)
     for block, (convs, filters) in enumerate(zip((2, 2, 3, 3, 3), (64, 128, 256, 512, 512)), start=1):
         for i in range(1, convs + 1):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_conv{i}")(x)
-            x = keras.layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
-            x = keras.layers.Activation("relu", name=f"block{block}_relu{i}")(x)
-        x = keras.layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+            name = f"block{block}_conv{i}"
+            if batch_norm:
+                x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)(x)
+                x = keras.layers.BatchNormalization(name=f"block{block}_bn{i}")(x)
+                x = keras.layers.Activation("relu", name=f"block{block}_relu{i}")(x)
+            else:
+                x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
+        x = keras.layers.MaxPooling2D(2, strides=2, padding=pool_padding, name=f"block{block}_pool")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(4096, activation="relu", name="fc1")(x)
     x = keras.layers.Dense(4096, activation="relu", name="fc2")(x)
     outputs = keras.layers.Dense(num_classes, name="predictions")(x)
     return keras.Model(inputs, outputs, name="vgg16")
+
+
+def build_vgg16_bn(image_size=224, num_classes=1000, pool_padding="same"):
+    """VGG16 with batch normalization: ``build_vgg16(..., batch_norm=True)``."""
+    return build_vgg16(image_size, num_classes, batch_norm=True, pool_padding=pool_padding)
 
 
 def build_application(name, image_size=224, num_classes=1000, weights=None):
@@ -80,6 +107,15 @@ def build_application(name, image_size=224, num_classes=1000, weights=None):
         raise ValueError(
             f"weights must be None, 'imagenet' or the path of a weights file. Received: weights={weights!r}"
         )
+    if name == "vgg16" and weights != "imagenet":
+        # Our own VGG16, for its "same" pools (see build_vgg16); ImageNet
+        # weights need 224x224, where keras.applications' geometry is the same.
+        model = build_vgg16(image_size, num_classes)
+        if weights is None:
+            he_initialize(model)
+        else:
+            model.load_weights(weights)
+        return model
     constructor, _ = _ARCHITECTURES[name]
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = ImagePreprocessing("caffe", name="preprocessing")(inputs)
@@ -92,8 +128,6 @@ def build_application(name, image_size=224, num_classes=1000, weights=None):
         classifier_activation=None,
         name=name,
     )
-    if name == "vgg16" and weights is None:
-        he_initialize(model)
     return model
 
 

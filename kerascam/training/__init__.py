@@ -25,7 +25,17 @@ The package, one concern per module:
 - ``steps``: strategy, optimizer, model and the train step (per image side).
 - ``checkpoints``: how often a run saves, saves that survive a full disk,
   resuming, and the signals that turn into a save and a stop.
-- ``loop``: ``train``, the epochs, validation, history and exports.
+- ``state``: the steps before the first epoch: the data, the variables a
+  checkpoint holds (``RunState``), restoring the newest checkpoint
+  (``restore``) and the numbered saves (``CheckpointSaver``).
+- ``target``: ``--target-accuracy``'s checks and stop rule (``TargetAccuracy``).
+- ``loop``: ``train`` as a sequence of those steps, then ``TrainingRun``:
+  an epoch, its validation and stop decision, the exports and ``run.json``.
+- ``jobs``: ``train.py --jobs N``, models side by side in processes of
+  their own, and the signals passed on to them.
+- ``validation``: the validation pass (``Validation``).
+- ``history``: ``history.csv``, the TensorBoard scalars and CAM overlays.
+- ``record``: the exports and ``run.json``.
 - ``errors``: ``TrainingError`` and ``TrainingInterrupted``.
 """
 
@@ -37,7 +47,9 @@ from kerascam.training.checkpoints import (
     default_checkpoint_every,
 )
 from kerascam.training.errors import TrainingError, TrainingInterrupted
-from kerascam.training.loop import available_cpus, target_check_steps, train
+from kerascam.training.loop import TrainingRun, train
+from kerascam.training.record import available_cpus
+from kerascam.training.state import CheckpointSaver, Resumed, RunState, prepare_data, restore
 from kerascam.training.steps import (
     build_model_for,
     is_chief,
@@ -46,13 +58,19 @@ from kerascam.training.steps import (
     make_train_step,
     make_train_steps,
 )
+from kerascam.training.target import TargetAccuracy, target_check_steps
 
 __all__ = [
     "CHECKPOINT_SECONDS",
     "EXPECTED_IMAGES_PER_SECOND",
+    "CheckpointSaver",
+    "Resumed",
+    "RunState",
     "StopRequest",
+    "TargetAccuracy",
     "TrainingError",
     "TrainingInterrupted",
+    "TrainingRun",
     "available_cpus",
     "build_model_for",
     "default_checkpoint_every",
@@ -62,6 +80,8 @@ __all__ = [
     "make_strategy",
     "make_train_step",
     "make_train_steps",
+    "prepare_data",
+    "restore",
     "target_check_steps",
     "train",
 ]

@@ -52,13 +52,11 @@ CHECKPOINT_SECONDS = 600
 # epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
 # epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
 # way): one H200 in bfloat16, the train steps measured under Keras' JAX
-# backend (benchmarks/backend_speed.py: U-Net 1,320 images/s at batch 64,
-# ablated 1,187 and VGG16 with batch normalization 2,152 at batch 32, ResNet50
-# 5,256 at batch 256), ResNet50's capped at what a 16-core input pipeline
-# decodes (benchmarks/pipeline.py: 410 images/s on 2 cores); not measured
-# with TensorFlow's GPU build. At batch 256 ResNet50 then checkpoints every
-# ~7,000 steps (more than an epoch), VGG16 every ~4,700, the U-Nets every
-# ~2,800-3,000.
+# backend (benchmarks/README.md, backend_speed.py), rounded down, ResNet50's
+# capped at what a 16-core input pipeline decodes (benchmarks/README.md,
+# pipeline.py: per 2 cores); not measured with TensorFlow's GPU build. The
+# checkpoint intervals these give at batch 256 are in docs/manual.md
+# ("Interruptions, preemption and a full disk").
 # Each rate is at its image side (48 and 224); other sides scale it by the
 # ratio of pixels (the convolutions' cost).
 EXPECTED_IMAGES_PER_SECOND = {
@@ -109,7 +107,7 @@ def save_checkpoint(manager, number):
     deleted after that. A failure mid-write therefore never moves the state
     file to a partial checkpoint: what it leaves behind is this number's
     partial files, removed here so that they free their space. (A number is
-    never saved twice: see ``kerascam.training.loop``.)
+    never saved twice: see ``kerascam.training.state.CheckpointSaver``.)
     """
     prefix = os.path.join(manager.directory, f"ckpt-{number}")
     try:

@@ -20,3 +20,12 @@ class TrainingInterrupted(TrainingError):
 
     def __reduce__(self):  # crosses process boundaries (train.py --jobs 2)
         return type(self), (str(self), self.exit_code)
+
+
+def first_line(error, message=None):
+    """The first line of ``message`` (default: the error's own), or the error's type name when empty.
+
+    What train.py prints of an error, and of a model that failed under ``--jobs``.
+    """
+    text = str(error if message is None else message).strip()
+    return text.splitlines()[0] if text else type(error).__name__

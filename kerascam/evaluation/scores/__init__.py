@@ -6,8 +6,13 @@ subclass decorated with ``@register``, plus its line below.
 
 from kerascam.evaluation.scores import reference  # noqa: F401  (the paper's Table I)
 from kerascam.evaluation.scores import ground_truth  # noqa: F401
+from kerascam.evaluation.scores import pointing_zhang  # noqa: F401
 from kerascam.evaluation.scores import fine_detail  # noqa: F401
+from kerascam.evaluation.scores import sticker_in_disk  # noqa: F401
+from kerascam.evaluation.scores import decoys  # noqa: F401  (the markers data's parts)
 from kerascam.evaluation.scores import edges  # noqa: F401
 from kerascam.evaluation.scores import faithfulness  # noqa: F401  (needs forward passes)
 from kerascam.evaluation.scores import road  # noqa: F401
+from kerascam.evaluation.scores import grid_pointing  # noqa: F401  (needs explanations of mosaics)
+from kerascam.evaluation.scores import intervention  # noqa: F401  (forward passes of re-drawn images)
 from kerascam.evaluation.scores import randomization  # noqa: F401

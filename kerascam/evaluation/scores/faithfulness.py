@@ -16,8 +16,11 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
 
 * **Order.** Pixels are ranked by the map (the map resized to the input, one
   value per pixel, all three channels moved together), highest first. Ties
-  keep raster order (row by row, left to right): a stable sort of the
-  flattened map, so the order and the curves are deterministic.
+  are broken at random with a seed per image
+  (`kerascam.evaluation.perturbation.pixel_order`); a step whose count cuts
+  a plateau of equal values, leaving at least 1 % of the pixels to the
+  tie-break, is averaged over ``tie_draws`` draws of it (default 3); every
+  other step is computed once.
 * **Steps.** ``steps`` = K (default 16) gives K + 1 points: step k has the
   first ``round(k * H * W / K)`` pixels of the order changed (halves round
   up), from none at k = 0 to all at k = K, and its x value is k / K. RISE
@@ -58,59 +61,39 @@ Cost and memory: the perturbed images are made inside one compiled
 TensorFlow function per model (traced once, cached in a
 `weakref.WeakKeyDictionary`), which also runs the forward pass; a batch of
 ``batch_size`` perturbed images holds the steps of one or a few maps, so the
-work is the 2 (K + 1) forward passes per map and memory does not grow with
-the number of images (``benchmarks/faithfulness.py`` measures both).
+work is at most 2 (K + 1) forward passes per map (plus the plateau steps of
+the further tie draws) and memory does not grow with the number of images
+(``benchmarks/faithfulness.py`` measures both). Three of the passes do not
+depend on the map (the image, the all-deleted image, the blurred image):
+`endpoint_probabilities` computes them once per model and image, and the
+scorer hands them to every method of that model.
+
+Across models: a model that is fragile under black pixels gives low
+deletion scores to every map. The scorer therefore also reports each score
+minus the same model's ``noise`` map's score on the same image
+(``deletion_auc_vs_noise``, ``insertion_auc_vs_noise``), and those are the
+fields of the paired U-Net - ablated comparison.
 """
 
-import weakref
-
-import keras
 import numpy as np
-import tensorflow as tf
 
 from kerascam import metrics
-from kerascam.cams.logits import logits_model
+from kerascam.evaluation.baselines import noise_maps
+from kerascam.evaluation.perturbation import (  # noqa: F401  (pixel_order, ...: also read from here)
+    TIE_DRAWS, PerturbedForward, check_perturbation_inputs, cut_plateaus, gaussian_blur, gaussian_kernel,
+    min_tie_pixels, perturbed_forward, pixel_order, pixel_ranks,
+)
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-# 25 images x 8 methods x 4 demo models cost about 155 s of CPU on 2 cores
-# (benchmarks/faithfulness.py: 0.07-0.43 s of CPU per map at 48x48, K = 16).
-DEFAULT_IMAGES = 25
+# One image costs 5.1-5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
+# 3 tie draws (benchmarks/score_cost.py; 0.05-0.4 s per map at 48x48).
+DEFAULT_IMAGES = 50
 DEFAULT_BATCH_SIZE = 64
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
 BLUR_SIGMA_PER_SIDE = 1.0 / 16.0
-BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 DECIMALS = 6  # of the saved curves
 CURVE_XS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where table.md reads the mean curves
-
-
-def pixel_order(maps):
-    """The order in which pixels are deleted or inserted: highest map value first.
-
-    Ties are broken by raster order (row by row, left to right), a stable sort
-    of the flattened map, so equal values never make the result depend on the
-    sorting algorithm.
-
-    Args:
-        maps: float array (n, H, W) of finite values.
-
-    Returns:
-        int64 array (n, H * W): flat pixel indices (``row * W + column``),
-        the first to change first.
-    """
-    maps = np.asarray(maps)
-    flat = maps.reshape(len(maps), -1)
-    return np.argsort(-flat, axis=1, kind="stable")
-
-
-def pixel_ranks(maps):
-    """Each pixel's position in `pixel_order`: int32 (n, H, W), 0 for the first to change."""
-    maps = np.asarray(maps)
-    order = pixel_order(maps)
-    ranks = np.empty_like(order)
-    positions = np.broadcast_to(np.arange(order.shape[1]), order.shape)
-    np.put_along_axis(ranks, order, positions, axis=1)
-    return ranks.reshape(maps.shape).astype(np.int32)
 
 
 def pixels_changed(steps, num_pixels):
@@ -132,153 +115,68 @@ def blur_sigma_for(image_shape):
     return BLUR_SIGMA_PER_SIDE * min(image_shape[:2])
 
 
-def gaussian_kernel(sigma, truncate=BLUR_TRUNCATE):
-    """The 1-D Gaussian of `scipy.ndimage.gaussian_filter1d`: radius ``int(truncate * sigma + 0.5)``.
-
-    Args:
-        sigma: standard deviation in pixels; 0 gives ``[1.0]`` (no blur).
-        truncate: radius in units of sigma. Default 4, scipy's.
-
-    Returns:
-        float32 array (2 * radius + 1,) that sums to 1.
-    """
-    if not sigma >= 0:
-        raise ValueError(f"blur_sigma must be >= 0. Received: blur_sigma={sigma}")
-    radius = int(truncate * sigma + 0.5)
-    if radius == 0:
-        return np.ones(1, np.float32)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    weights = np.exp(-0.5 * (x / sigma) ** 2)
-    return (weights / weights.sum()).astype(np.float32)
-
-
-def gaussian_blur(images, kernel):
-    """Separable Gaussian blur of (n, H, W, C) images with mirrored edges, in graph.
-
-    Mirrored edges repeat the edge pixel (``d c b a | a b c d``), scipy's
-    ``mode="reflect"``, so a constant image stays constant.
-
-    Args:
-        images: float32 tensor (n, H, W, C).
-        kernel: float32 tensor (2r + 1,), e.g. `gaussian_kernel`; r must not
-            exceed H or W.
-
-    Returns:
-        float32 tensor like `images`.
-    """
-    radius = (tf.size(kernel) - 1) // 2
-    shape = tf.shape(images)
-    # Channels go into the batch so that one single-channel filter serves all.
-    planes = tf.reshape(tf.transpose(images, (0, 3, 1, 2)), (-1, shape[1], shape[2], 1))
-    planes = tf.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
-    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (-1, 1, 1, 1)), strides=1, padding="VALID")
-    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (1, -1, 1, 1)), strides=1, padding="VALID")
-    blurred = tf.reshape(planes, (shape[0], shape[3], shape[1], shape[2]))
-    return tf.transpose(blurred, (0, 2, 3, 1))
-
-
-class PerturbedForward:
-    """One compiled function per model: perturbed images in, class probabilities out.
-
-    Build it with `perturbed_forward`, which caches it per model. The function
-    takes a few images with their pixel ranks and a list of jobs, one
-    perturbed image each (which image, how many pixels changed, deletion or
-    insertion), makes the perturbed images in the graph and returns each
-    job's ``softmax(logits)[class]``. Every input has a free leading
-    dimension, so one trace serves every batch, step count, baseline and blur.
-    """
-
-    def __init__(self, model):
-        """Args: model: a Keras classifier with one input and one output (logits or softmax)."""
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(
-                "Faithfulness scores models with one input and one output. "
-                f"Received: {len(model.inputs)} inputs and {len(model.outputs)} outputs"
-            )
-        logits = logits_model(model)
-        # A new model over the same layers and weights: the cache value must
-        # not hold the model it is keyed by, or the model would never be freed.
-        self.network = keras.Model(logits.inputs[0], logits.outputs[0], name=f"{model.name}_faithfulness")
-        self.input_dtype = model.inputs[0].dtype
-        self.image_shape = tuple(model.inputs[0].shape[1:])
-        height, width, channels = self.image_shape
-        self._compiled = tf.function(
-            self._graph,
-            input_signature=[
-                tf.TensorSpec((None, height, width, channels), tf.float32),  # images
-                tf.TensorSpec((None, height, width), tf.int32),  # pixel ranks
-                tf.TensorSpec((None,), tf.int64),  # classes
-                tf.TensorSpec((None,), tf.int32),  # job: which image
-                tf.TensorSpec((None,), tf.int32),  # job: pixels changed
-                tf.TensorSpec((None,), tf.bool),  # job: insertion (else deletion)
-                tf.TensorSpec((None,), tf.float32),  # deletion baseline, per channel
-                tf.TensorSpec((None,), tf.float32),  # blur kernel
-            ],
-        )
-
-        # Images made elsewhere (ROAD's imputations) go through this one.
-        self._compiled_probabilities = tf.function(
-            self._probabilities_graph,
-            input_signature=[
-                tf.TensorSpec((None, height, width, channels), tf.float32),
-                tf.TensorSpec((None,), tf.int64),
-            ],
-        )
-
-    @property
-    def tracing_count(self):
-        """How many times the functions have been traced (for tests)."""
-        return sum(f.experimental_get_tracing_count() for f in (self._compiled, self._compiled_probabilities))
-
-    def _class_probabilities(self, images, classes):
-        logits = self.network(tf.cast(images, self.input_dtype), training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return tf.gather(probabilities, classes, axis=1, batch_dims=1)
-
-    def _probabilities_graph(self, images, classes):
-        return self._class_probabilities(images, classes)
-
-    def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
-        image = tf.gather(images, job_image)
-        changed = (tf.gather(ranks, job_image) < job_changed[:, tf.newaxis, tf.newaxis])[..., tf.newaxis]
-        deleted = tf.where(changed, baseline, image)
-        inserted = tf.where(changed, image, tf.gather(gaussian_blur(images, kernel), job_image))
-        perturbed = tf.where(job_insert[:, tf.newaxis, tf.newaxis, tf.newaxis], inserted, deleted)
-        return self._class_probabilities(perturbed, tf.gather(classes, job_image))
-
-    def __call__(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
-        """Class probabilities (b,) of the b jobs; arguments as `_graph`'s signature."""
-        return self._compiled(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
-
-    def probabilities(self, images, classes):
-        """``softmax(logits)[class]`` (b,) of b images (b, H, W, C) as they are."""
-        return self._compiled_probabilities(np.asarray(images, np.float32), np.asarray(classes, np.int64))
-
-
-_FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward
-
-
-def perturbed_forward(model):
-    """The cached `PerturbedForward` of `model`, built on the first request."""
-    if model not in _FORWARDS:
-        _FORWARDS[model] = PerturbedForward(model)
-    return _FORWARDS[model]
-
-
-def check_perturbation_inputs(images, maps, classes):
-    """``(images, maps, classes)`` as arrays that agree, for a perturbation
-    score; ValueError naming the shapes otherwise, or for non-finite maps."""
-    images = np.asarray(images)
-    maps = np.asarray(maps)
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
+def _check_geometry(forward, images, blur_sigma, batch_size):
+    """The blur kernel for ``images``; ValueError for a batch size, image shape or blur that cannot run."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size}")
+    _, height, width, channels = images.shape
+    if forward.image_shape != (height, width, channels):
+        raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {forward.image_shape}")
+    sigma = blur_sigma_for((height, width)) if blur_sigma is None else float(blur_sigma)
+    kernel = gaussian_kernel(sigma)
+    if len(kernel) // 2 > min(height, width):
         raise ValueError(
-            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
-            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
+            f"blur_sigma={sigma} needs a kernel radius of {len(kernel) // 2} px, wider than the "
+            f"{height}x{width} image"
         )
-    if not np.isfinite(maps).all():
-        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
-    return images, maps, classes
+    return kernel
+
+
+def _run_jobs(forward, images, ranks, classes, job_entry, job_changed, job_insert, baseline, kernel, batch_size):
+    """Class probabilities of the jobs, ``batch_size`` perturbed images per forward pass.
+
+    Jobs of one entry (image x tie draw) are consecutive, so a batch holds
+    the images and ranks of a few entries only.
+    """
+    out = np.empty(len(job_entry))
+    for start in range(0, len(job_entry), batch_size):
+        rows = slice(start, start + batch_size)
+        entries, local = np.unique(job_entry[rows], return_inverse=True)
+        out[rows] = forward(
+            images[entries], ranks[entries], classes[entries], local.astype(np.int32),
+            job_changed[rows].astype(np.int32), job_insert[rows], baseline, kernel,
+        ).numpy()
+    return out
+
+
+def endpoint_probabilities(model, images, classes, *, batch_size=DEFAULT_BATCH_SIZE,
+                           deletion_baseline=DELETION_BASELINE, blur_sigma=None):
+    """The three points of the curves that no map changes: the image, the all-deleted image, the blur.
+
+    They are deletion's first and last points and insertion's first (its last
+    is the image again), the same for every map of one model and image, so
+    the scorer computes them once and passes them to every method.
+
+    Args:
+        model, images, classes, batch_size, deletion_baseline, blur_sigma: as
+            `deletion_insertion_curves`.
+
+    Returns:
+        float64 (n, 3): ``softmax(logits)[class]`` of the image, of the image
+        with every pixel at ``deletion_baseline``, and of its Gaussian blur.
+    """
+    images = np.asarray(images, np.float32)
+    classes = np.asarray(classes, np.int64).reshape(-1)
+    n, height, width, channels = images.shape
+    forward = perturbed_forward(model)
+    kernel = _check_geometry(forward, images, blur_sigma, batch_size)
+    baseline = np.broadcast_to(np.asarray(deletion_baseline, np.float32), (channels,)).copy()
+    ranks = np.zeros((n, height, width), np.int32)  # 0 or every pixel changed: the order does not matter
+    entry = np.repeat(np.arange(n), 3)
+    changed = np.tile([0, height * width, 0], n)
+    insert = np.tile([False, False, True], n)
+    return _run_jobs(forward, images, ranks, classes, entry, changed, insert, baseline, kernel,
+                     batch_size).reshape(n, 3)
 
 
 def deletion_insertion_curves(
@@ -291,19 +189,24 @@ def deletion_insertion_curves(
     batch_size=DEFAULT_BATCH_SIZE,
     deletion_baseline=DELETION_BASELINE,
     blur_sigma=None,
+    seeds=None,
+    tie_draws=TIE_DRAWS,
+    endpoints=None,
 ):
     """Deletion and insertion curves of Petsiuk et al. (2018), RISE, Sec. 4.1.
 
     For each image, the pixels are taken in `pixel_order` of its map (highest
-    first, ties in raster order). At step k = 0..K the first
+    first, ties at random, seeded by ``seeds``). At step k = 0..K the first
     ``round(k * H * W / K)`` of them are set to ``deletion_baseline``
     (deletion, from the image) or to the image's own values (insertion, from
     a Gaussian blur of the image), and the curve's value is the model's
-    ``softmax(logits)[class]`` of that perturbed image. The 2 (K + 1)
-    perturbed images per map go through one compiled function per model
-    (`perturbed_forward`) in batches of ``batch_size``, built there from the
-    image, its pixel ranks and the step, so memory holds one batch whatever
-    the number of images.
+    ``softmax(logits)[class]`` of that perturbed image. A step whose count
+    cuts a plateau of tied map values, leaving at least 1 % of the pixels to
+    the tie-break (`cut_plateaus`, `min_tie_pixels`), is the mean over
+    ``tie_draws`` draws of the tie-break. The perturbed images go through one
+    compiled function per model (`perturbed_forward`) in batches of
+    ``batch_size``, built there from the image, its pixel ranks and the step,
+    so memory holds one batch whatever the number of images.
 
     Args:
         model: a Keras classifier taking raw pixels (one input, one output:
@@ -319,55 +222,80 @@ def deletion_insertion_curves(
             channel. Default 0 (black), RISE's.
         blur_sigma: sigma in pixels of the insertion's Gaussian blur; None
             (default) for `BLUR_SIGMA_PER_SIDE` of the shorter image side.
+        seeds: (n,) non-negative integers seeding each image's tie-break (its
+            index in the split); default 0..n-1.
+        tie_draws: draws of the tie-break averaged at the steps that cut a
+            plateau; 1 for a single random tie-break. Default `TIE_DRAWS` (3).
+        endpoints: `endpoint_probabilities` of these images and classes,
+            when already computed (by another method's call); None computes
+            them.
 
     Returns:
         (deletion, insertion): float64 arrays (n, K + 1) of class
-        probabilities; column 0 of deletion is the unperturbed image's, column
-        K of insertion too (up to float rounding).
+        probabilities; column 0 of deletion is the unperturbed image's, and
+        so is column K of insertion.
 
     Raises:
-        ValueError: for mismatched shapes, non-finite maps, steps < 1 or a
-            blur wider than the image.
+        ValueError: for mismatched shapes, non-finite maps, steps < 1,
+            tie_draws < 1 or a blur wider than the image.
     """
     images, maps, classes = check_perturbation_inputs(images, maps, classes)
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer. Received: steps={steps}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size}")
-    steps, batch_size = int(steps), int(batch_size)
+    if int(tie_draws) != tie_draws or tie_draws < 1:
+        raise ValueError(f"tie_draws must be a positive integer. Received: tie_draws={tie_draws}")
+    steps, batch_size, tie_draws = int(steps), int(batch_size), int(tie_draws)
     n, height, width, channels = images.shape
     forward = perturbed_forward(model)
-    if forward.image_shape != (height, width, channels):
-        raise ValueError(f"images of shape {images.shape[1:]} do not fit the model's input {forward.image_shape}")
-    sigma = blur_sigma_for((height, width)) if blur_sigma is None else float(blur_sigma)
-    kernel = gaussian_kernel(sigma)
-    if len(kernel) // 2 > min(height, width):
-        raise ValueError(
-            f"blur_sigma={sigma} needs a kernel radius of {len(kernel) // 2} px, wider than the "
-            f"{height}x{width} image"
-        )
+    kernel = _check_geometry(forward, images, blur_sigma, batch_size)
+    images = images.astype(np.float32)
+    if endpoints is None:
+        endpoints = endpoint_probabilities(model, images, classes, batch_size=batch_size,
+                                           deletion_baseline=deletion_baseline, blur_sigma=blur_sigma)
+    endpoints = np.asarray(endpoints, np.float64)
+    if endpoints.shape != (n, 3):
+        raise ValueError(f"endpoints must be (n, 3) = {(n, 3)}. Received: shape={endpoints.shape}")
     baseline = np.broadcast_to(np.asarray(deletion_baseline, np.float32), (channels,)).copy()
-    changed = pixels_changed(steps, height * width).astype(np.int32)
+    changed = pixels_changed(steps, height * width)
+    seeds = np.arange(n) if seeds is None else np.asarray(seeds).reshape(-1)
 
+    # Entries: (image, tie draw) pairs with their ranks; draw 0 for every
+    # image, the further draws only for images whose steps cut a plateau.
+    first = pixel_order(maps, seeds)
+    cut = cut_plateaus(maps, first, changed, min_tie_pixels(height * width))
+    entry_image, entry_draw, entry_ranks = [], [], []
+    for i in range(n):
+        for draw in range(tie_draws if cut[i].any() else 1):
+            order = first[i : i + 1] if draw == 0 else pixel_order(maps[i : i + 1], seeds[i : i + 1], draw)
+            entry_image.append(i)
+            entry_draw.append(draw)
+            entry_ranks.append(pixel_ranks(maps[i : i + 1], order=order)[0])
+    inner = np.arange(1, steps)  # the steps that depend on the map
+    job_entry, job_step, job_insert = [], [], []
+    for e, (i, draw) in enumerate(zip(entry_image, entry_draw)):
+        taken = inner if draw == 0 else inner[cut[i, inner]]
+        for insert in (False, True):
+            job_entry.append(np.full(len(taken), e))
+            job_step.append(taken)
+            job_insert.append(np.full(len(taken), insert))
+    job_entry = np.concatenate(job_entry).astype(np.int64)
+    job_step = np.concatenate(job_step).astype(np.int64)
+    job_insert = np.concatenate(job_insert).astype(bool)
+    entry_image = np.asarray(entry_image, np.int64)
+    probabilities = _run_jobs(
+        forward, images[entry_image], np.stack(entry_ranks), classes[entry_image], job_entry,
+        changed[job_step], job_insert, baseline, kernel, batch_size,
+    )
+    # Sums over the draws at each step, divided by the draws computed there.
     points = steps + 1
-    per_map = 2 * points  # deletion steps 0..K, then insertion steps 0..K
-    curves = np.full((n, per_map), np.nan)
-    for start in range(0, n * per_map, batch_size):
-        jobs = np.arange(start, min(start + batch_size, n * per_map))
-        which, slot = np.divmod(jobs, per_map)
-        first, last = which[0], which[-1] + 1
-        probabilities = forward(
-            images[first:last].astype(np.float32),
-            pixel_ranks(maps[first:last]),
-            classes[first:last],
-            (which - first).astype(np.int32),
-            changed[slot % points],
-            slot >= points,
-            baseline,
-            kernel,
-        )
-        curves[which, slot] = probabilities.numpy()
-    return curves[:, :points], curves[:, points:]
+    total = np.zeros((n, 2, points))
+    count = np.zeros((n, 2, points))
+    np.add.at(total, (entry_image[job_entry], job_insert.astype(np.int64), job_step), probabilities)
+    np.add.at(count, (entry_image[job_entry], job_insert.astype(np.int64), job_step), 1)
+    curves = total / np.maximum(count, 1)
+    curves[:, 0, 0], curves[:, 0, steps] = endpoints[:, 0], endpoints[:, 1]
+    curves[:, 1, 0], curves[:, 1, steps] = endpoints[:, 2], endpoints[:, 0]
+    return curves[:, 0], curves[:, 1]
 
 
 def area_under_curve(curves):
@@ -395,13 +323,29 @@ def _finite_or_none(value):
     return float(value) if np.isfinite(value) else None
 
 
+NOISE_COLUMN = "noise"  # the model-free map whose score is each model's baseline (kerascam.evaluation.baselines)
+
+
+def model_batch_key(batch, one):
+    """What every column of one model shares on one batch: the model, the images and the classes."""
+    return (id(one.model), one.model_name, np.asarray(batch.ids).tobytes(), np.asarray(one.classes).tobytes())
+
+
+def minus_baseline(values, baseline, is_baseline_column):
+    """``values - baseline`` per image; None everywhere for the baseline's own column (it is 0 by definition)."""
+    if is_baseline_column:
+        return [None] * len(values)
+    return np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
+
+
 @register
 class FaithfulnessScorer(Scorer):
-    """Deletion and insertion AUC of each map (see the module docstring).
+    """Deletion and insertion AUC of each map, also minus the model's noise map's (module docstring).
 
     Config attributes read (with their defaults when the config lacks them):
-    ``faithfulness_images`` (`DEFAULT_IMAGES`; None for every image) and
-    ``faithfulness_steps`` (`DEFAULT_STEPS`).
+    ``faithfulness_images`` (`DEFAULT_IMAGES`; None for every image),
+    ``faithfulness_steps`` (`DEFAULT_STEPS`) and ``tie_draws``
+    (`TIE_DRAWS`).
     """
 
     name = "faithfulness"
@@ -414,12 +358,26 @@ class FaithfulnessScorer(Scorer):
             "Deletion AUC: class probability as the map's top pixels are blacked out (lower is better)",
             percent=False,
             digits=6,
-            paired=True,
         ),
         Field(
             "insertion_auc",
             "Insertion AUC: class probability as the map's top pixels are restored on a blurred copy "
             "(higher is better)",
+            percent=False,
+            digits=6,
+        ),
+        Field(
+            "deletion_auc_vs_noise",
+            "Deletion AUC minus the same model's noise map's on the same image (lower is better; "
+            "0: no better than noise), the figure to compare models by",
+            percent=False,
+            digits=6,
+            paired=True,
+        ),
+        Field(
+            "insertion_auc_vs_noise",
+            "Insertion AUC minus the same model's noise map's on the same image (higher is better; "
+            "0: no better than noise), the figure to compare models by",
             percent=False,
             digits=6,
             paired=True,
@@ -430,11 +388,15 @@ class FaithfulnessScorer(Scorer):
         super().__init__(config)
         self.max_images = getattr(config, "faithfulness_images", DEFAULT_IMAGES)
         self.steps = getattr(config, "faithfulness_steps", DEFAULT_STEPS)
+        self.tie_draws = getattr(config, "tie_draws", TIE_DRAWS)
         if int(self.steps) != self.steps or self.steps < 1:
             raise ValueError(f"faithfulness_steps must be a positive integer. Received: {self.steps}")
         if self.max_images is not None and (int(self.max_images) != self.max_images or self.max_images < 1):
             raise ValueError(f"faithfulness_images must be a positive integer or None. Received: {self.max_images}")
-        self.steps = int(self.steps)
+        if int(self.tie_draws) != self.tie_draws or self.tie_draws < 1:
+            raise ValueError(f"tie_draws must be a positive integer. Received: {self.tie_draws}")
+        self.steps, self.tie_draws = int(self.steps), int(self.tie_draws)
+        self._per_model = {}  # model_batch_key -> (endpoints, noise map's deletion and insertion curves)
 
     def settings(self):
         return {
@@ -442,22 +404,55 @@ class FaithfulnessScorer(Scorer):
             "faithfulness_steps": self.steps,
             "faithfulness_deletion_baseline": DELETION_BASELINE,
             "faithfulness_blur_sigma_per_side": BLUR_SIGMA_PER_SIDE,
+            "tie_draws": self.tie_draws,
         }
+
+    def begin_batch(self, batch, explained):
+        self._per_model = {}
+
+    def _curves(self, batch, one, maps, endpoints=None):
+        return deletion_insertion_curves(
+            one.model, batch.images, maps, one.classes, steps=self.steps, seeds=batch.ids,
+            tie_draws=self.tie_draws, endpoints=endpoints,
+        )
+
+    def model_baseline(self, batch, one):
+        """``(endpoints, (deletion, insertion))`` of the model's noise map on these images, computed once per batch."""
+        key = model_batch_key(batch, one)
+        if key not in self._per_model:
+            endpoints = endpoint_probabilities(one.model, batch.images, one.classes)
+            self._per_model[key] = (endpoints, self._curves(batch, one, noise_maps(batch.images), endpoints))
+        return self._per_model[key]
+
+    def chance(self, batch):
+        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
+        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
+        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
+        return {name: np.where(scored, 0.0, np.nan) for name in ("deletion_auc_vs_noise", "insertion_auc_vs_noise")}
 
     def score(self, batch, one):
         n = len(one.maps)
+        endpoints, noise_curves = self.model_baseline(batch, one)
         deletion = np.full((n, self.steps + 1), np.nan)
         insertion = np.full((n, self.steps + 1), np.nan)
         ok = np.asarray(one.status) == metrics.OK
-        if ok.any():
-            deletion[ok], insertion[ok] = deletion_insertion_curves(
-                one.model, batch.images[ok], one.maps[ok], one.classes[ok], steps=self.steps
-            )
+        if one.method == NOISE_COLUMN:  # the same maps (seeded by the image) as the baseline's
+            deletion[ok], insertion[ok] = noise_curves[0][ok], noise_curves[1][ok]
+        elif ok.any():
+            deletion[ok], insertion[ok] = self._curves(batch.take(ok), one.take(ok), one.maps[ok], endpoints[ok])
         extra = {
             "deletion": [rounded(c) if good else None for c, good in zip(deletion, ok)],
             "insertion": [rounded(c) if good else None for c, good in zip(insertion, ok)],
         }
-        values = {"deletion_auc": area_under_curve(deletion), "insertion_auc": area_under_curve(insertion)}
+        deletion_auc, insertion_auc = area_under_curve(deletion), area_under_curve(insertion)
+        values = {
+            "deletion_auc": deletion_auc,
+            "insertion_auc": insertion_auc,
+            "deletion_auc_vs_noise": minus_baseline(
+                deletion_auc, area_under_curve(noise_curves[0]), one.method == NOISE_COLUMN),
+            "insertion_auc_vs_noise": minus_baseline(
+                insertion_auc, area_under_curve(noise_curves[1]), one.method == NOISE_COLUMN),
+        }
         return ScoreResult(values, extra)
 
     def summarize(self, extras):

@@ -22,10 +22,31 @@ trained model is never modified:
     ``block1``;
 
 * the full randomization: every layer re-initialized at once, with a draw
-  independent of the cascade's (its fields enter the records and tables).
+  independent of the cascade's (its fields enter the records and tables);
+* the independent randomization, Adebayo et al.'s second variant: one block
+  at a time re-initialized (the same draw as the cascade's), every other
+  block keeping its trained weights (rows ``only BLOCK``);
+* for the U-Nets, the encoder only (``enc1``-``enc4`` and the
+  ``bottleneck``: the contracting path, everything below the first
+  up-convolution, which also feeds the skip connections) and the decoder
+  only (``dec1``-``dec4``), the head and the other half trained (fields
+  ``randomization_encoder_spearman`` and ``..._decoder_spearman``). A map
+  that stays put when the encoder is random but the decoder and head are
+  trained is drawn by the decoder from whatever the skips carry.
 
 A model whose layer names follow none of these layouts (a user's own) gets
-the full randomization only, and one line says so.
+the full randomization only, and one line names the score and the reason.
+
+A randomized map that is all zero or constant (the randomized network's
+class gradient vanished, or its ReLU killed every activation) is not
+dropped: it shares no ranking with the trained map, so its Spearman
+correlation is defined as 0 (the value of two independent maps), and its
+SSIM is computed as for any map (against the constant map, which the formula
+allows). Dropping those images would keep only the maps that survived
+randomization, the most model-independent ones, and raise the mean
+similarity of exactly the models whose maps break. They are counted per
+step (row "all-zero or constant randomized maps"). A non-finite randomized
+map has no similarity; it is left out and counted apart.
 
 At each step the trained model's map and the randomized model's map of the
 same image and the same class are compared with Spearman's rank correlation
@@ -145,7 +166,7 @@ _LAYOUTS = (
 )
 
 
-def cascade_blocks(model):
+def cascade_blocks(model, quiet=False):
     """The named blocks of ``model``, in the order the cascade re-initializes them.
 
     Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS)
@@ -163,6 +184,7 @@ def cascade_blocks(model):
 
     Args:
         model: a Keras model.
+        quiet: say nothing when the model has no named blocks.
 
     Returns:
         A list of ``(step_name, [layer names])`` from the logits down.
@@ -179,14 +201,39 @@ def cascade_blocks(model):
             names = {name for name, _ in steps}
             if "predictions" in names and complete(names):
                 return [(name, layers) for (name, _), layers in sorted(steps.items(), key=lambda s: s[0][1])]
-    if model not in _REPORTED:
+    if not quiet and model not in _REPORTED:
         _REPORTED.add(model)
         print(
-            f"randomization: model {model.name!r} has no named blocks (the layer names of kerascam's U-Nets, "
-            "ResNet50 or VGG16); only its full randomization is scored",
+            f"score 'randomization': cascade and independent randomization skipped for model {model.name!r}: "
+            "it has no named blocks (the layer names of kerascam's U-Nets, ResNet50 or VGG16); only its full "
+            "randomization is scored",
             flush=True,
         )
     return []
+
+
+def encoder_decoder_blocks(model):
+    """The U-Net's encoder (``enc*`` and ``bottleneck``) and decoder (``dec*``) layers, or None.
+
+    The encoder is the contracting path down to the bottleneck: the layers
+    whose outputs the skip connections carry (``enc1``-``enc4``) and the
+    bottleneck, the last stage before the first up-convolution. The decoder
+    is ``dec1``-``dec4``; the head (``predictions``) is in neither.
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        ``{"encoder": [layer names], "decoder": [layer names]}`` for a model
+        with kerascam's U-Net blocks, None for any other (no decoder).
+    """
+    blocks = dict(cascade_blocks(model, quiet=True))
+    if not any(name.startswith("dec") for name in blocks):
+        return None
+    encoder = [layer for name, layers in blocks.items() if name.startswith("enc") or name == "bottleneck"
+               for layer in layers]
+    decoder = [layer for name, layers in blocks.items() if name.startswith("dec") for layer in layers]
+    return {"encoder": encoder, "decoder": decoder}
 
 
 # ---------------------------------------------------------------------------
@@ -298,6 +345,11 @@ class RandomizedCopy:
             raise ValueError(f"the clone of {model.name!r} does not have the model's layers")
         self._trained_layers = trained_layers
         self.randomized = []
+        # (draw, layer, variable index) -> its drawn value: the cascade, the
+        # independent blocks and the encoder/decoder cases of every method
+        # reuse one draw instead of drawing it again (the same seeds give the
+        # same values, so this changes no number, only the time).
+        self._drawn = {}
 
     @property
     def layer_names(self):
@@ -323,9 +375,16 @@ class RandomizedCopy:
             for index, variable in enumerate(layer.weights):
                 if "float" not in str(variable.dtype):
                     continue
-                variable.assign(initial_value(layer, variable, _stable_seed(self.seed, draw, name, index)))
+                key = (draw, name, index)
+                if key not in self._drawn:
+                    self._drawn[key] = initial_value(layer, variable, _stable_seed(self.seed, draw, name, index))
+                variable.assign(self._drawn[key])
             if name not in self.randomized:
                 self.randomized.append(name)
+
+    def forget_draws(self):
+        """Frees the drawn values kept for reuse (a model's worth per draw)."""
+        self._drawn = {}
 
     def randomize_all(self, draw=FULL):
         """Re-initializes every layer at once: the full randomization."""
@@ -434,19 +493,60 @@ def _interval(values):
     return {"mean": _json_number(ci.mean), "low": _json_number(ci.low), "high": _json_number(ci.high), "n": ci.n}
 
 
+INDEPENDENT = "only "  # prefix of the independent randomization's steps: "only dec1"
+PARTS = ("encoder", "decoder")  # the U-Nets' halves, each randomized alone
+EMPTY_STATUSES = (metrics.ZERO, metrics.CONSTANT)  # randomized maps scored with Spearman 0
+
+
+def similarities(trained, randomized, trained_ok, status):
+    """Spearman and SSIM of each trained map with its randomized map.
+
+    Args:
+        trained: (n, H, W) the trained model's maps in [0, 1].
+        randomized: (n, H, W) the randomized model's maps.
+        trained_ok: (n,) bool, the trained maps that are defined.
+        status: (n,) `kerascam.metrics.map_status` of the randomized maps.
+
+    Returns:
+        ``(spearman, ssim, empty, nonfinite)``: two float arrays (n,), NaN
+        where the trained map is undefined or the randomized one is not
+        finite; and two bool arrays (n,) marking the randomized maps that are
+        all zero or constant (Spearman defined as 0, see the module
+        docstring) and those that are not finite (left out).
+    """
+    status = np.asarray(status)
+    n = len(status)
+    empty = trained_ok & np.isin(status, EMPTY_STATUSES)
+    nonfinite = trained_ok & (status == metrics.NONFINITE)
+    rho = np.full(n, np.nan)
+    sim = np.full(n, np.nan)
+    for i in np.flatnonzero(trained_ok & ~nonfinite):
+        if empty[i]:
+            rho[i] = 0.0
+            sim[i] = ssim(trained[i], np.zeros_like(trained[i]))  # a constant map is 0 after min-max
+        else:
+            rho[i] = spearman(trained[i], randomized[i])
+            sim[i] = ssim(trained[i], randomized[i])
+    return rho, sim, empty, nonfinite
+
+
 @register
 class RandomizationScore(Scorer):
-    """The model-parameter randomization check of Adebayo et al. 2018 (module docstring).
+    """The model-parameter randomization checks of Adebayo et al. 2018 (module docstring).
 
     ``score`` returns, per image, the Spearman correlation and SSIM between
-    the trained model's map and the fully randomized model's map (the
-    fields), and as its extra the cascade curve::
+    the trained model's map and the fully randomized model's map, and for
+    the U-Nets the Spearman correlation with the encoder-only and the
+    decoder-only randomized model's map (the fields), and as its extra every
+    step::
 
-        {"steps": ["predictions", ..., "full"],
+        {"steps": ["predictions", ..., "full", "only predictions", ..., "encoder", "decoder"],
+         "kinds": {step: "cascade", "full", "independent" or "part"},
          "layers": {step: number of layers re-initialized at that step},
          "spearman": {step: [per image, 6 decimals, None where undefined]},
          "ssim": {step: [...]},
-         "undefined": {step: randomized maps not "ok"},
+         "empty": {step: randomized maps all zero or constant (Spearman 0)},
+         "nonfinite": {step: randomized maps not finite (left out)},
          "trained_undefined": trained maps not "ok",
          "grid": {...}}   # only with image 0, see below
 
@@ -458,9 +558,11 @@ class RandomizationScore(Scorer):
     step: [...] or None}}``.
 
     ``summarize`` gives ``randomization_cascade``: per model x method, per
-    step (``trained`` first, ``full`` last), the mean Spearman and SSIM with
-    their 95 % Student-t interval and n; and ``_randomization_grid`` (figure data, not written to table.json): per
-    model, the grid's image, method, steps and maps.
+    step (``trained`` first, the cascade, ``full``; then the independent
+    steps and the U-Net halves), the mean Spearman and SSIM with their 95 %
+    Student-t interval and n, and the counts of empty and non-finite maps;
+    and ``_randomization_grid`` (figure data, not written to table.json):
+    per model, the grid's image, method, steps and maps.
     """
 
     name = "randomization"
@@ -478,9 +580,21 @@ class RandomizationScore(Scorer):
             "(lower: the map depends more on the weights; near 1 fails the sanity check)",
             percent=False, digits=6, paired=False,
         ),
+        Field(
+            "randomization_encoder_spearman",
+            "Spearman correlation of the map with the map of the model whose encoder (enc1-enc4, bottleneck) "
+            "alone is randomized, decoder and head trained (U-Nets only; near 1: the map ignores the encoder)",
+            percent=False, digits=6, paired=False,
+        ),
+        Field(
+            "randomization_decoder_spearman",
+            "Spearman correlation of the map with the map of the model whose decoder (dec1-dec4) alone is "
+            "randomized, encoder and head trained (U-Nets only; near 1: the map ignores the decoder)",
+            percent=False, digits=6, paired=False,
+        ),
     )
     needs = ("model",)
-    max_images = 20
+    max_images = 25
 
     def __init__(self, config):
         super().__init__(config)
@@ -493,12 +607,39 @@ class RandomizationScore(Scorer):
         return {**super().settings(), "randomization_seed": SEED}
 
     def randomized_copy(self, model):
-        """The `RandomizedCopy` of ``model``, built on first use and then reused."""
+        """The `RandomizedCopy` of ``model``, built on first use and then reused.
+
+        The draws kept by the other models' copies are freed: the experiment
+        scores one model's columns after another, so memory holds one
+        model's draws.
+        """
         entry = self._copies.get(id(model))
         if entry is None or entry[0] is not model:
             entry = (model, RandomizedCopy(model))
             self._copies[id(model)] = entry
+        for other, copy in self._copies.values():
+            if other is not model:
+                copy.forget_draws()
         return entry[1]
+
+    @staticmethod
+    def plan(copy):
+        """The steps for one model: ``(step, kind, [(layers, draw), ...] to re-initialize from the trained model)``.
+
+        The cascade's steps are cumulative; every other step starts from the
+        trained weights. The independent blocks and the U-Net halves use the
+        cascade's draw, so "only predictions" is the cascade's first step.
+        """
+        steps, done = [], []
+        for step, layers in copy.cascade:
+            done = done + [(layers, "cascade")]
+            steps.append((step, "cascade", done))
+        steps.append((FULL, "full", [(copy.layer_names, FULL)]))
+        steps += [(INDEPENDENT + step, "independent", [(layers, "cascade")]) for step, layers in copy.cascade]
+        halves = encoder_decoder_blocks(copy.trained) if copy.cascade else None
+        if halves:
+            steps += [(part, "part", [(halves[part], "cascade")]) for part in PARTS]
+        return steps
 
     def score(self, batch, one):
         copy = self.randomized_copy(one.model)
@@ -508,38 +649,50 @@ class RandomizationScore(Scorer):
         if one.method == self._grid_method and 0 in np.asarray(batch.ids).tolist():
             grid_row = np.asarray(batch.ids).tolist().index(0)
 
-        extra = {"steps": [], "layers": {}, "spearman": {}, "ssim": {}, "undefined": {},
+        extra = {"steps": [], "kinds": {}, "layers": {}, "spearman": {}, "ssim": {}, "empty": {}, "nonfinite": {},
                  "trained_undefined": int(n - trained_ok.sum())}
         grid = None
         if grid_row is not None:
             image = np.clip(np.rint(np.asarray(batch.images[grid_row], dtype=np.float64)), 0, 255).astype(np.uint8)
             grid = {"image_id": 0, "image": image.tolist(), "maps": {TRAINED: _json_map(one.maps[grid_row])}}
 
-        full_values = None
+        values = {}
         try:
-            plan = [(step, layers, "cascade") for step, layers in copy.cascade]
-            plan.append((FULL, copy.layer_names, FULL))
-            for step, layers, draw in plan:
-                copy.randomize(layers, draw)
-                maps, _, status = one.explain(copy.model, batch.images, one.classes)
-                ok = trained_ok & (np.asarray(status) == metrics.OK)
-                rho = np.array([spearman(one.maps[i], maps[i]) if ok[i] else np.nan for i in range(n)])
-                sim = np.array([ssim(one.maps[i], maps[i]) if ok[i] else np.nan for i in range(n)])
+            for step, kind, randomizations in self.plan(copy):
+                layers = len(randomizations[-1][0])  # the block's own layers (a cascade step adds them)
+                if kind == "independent" and extra["steps"] and step == INDEPENDENT + extra["steps"][0]:
+                    result = first  # "only" the first block is the cascade's first step
+                else:
+                    if kind != "cascade" or len(randomizations) == 1:
+                        copy.reset()
+                    names, draw = randomizations[-1]
+                    copy.randomize(names, draw)
+                    maps, _, status = one.explain(copy.model, batch.images, one.classes)
+                    result = (maps, status, similarities(one.maps, maps, trained_ok, status))
+                if not extra["steps"]:
+                    first = result
+                maps, status, (rho, sim, empty, nonfinite) = result
                 extra["steps"].append(step)
-                extra["layers"][step] = len(layers)
+                extra["kinds"][step] = kind
+                extra["layers"][step] = layers
                 extra["spearman"][step] = [_json_number(v) for v in rho]
                 extra["ssim"][step] = [_json_number(v) for v in sim]
-                extra["undefined"][step] = int(np.sum(trained_ok & ~ok))
-                if grid is not None:
+                extra["empty"][step] = int(empty.sum())
+                extra["nonfinite"][step] = int(nonfinite.sum())
+                if grid is not None and kind in ("cascade", "full"):
                     defined = str(status[grid_row]) == metrics.OK
                     grid["maps"][step] = _json_map(maps[grid_row]) if defined else None
                 if step == FULL:
-                    full_values = {"randomization_spearman": rho, "randomization_ssim": sim}
+                    values.update(randomization_spearman=rho, randomization_ssim=sim)
+                if kind == "part":
+                    values[f"randomization_{step}_spearman"] = rho
         finally:
             copy.reset()
+        for part in PARTS:  # models without a decoder: nothing to score
+            values.setdefault(f"randomization_{part}_spearman", [None] * n)
         if grid is not None:
             extra["grid"] = grid
-        return ScoreResult(full_values, extra)
+        return ScoreResult(values, extra)
 
     def summarize(self, extras):
         cascade, grids = {}, {}
@@ -548,23 +701,30 @@ class RandomizationScore(Scorer):
             if not extra:
                 continue
             entry = collected.setdefault((model, method), {
-                "steps": list(extra["steps"]), "layers": dict(extra["layers"]),
-                "spearman": {}, "ssim": {}, "undefined": {}, "trained_undefined": 0,
+                "steps": list(extra["steps"]), "kinds": dict(extra["kinds"]), "layers": dict(extra["layers"]),
+                "spearman": {}, "ssim": {}, "empty": {}, "nonfinite": {}, "trained_undefined": 0,
             })
             for step in extra["steps"]:
                 entry["spearman"].setdefault(step, []).extend(extra["spearman"][step])
                 entry["ssim"].setdefault(step, []).extend(extra["ssim"][step])
-                entry["undefined"][step] = entry["undefined"].get(step, 0) + int(extra["undefined"][step])
+                for count in ("empty", "nonfinite"):
+                    entry[count][step] = entry[count].get(step, 0) + int(extra[count][step])
             entry["trained_undefined"] += int(extra["trained_undefined"])
             if "grid" in extra and model not in grids:
-                grids[model] = {"method": method, "steps": [TRAINED, *extra["steps"]], **extra["grid"]}
+                steps = [s for s in extra["steps"] if extra["kinds"][s] in ("cascade", "full")]
+                grids[model] = {"method": method, "steps": [TRAINED, *steps], **extra["grid"]}
         for (model, method), entry in collected.items():
+            kinds = entry["kinds"]
             cascade.setdefault(model, {})[method] = {
-                "steps": [TRAINED, *entry["steps"]],
+                # The cascade's curve (the figure's x axis), then the other variants.
+                "steps": [TRAINED, *(s for s in entry["steps"] if kinds[s] in ("cascade", "full"))],
+                "independent": [s for s in entry["steps"] if kinds[s] == "independent"],
+                "parts": [s for s in entry["steps"] if kinds[s] == "part"],
                 "layers": entry["layers"],
                 "spearman": {step: _interval(entry["spearman"][step]) for step in entry["steps"]},
                 "ssim": {step: _interval(entry["ssim"][step]) for step in entry["steps"]},
-                "undefined": entry["undefined"],
+                "empty": entry["empty"],
+                "nonfinite": entry["nonfinite"],
                 "trained_undefined": entry["trained_undefined"],
             }
         if not cascade:
@@ -579,22 +739,30 @@ class RandomizationScore(Scorer):
         if not cascade:
             return []
         lines = [
-            "### Model-parameter randomization (cascade)", "",
+            "### Model-parameter randomization (cascade, independent, U-Net halves)", "",
             "Spearman correlation / SSIM between the trained model's map and the map of the same image and "
-            "class when the layers are re-initialized cumulatively from the logits down to each block "
-            "(Adebayo et al. 2018); \"full\": every layer at once, an independent draw. Mean [95 % CI]; "
-            "lower means the map depends more on the weights (passes the check), near 1 fails it.", "",
+            "class when the layers are re-initialized (Adebayo et al. 2018): cumulatively from the logits down to "
+            "each block (cascade); \"full\": every layer at once, an independent draw; \"only B\": block B alone, "
+            "the rest trained (independent); \"encoder\" / \"decoder\": the U-Net's enc1-enc4 + bottleneck / "
+            "dec1-dec4 alone, the rest and the head trained. Mean [95 % CI]; lower means the map depends more on "
+            "the weights (passes the check), near 1 fails it. An all-zero or constant randomized map counts as "
+            "Spearman 0 (it keeps no ranking of the trained map) and is counted in its own row; a non-finite "
+            "one is left out and counted.", "",
         ]
         for model in models:
             rows = cascade.get(model)
             if not rows:
                 continue
             columns = [k for k in methods if k in rows]
-            steps = max((rows[k]["steps"] for k in columns), key=len)[1:]
+            order = []
+            for k in columns:
+                for step in [*rows[k]["steps"][1:], *rows[k]["independent"], *rows[k]["parts"]]:
+                    if step not in order:
+                        order.append(step)
             layers = next(iter(rows.values()))["layers"]
             lines += [f"#### {model}", "", "| step (layers) | " + " | ".join(columns) + " |",
                       "|---" * (len(columns) + 1) + "|"]
-            for step in steps:
+            for step in order:
                 cells = []
                 for k in columns:
                     if step not in rows[k]["spearman"]:
@@ -602,11 +770,11 @@ class RandomizationScore(Scorer):
                         continue
                     cells.append(f"{_cell(rows[k]['spearman'][step])} / {_cell(rows[k]['ssim'][step])}")
                 lines.append(f"| {step} ({layers.get(step, 0)}) | " + " | ".join(cells) + " |")
+            for label, key in (("all-zero or constant randomized maps (Spearman 0), all steps", "empty"),
+                               ("non-finite randomized maps (left out), all steps", "nonfinite")):
+                lines.append(f"| {label} | " + " | ".join(str(sum(rows[k][key].values())) for k in columns) + " |")
             n = {k: rows[k]["spearman"][FULL]["n"] for k in columns if FULL in rows[k]["spearman"]}
-            undefined = {k: sum(rows[k]["undefined"].values()) for k in columns}
-            lines += ["", "n (full randomization): " + ", ".join(f"{k} {v}" for k, v in n.items())
-                      + "; undefined randomized maps (all steps): "
-                      + ", ".join(f"{k} {v}" for k, v in undefined.items()), ""]
+            lines += ["", "n (full randomization): " + ", ".join(f"{k} {v}" for k, v in n.items()), ""]
         return lines
 
     def figures(self, summary, folder, models, methods):

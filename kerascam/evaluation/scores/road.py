@@ -16,33 +16,59 @@ removed pixels from their surroundings instead, which leaves no sharp edge:
   imputed pixels; ROAD's reference code defaults to sigma 0.01 in the
   units of the image it imputes, here ``NOISE`` = 1 % of the 0-255 pixel
   range (2.55), as for an image in [0, 1]. The noise is drawn
-  from a generator seeded per image (by its index in the split), so a score
-  does not depend on how the images were batched.
+  from a generator seeded by the image (its index in the split) and the
+  fraction, so a score does not depend on how the images were batched, and
+  every map of an image meets the same noise at the same fraction.
 * **MoRF and LeRF.** At each fraction p of ``fractions`` (default 10 %,
   20 %, ..., 90 %) the ``round(p * H * W)`` pixels ranked highest by the map
   (most relevant first, MoRF) or lowest (least relevant first, LeRF) are
-  removed, in the order of `faithfulness.pixel_order` (ties in raster order;
-  LeRF takes that order from its end). The model's ``softmax(logits)[class]``
-  of each imputed image is the curve's value. A faithful map makes the MoRF
-  curve fall fast (low mean) and the LeRF curve stay high (high mean).
+  removed, in the order of `kerascam.evaluation.perturbation.pixel_order`
+  (ties at random, seeded by the image; LeRF takes that order from its
+  end). A fraction whose count cuts a plateau of equal map values, leaving
+  at least 1 % of the pixels to the tie-break, is the mean over
+  ``tie_draws`` draws of it (default 3). The model's
+  ``softmax(logits)[class]`` of each imputed image is the curve's value. A
+  faithful map makes the MoRF curve fall fast (low mean) and the LeRF curve
+  stay high (high mean).
+* **Both ways at once.** Rong et al. read MoRF and LeRF together: the
+  combined score is (mean LeRF - mean MoRF) / 2, higher is better. A map
+  that knows nothing (noise) removes the same random share of pixels both
+  ways, so its combined score is 0 in expectation on any model, however
+  fragile the model is under imputation.
+* **A per-model baseline.** MoRF alone is not comparable across models: a
+  model that imputation confuses falls on every map (the U-Net's own noise
+  map scored 0.56 MoRF against the ablated twin's 0.76 on the demo). Each
+  score is also reported minus the same model's ``noise`` map's score on the
+  same image (`kerascam.evaluation.baselines.noise_maps`, computed by the
+  scorer whether or not ``noise`` is a column), and the baselined combined
+  score, ``road_combined_vs_noise``, is the field of the paired U-Net -
+  ablated comparison and the one to compare models by.
 
 The imputed images of a few maps are run through one compiled forward
-function per model (`faithfulness.perturbed_forward`'s ``probabilities``) in
-batches; only one batch of images is held at a time.
+function per model (`kerascam.evaluation.perturbation.perturbed_forward`'s
+``probabilities``) in batches; only one batch of images is held at a time.
+The imputation depends only on the image, the removed pixels and the noise
+(seeded by the image and the fraction), not on the model: the maps that are
+the same for every model (``noise``, ``edges``) are imputed once per image
+and reused for the other models (``imputation_cache``).
 """
+
+import hashlib
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
 from kerascam import metrics
+from kerascam.evaluation import perturbation
+from kerascam.evaluation.baselines import BASELINES, noise_maps
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 from kerascam.evaluation.scores import faithfulness
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# 10 images x 8 methods x 4 demo models cost about 47 s of CPU on 2 cores
-# (benchmarks/faithfulness.py: 0.09-0.27 s of CPU per map at 48x48).
-DEFAULT_IMAGES = 10
+# One image costs 4.0-4.7 s of CPU for the 4 demo models x 8 columns, the
+# noise baseline and 3 tie draws included (benchmarks/score_cost.py).
+DEFAULT_IMAGES = 100
 NOISE = 2.55  # 1 % of the 0-255 pixel range
 # (row offset, column offset, weight) of the eight neighbours.
 NEIGHBOURS = (
@@ -119,7 +145,8 @@ def linear_imputation(image, removed, *, noise=0.0, rng=None):
 
 
 def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, noise=NOISE, seeds=None,
-                batch_size=faithfulness.DEFAULT_BATCH_SIZE):
+                batch_size=faithfulness.DEFAULT_BATCH_SIZE, tie_draws=perturbation.TIE_DRAWS,
+                imputation_cache=None):
     """MoRF and LeRF curves of ROAD (Rong et al. 2022): class probability after imputed removal.
 
     Args:
@@ -132,9 +159,17 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
             0.1, 0.2, ..., 0.9.
         noise: standard deviation of the imputation noise, in pixel units.
             Default `NOISE` (2.55, 1 % of 0-255).
-        seeds: (n,) integers seeding each image's noise (e.g. its index in
-            the split); default 0..n-1.
+        seeds: (n,) non-negative integers seeding each image's tie-break and
+            noise (e.g. its index in the split); default 0..n-1. The noise of
+            fraction j of MoRF or LeRF is drawn from ``default_rng([seed,
+            slot])``: every map of an image gets the same noise at the same
+            slot.
         batch_size: imputed images per forward pass. Default 64.
+        tie_draws: draws of the tie-break averaged at the fractions whose
+            count cuts a plateau of the map; 1 for a single random
+            tie-break. Default `kerascam.evaluation.perturbation.TIE_DRAWS`.
+        imputation_cache: a dict to reuse imputed images across calls (pass
+            the same dict for a map that every model shares); None: no reuse.
 
     Returns:
         (morf, lerf): float64 arrays (n, len(fractions)) of
@@ -144,44 +179,89 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
     fractions = np.asarray(fractions, dtype=np.float64).reshape(-1)
     if len(fractions) == 0 or not ((fractions > 0) & (fractions < 1)).all():
         raise ValueError(f"fractions must lie in (0, 1). Received: fractions={fractions.tolist()}")
+    if int(tie_draws) != tie_draws or tie_draws < 1:
+        raise ValueError(f"tie_draws must be a positive integer. Received: tie_draws={tie_draws}")
     seeds = np.arange(len(images)) if seeds is None else np.asarray(seeds).reshape(-1)
     n, height, width, _ = images.shape
     pixels = height * width
     counts = np.floor(fractions * pixels + 0.5).astype(np.int64)
-    forward = faithfulness.perturbed_forward(model)
-    curves = np.full((n, 2 * len(fractions)), np.nan)
+    slots = len(counts)
+    forward = perturbation.perturbed_forward(model)
+    first = perturbation.pixel_order(maps, seeds)
+    # MoRF removes the first `count` pixels of the order, LeRF the last:
+    # the boundary that may cut a plateau is at `count`, resp. at pixels - count.
+    cut = perturbation.cut_plateaus(maps, first, np.concatenate([counts, pixels - counts]),
+                                    perturbation.min_tie_pixels(pixels))
+    total = np.zeros((n, 2 * slots))
+    drawn = np.zeros((n, 2 * slots))
     pending_images, pending_slots = [], []
 
     def flush():
         batch = np.stack(pending_images)
-        slots = np.asarray(pending_slots)
-        curves[slots[:, 0], slots[:, 1]] = forward.probabilities(batch, classes[slots[:, 0]]).numpy()
+        where = np.asarray(pending_slots)
+        probabilities = forward.probabilities(batch, classes[where[:, 0]]).numpy()
+        np.add.at(total, (where[:, 0], where[:, 1]), probabilities)
+        np.add.at(drawn, (where[:, 0], where[:, 1]), 1)
         pending_images.clear()
         pending_slots.clear()
 
     for i in range(n):
-        order = faithfulness.pixel_order(maps[i : i + 1])[0]
-        rng = np.random.default_rng(int(seeds[i]))
-        for j, count in enumerate(np.concatenate([counts, counts])):
-            removed = np.zeros(pixels, bool)
-            removed[order[:count] if j < len(counts) else order[pixels - count :]] = True
-            pending_images.append(
-                linear_imputation(images[i], removed.reshape(height, width), noise=noise, rng=rng)
-            )
-            pending_slots.append((i, j))
-            if len(pending_images) == batch_size:
-                flush()
+        for draw in range(tie_draws if cut[i].any() else 1):
+            order = first[i] if draw == 0 else perturbation.pixel_order(maps[i : i + 1], seeds[i : i + 1], draw)[0]
+            for j in range(2 * slots):
+                if draw > 0 and not cut[i, j]:
+                    continue
+                count = counts[j % slots]
+                removed = np.zeros(pixels, bool)
+                removed[order[:count] if j < slots else order[pixels - count :]] = True
+                pending_images.append(_imputed(images[i], removed.reshape(height, width), noise,
+                                               (int(seeds[i]), j), imputation_cache))
+                pending_slots.append((i, j))
+                if len(pending_images) == batch_size:
+                    flush()
     if pending_images:
         flush()
-    return curves[:, : len(fractions)], curves[:, len(fractions) :]
+    curves = total / drawn
+    return curves[:, :slots], curves[:, slots:]
+
+
+def _imputed(image, removed, noise, seed, cache):
+    """`linear_imputation` with noise from ``default_rng(seed)``, looked up in ``cache`` first (when given)."""
+    key = None
+    if cache is not None:
+        key = (seed, noise, hashlib.blake2b(image.tobytes(), digest_size=8).digest(),
+               hashlib.blake2b(np.packbits(removed).tobytes(), digest_size=16).digest())
+        if key in cache:
+            return cache[key]
+    imputed = linear_imputation(image, removed, noise=noise, rng=np.random.default_rng(seed))
+    if cache is not None:
+        cache[key] = imputed
+    return imputed
+
+
+def combined_score(morf, lerf):
+    """ROAD's two orders read together (Rong et al. 2022): (mean LeRF - mean MoRF) / 2 per map; higher is better.
+
+    Args:
+        morf, lerf: arrays (..., fractions) of class probabilities.
+
+    Returns:
+        float64 array (...), in [-0.5, 0.5].
+    """
+    return (np.mean(lerf, axis=-1) - np.mean(morf, axis=-1)) / 2.0
+
+
+def _field(name, description, paired=False):
+    return Field(name, description, percent=False, digits=6, paired=paired)
 
 
 @register
 class RoadScorer(Scorer):
-    """MoRF and LeRF means of ROAD (see the module docstring).
+    """MoRF, LeRF and combined ROAD scores, each also minus the model's noise map's (module docstring).
 
     Config attributes read (defaults when the config lacks them):
-    ``road_images`` (50; None for every image).
+    ``road_images`` (`DEFAULT_IMAGES`; None for every image) and
+    ``tie_draws`` (`kerascam.evaluation.perturbation.TIE_DRAWS`).
     """
 
     name = "road"
@@ -189,20 +269,17 @@ class RoadScorer(Scorer):
     needs = ("model",)
     max_images = DEFAULT_IMAGES
     fields = (
-        Field(
-            "road_morf",
-            "ROAD MoRF: mean class probability with the map's top 10-90 % of pixels imputed (lower is better)",
-            percent=False,
-            digits=6,
-            paired=True,
-        ),
-        Field(
-            "road_lerf",
-            "ROAD LeRF: mean class probability with the map's bottom 10-90 % of pixels imputed (higher is better)",
-            percent=False,
-            digits=6,
-            paired=True,
-        ),
+        _field("road_morf", "ROAD MoRF: mean class probability with the map's top 10-90 % of pixels imputed "
+               "(lower is better)"),
+        _field("road_lerf", "ROAD LeRF: mean class probability with the map's bottom 10-90 % of pixels imputed "
+               "(higher is better)"),
+        _field("road_combined", "ROAD combined: (LeRF - MoRF) / 2 (higher is better; a map that knows nothing: 0)"),
+        _field("road_morf_vs_noise", "ROAD MoRF minus the same model's noise map's on the same image "
+               "(lower is better)"),
+        _field("road_lerf_vs_noise", "ROAD LeRF minus the same model's noise map's on the same image "
+               "(higher is better)"),
+        _field("road_combined_vs_noise", "ROAD combined minus the same model's noise map's on the same image "
+               "(higher is better), the figure to compare models by", paired=True),
     )
 
     def __init__(self, config):
@@ -210,26 +287,65 @@ class RoadScorer(Scorer):
         self.max_images = getattr(config, "road_images", DEFAULT_IMAGES)
         if self.max_images is not None and (int(self.max_images) != self.max_images or self.max_images < 1):
             raise ValueError(f"road_images must be a positive integer or None. Received: {self.max_images}")
+        self.tie_draws = getattr(config, "tie_draws", perturbation.TIE_DRAWS)
+        if int(self.tie_draws) != self.tie_draws or self.tie_draws < 1:
+            raise ValueError(f"tie_draws must be a positive integer. Received: {self.tie_draws}")
+        self.tie_draws = int(self.tie_draws)
         self.fractions = DEFAULT_FRACTIONS
+        self.noise = NOISE
+        self._per_model = {}  # model_batch_key -> the noise map's (morf, lerf)
+        self._shared_imputations = {}  # imputations of the maps every model shares, for one batch
 
     def settings(self):
-        return {**super().settings(), "road_fractions": list(self.fractions), "road_noise": NOISE}
+        return {**super().settings(), "road_fractions": list(self.fractions), "road_noise": self.noise,
+                "tie_draws": self.tie_draws}
+
+    def begin_batch(self, batch, explained):
+        self._per_model = {}
+        self._shared_imputations = {}
+
+    def _curves(self, batch, one, maps):
+        return road_curves(
+            one.model, batch.images, maps, one.classes, fractions=self.fractions, noise=self.noise,
+            seeds=np.asarray(batch.ids), tie_draws=self.tie_draws, imputation_cache=self._shared_imputations if one.method in BASELINES else None,
+        )
+
+    def model_baseline(self, batch, one):
+        """The model's noise map's (MoRF, LeRF) curves on these images, computed once per batch."""
+        key = faithfulness.model_batch_key(batch, one)
+        if key not in self._per_model:
+            self._per_model[key] = self._curves(batch, one._replace(method="noise"), noise_maps(batch.images))
+        return self._per_model[key]
+
+    def chance(self, batch):
+        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
+        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
+        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
+        return {name: np.where(scored, 0.0, np.nan) for name in ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")}
 
     def score(self, batch, one):
         n = len(one.maps)
+        noise_morf, noise_lerf = self.model_baseline(batch, one)
         morf = np.full((n, len(self.fractions)), np.nan)
         lerf = np.full((n, len(self.fractions)), np.nan)
         ok = np.asarray(one.status) == metrics.OK
-        if ok.any():
-            morf[ok], lerf[ok] = road_curves(
-                one.model, batch.images[ok], one.maps[ok], one.classes[ok], fractions=self.fractions,
-                seeds=np.asarray(batch.ids)[ok],
-            )
+        is_noise = one.method == faithfulness.NOISE_COLUMN
+        if is_noise:  # the same maps (seeded by the image) as the baseline's
+            morf[ok], lerf[ok] = noise_morf[ok], noise_lerf[ok]
+        elif ok.any():
+            morf[ok], lerf[ok] = self._curves(batch.take(ok), one.take(ok), one.maps[ok])
         extra = {
             "morf": [faithfulness.rounded(c) if good else None for c, good in zip(morf, ok)],
             "lerf": [faithfulness.rounded(c) if good else None for c, good in zip(lerf, ok)],
         }
-        return ScoreResult({"road_morf": morf.mean(axis=1), "road_lerf": lerf.mean(axis=1)}, extra)
+        scores = {"road_morf": morf.mean(axis=1), "road_lerf": lerf.mean(axis=1),
+                  "road_combined": combined_score(morf, lerf)}
+        baseline = {"road_morf": noise_morf.mean(axis=1), "road_lerf": noise_lerf.mean(axis=1),
+                    "road_combined": combined_score(noise_morf, noise_lerf)}
+        values = dict(scores)
+        for name, value in scores.items():
+            values[f"{name}_vs_noise"] = faithfulness.minus_baseline(value, baseline[name], is_noise)
+        return ScoreResult(values, extra)
 
     def summarize(self, extras):
         curves = faithfulness.mean_curves(extras, ("morf", "lerf"))

@@ -1,0 +1,283 @@
+"""Perturbation machinery shared by the scores that change pixels and watch the model.
+
+Deletion and insertion (`kerascam.evaluation.scores.faithfulness`, Petsiuk
+et al. 2018) and ROAD (`kerascam.evaluation.scores.road`, Rong et al. 2022)
+both rank the pixels by the map, change a growing share of them and read the
+class probability. What they share lives here:
+
+* **The order** (`pixel_order`): highest map value first. Ties are broken
+  at random, by a permutation drawn from a generator seeded by the image
+  (its index in the split) and the draw, so an order is reproducible in any
+  batch, shard or resumed run. Raster order (row by row), the earlier rule,
+  is not neutral for a coarse map: a bilinearly upsampled 2x2 or 3x3 map is
+  constant on whole corner blocks, and a ReLU'd map on its zero floor, so a
+  step that cuts such a plateau would always take its top rows first.
+* **Where ties matter** (`cut_plateaus`): a step's set of changed pixels
+  depends on the tie-break only when its count cuts a plateau (the last
+  pixel taken and the first one left have equal values). The scores average
+  such steps over ``tie_draws`` draws of the tie-break when at least
+  `TIE_MIN_SHARE` (1 %) of the image's pixels are up to it, and compute
+  every other step once (with draw 0's random tie-break): the same mean as
+  averaging whole curves over the draws, at a fraction of the cost.
+* **The forward pass** (`PerturbedForward`): one compiled function per model
+  that makes deletion and insertion images in the graph, or takes images
+  made elsewhere (ROAD's imputations), and returns ``softmax(logits)[class]``.
+"""
+
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerascam.cams.logits import logits_model
+
+BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
+TIE_SEED = 0  # base of every tie-break's seed
+# Draws of the tie-break averaged where a step cuts a plateau (the spread of
+# those steps over tie-breaks shrinks by 1/sqrt(3)).
+TIE_DRAWS = 3
+# A cut is averaged over the draws only when at least this share of the
+# image's pixels is up to the tie-break (23 px at 48x48, a sixth of a deletion
+# step); smaller cuts keep draw 0's random tie-break. On the demo's coarse maps
+# (ResNet50, VGG16; random weights) 40-80 % of the steps cut some plateau but
+# only 0-33 % one this large: 3 draws then cost 1.10x (deletion and insertion)
+# and 1.18x (ROAD) the CPU time of a single draw over the four models x eight
+# columns, against about 1.5x when every cut is averaged
+# (benchmarks/score_cost.py, --tie-draws 1 and 3).
+TIE_MIN_SHARE = 0.01
+
+
+def pixel_order(maps, seeds=None, draw=0):
+    """The order in which pixels are changed: highest map value first, ties at random.
+
+    Ties are broken by a random permutation of the pixels drawn from
+    ``numpy.random.default_rng([TIE_SEED, seed, draw])``: the same image
+    (seed) and draw always give the same order, and different draws give
+    independent tie-breaks of the same ranking.
+
+    Args:
+        maps: float array (n, H, W) of finite values.
+        seeds: (n,) non-negative integers, one per map (e.g. the image's index
+            in the split). Default 0..n-1.
+        draw: which draw of the tie-break (a non-negative integer). Default 0.
+
+    Returns:
+        int64 array (n, H * W): flat pixel indices (``row * W + column``),
+        the first to change first.
+    """
+    maps = np.asarray(maps)
+    flat = maps.reshape(len(maps), -1)
+    seeds = np.arange(len(maps)) if seeds is None else np.asarray(seeds, dtype=np.int64).reshape(-1)
+    if seeds.shape != (len(maps),) or (seeds < 0).any():
+        raise ValueError(f"seeds must be {len(maps)} non-negative integers. Received: {seeds.tolist()}")
+    order = np.empty(flat.shape, np.int64)
+    for i, (values, seed) in enumerate(zip(flat, seeds)):
+        tie_break = np.random.default_rng([TIE_SEED, int(seed), int(draw)]).permutation(flat.shape[1])
+        order[i] = np.lexsort((tie_break, -values))  # the last key is the primary one
+    return order
+
+
+def pixel_ranks(maps, seeds=None, draw=0, order=None):
+    """Each pixel's position in `pixel_order`: int32 (n, H, W), 0 for the first to change.
+
+    Args:
+        maps, seeds, draw: as `pixel_order`.
+        order: the `pixel_order` already computed, to skip computing it again.
+    """
+    maps = np.asarray(maps)
+    order = pixel_order(maps, seeds, draw) if order is None else order
+    ranks = np.empty_like(order)
+    positions = np.broadcast_to(np.arange(order.shape[1]), order.shape)
+    np.put_along_axis(ranks, order, positions, axis=1)
+    return ranks.reshape(maps.shape).astype(np.int32)
+
+
+def cut_plateaus(maps, order, counts, min_pixels=1):
+    """Which counts cut a plateau of tied map values, so that the tie-break decides what they change.
+
+    The first ``count`` pixels of ``order`` are the same set for every
+    tie-break unless the last of them and the next one have equal values.
+    Then ``min(taken, left)`` pixels of that plateau (those taken up to
+    ``count``, those left after it) are up to the tie-break: two draws can
+    differ in that many pixels each way.
+
+    Args:
+        maps: (n, H, W) maps.
+        order: (n, H * W) their `pixel_order`.
+        counts: int array (m,) of pixel counts in [0, H * W] (the first
+            ``count`` pixels of the order are changed).
+        min_pixels: a cut counts when at least this many pixels are up to
+            the tie-break. Default 1: every cut.
+
+    Returns:
+        bool array (n, m).
+    """
+    flat = np.asarray(maps).reshape(len(order), -1)
+    ranked = -np.take_along_axis(flat, order, axis=1)  # non-decreasing along each row
+    counts = np.asarray(counts, dtype=np.int64)
+    inside = (counts > 0) & (counts < flat.shape[1])
+    cut = np.zeros((len(order), len(counts)), bool)
+    for i, row in enumerate(ranked):
+        for j in np.flatnonzero(inside):
+            count = counts[j]
+            if row[count - 1] != row[count]:
+                continue
+            start = np.searchsorted(row, row[count], side="left")
+            end = np.searchsorted(row, row[count], side="right")
+            cut[i, j] = min(count - start, end - count) >= min_pixels
+    return cut
+
+
+def min_tie_pixels(num_pixels):
+    """The smallest plateau cut worth averaging over draws: `TIE_MIN_SHARE` of the image's pixels."""
+    return max(1, int(np.ceil(TIE_MIN_SHARE * num_pixels)))
+
+
+def gaussian_kernel(sigma, truncate=BLUR_TRUNCATE):
+    """The 1-D Gaussian of `scipy.ndimage.gaussian_filter1d`: radius ``int(truncate * sigma + 0.5)``.
+
+    Args:
+        sigma: standard deviation in pixels; 0 gives ``[1.0]`` (no blur).
+        truncate: radius in units of sigma. Default 4, scipy's.
+
+    Returns:
+        float32 array (2 * radius + 1,) that sums to 1.
+    """
+    if not sigma >= 0:
+        raise ValueError(f"blur_sigma must be >= 0. Received: blur_sigma={sigma}")
+    radius = int(truncate * sigma + 0.5)
+    if radius == 0:
+        return np.ones(1, np.float32)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    return (weights / weights.sum()).astype(np.float32)
+
+
+def gaussian_blur(images, kernel):
+    """Separable Gaussian blur of (n, H, W, C) images with mirrored edges, in graph.
+
+    Mirrored edges repeat the edge pixel (``d c b a | a b c d``), scipy's
+    ``mode="reflect"``, so a constant image stays constant.
+
+    Args:
+        images: float32 tensor (n, H, W, C).
+        kernel: float32 tensor (2r + 1,), e.g. `gaussian_kernel`; r must not
+            exceed H or W.
+
+    Returns:
+        float32 tensor like `images`.
+    """
+    radius = (tf.size(kernel) - 1) // 2
+    shape = tf.shape(images)
+    # Channels go into the batch so that one single-channel filter serves all.
+    planes = tf.reshape(tf.transpose(images, (0, 3, 1, 2)), (-1, shape[1], shape[2], 1))
+    planes = tf.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
+    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (-1, 1, 1, 1)), strides=1, padding="VALID")
+    planes = tf.nn.conv2d(planes, tf.reshape(kernel, (1, -1, 1, 1)), strides=1, padding="VALID")
+    blurred = tf.reshape(planes, (shape[0], shape[3], shape[1], shape[2]))
+    return tf.transpose(blurred, (0, 2, 3, 1))
+
+
+class PerturbedForward:
+    """One compiled function per model: perturbed images in, class probabilities out.
+
+    Build it with `perturbed_forward`, which caches it per model. The function
+    takes a few images with their pixel ranks and a list of jobs, one
+    perturbed image each (which image, how many pixels changed, deletion or
+    insertion), makes the perturbed images in the graph and returns each
+    job's ``softmax(logits)[class]``. Every input has a free leading
+    dimension, so one trace serves every batch, step count, baseline and blur.
+    """
+
+    def __init__(self, model):
+        """Args: model: a Keras classifier with one input and one output (logits or softmax)."""
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                "Faithfulness scores models with one input and one output. "
+                f"Received: {len(model.inputs)} inputs and {len(model.outputs)} outputs"
+            )
+        logits = logits_model(model)
+        # A new model over the same layers and weights: the cache value must
+        # not hold the model it is keyed by, or the model would never be freed.
+        self.network = keras.Model(logits.inputs[0], logits.outputs[0], name=f"{model.name}_faithfulness")
+        self.input_dtype = model.inputs[0].dtype
+        self.image_shape = tuple(model.inputs[0].shape[1:])
+        height, width, channels = self.image_shape
+        self._compiled = tf.function(
+            self._graph,
+            input_signature=[
+                tf.TensorSpec((None, height, width, channels), tf.float32),  # images
+                tf.TensorSpec((None, height, width), tf.int32),  # pixel ranks
+                tf.TensorSpec((None,), tf.int64),  # classes
+                tf.TensorSpec((None,), tf.int32),  # job: which image
+                tf.TensorSpec((None,), tf.int32),  # job: pixels changed
+                tf.TensorSpec((None,), tf.bool),  # job: insertion (else deletion)
+                tf.TensorSpec((None,), tf.float32),  # deletion baseline, per channel
+                tf.TensorSpec((None,), tf.float32),  # blur kernel
+            ],
+        )
+
+        # Images made elsewhere (ROAD's imputations) go through this one.
+        self._compiled_probabilities = tf.function(
+            self._probabilities_graph,
+            input_signature=[
+                tf.TensorSpec((None, height, width, channels), tf.float32),
+                tf.TensorSpec((None,), tf.int64),
+            ],
+        )
+
+    @property
+    def tracing_count(self):
+        """How many times the functions have been traced (for tests)."""
+        return sum(f.experimental_get_tracing_count() for f in (self._compiled, self._compiled_probabilities))
+
+    def _class_probabilities(self, images, classes):
+        logits = self.network(tf.cast(images, self.input_dtype), training=False)
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return tf.gather(probabilities, classes, axis=1, batch_dims=1)
+
+    def _probabilities_graph(self, images, classes):
+        return self._class_probabilities(images, classes)
+
+    def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+        image = tf.gather(images, job_image)
+        changed = (tf.gather(ranks, job_image) < job_changed[:, tf.newaxis, tf.newaxis])[..., tf.newaxis]
+        deleted = tf.where(changed, baseline, image)
+        inserted = tf.where(changed, image, tf.gather(gaussian_blur(images, kernel), job_image))
+        perturbed = tf.where(job_insert[:, tf.newaxis, tf.newaxis, tf.newaxis], inserted, deleted)
+        return self._class_probabilities(perturbed, tf.gather(classes, job_image))
+
+    def __call__(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+        """Class probabilities (b,) of the b jobs; arguments as `_graph`'s signature."""
+        return self._compiled(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+
+    def probabilities(self, images, classes):
+        """``softmax(logits)[class]`` (b,) of b images (b, H, W, C) as they are."""
+        return self._compiled_probabilities(np.asarray(images, np.float32), np.asarray(classes, np.int64))
+
+
+_FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward
+
+
+def perturbed_forward(model):
+    """The cached `PerturbedForward` of `model`, built on the first request."""
+    if model not in _FORWARDS:
+        _FORWARDS[model] = PerturbedForward(model)
+    return _FORWARDS[model]
+
+
+def check_perturbation_inputs(images, maps, classes):
+    """``(images, maps, classes)`` as arrays that agree, for a perturbation
+    score; ValueError naming the shapes otherwise, or for non-finite maps."""
+    images = np.asarray(images)
+    maps = np.asarray(maps)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if images.ndim != 4 or maps.shape != images.shape[:3] or classes.shape != (len(images),):
+        raise ValueError(
+            "images (n, H, W, C), maps (n, H, W) and classes (n,) must agree. Received: "
+            f"images.shape={images.shape}, maps.shape={maps.shape}, classes.shape={classes.shape}"
+        )
+    if not np.isfinite(maps).all():
+        raise ValueError("maps must be finite; leave out maps whose status is not 'ok'")
+    return images, maps, classes

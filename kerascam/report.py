@@ -1,0 +1,132 @@
+"""Result tables of the docs, generated from an evaluation's ``table.json``.
+
+    python -m kerascam.report runs/eval/table.json README.md docs/results.md
+    python -m kerascam.report runs/eval/table.json README.md --check   # exit 1 if a block is stale
+
+A document marks each generated table with a pair of HTML comments, which
+Markdown does not show::
+
+    <!-- generated:headline -->
+    ...written by this module, never by hand...
+    <!-- /generated:headline -->
+
+Every block of a document whose name is in `BLOCKS` is rewritten from the
+table (the same ``table.json`` that ``evaluate.py`` writes, see
+`kerascam.evaluation.tables`), so that a re-run re-writes the figures
+instead of leaving typed copies to go stale. Blocks of other names are left
+alone.
+"""
+
+import argparse
+import json
+import math
+import re
+import sys
+
+# The headline columns: the paper's score (Table I) and the score against the ground truth.
+HEADLINE_FIELDS = (("score_reference", "paper's score"), ("score_ground_truth", "ground truth"))
+HEADLINE_METHODS = ("gradcam", "gradcam++", "scorecam")
+
+def _row(cells):
+    """A Markdown table row; an empty cell is written ``| |``, as in the hand-written tables."""
+    return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
+
+
+_BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
+
+
+def percent_cell(cell):
+    """``"38.36 [36.65, 40.07]"``: a ``table.json`` cell's mean and 95 % CI in %, or ``"n/a"`` when n is 0."""
+    if not cell or cell.get("n", 0) == 0:
+        return "n/a"
+    mean, low, high = (100.0 * cell[k] for k in ("mean", "low", "high"))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def headline_table(table):
+    """The README's headline: each model's paper's score and ground-truth score per method, and chance.
+
+    Args:
+        table: The dict of ``table.json``: ``table[field][model][method]`` is
+            a cell (mean, low, high, n, undefined), ``table["chance"][field]``
+            the uniform map's cell.
+
+    Returns:
+        A Markdown table (lines joined by newlines, ending with one).
+    """
+    fields = [(f, title) for f, title in HEADLINE_FIELDS if f in table]
+    if not fields:
+        raise ValueError(f"table.json has none of {[f for f, _ in HEADLINE_FIELDS]}: nothing for the headline table")
+    from kerascam.models import MODEL_NAMES
+
+    # table.json is written with sorted keys: put the paper's four first, in their order.
+    present = list(table[fields[0][0]])
+    models = [m for m in MODEL_NAMES if m in present] + sorted(m for m in present if m not in MODEL_NAMES)
+    header = ["model"]
+    for _, title in fields:
+        header += [f"{title}: {HEADLINE_METHODS[0]}", *HEADLINE_METHODS[1:]]
+    lines = [_row(header), "|---" * len(header) + "|"]
+    for model in models:
+        row = [model] + [percent_cell(table[f].get(model, {}).get(m)) for f, _ in fields for m in HEADLINE_METHODS]
+        lines.append(_row(row))
+    chance = table.get("chance", {})
+    if any(f in chance for f, _ in fields):
+        row = ["uniform map (chance)"]
+        for f, _ in fields:
+            row += [percent_cell(chance[f]) if f in chance else "", *([""] * (len(HEADLINE_METHODS) - 1))]
+        lines.append(_row(row))
+    return "\n".join(lines) + "\n"
+
+
+# The one registry: block name -> function of the table that renders it.
+BLOCKS = {"headline": headline_table}
+
+
+def render(text, table):
+    """``text`` with every known generated block rewritten from ``table``; other text unchanged."""
+
+    def replace(match):
+        opening, name, body, closing = match.group(1), match.group(2), match.group(3), match.group(4)
+        if name not in BLOCKS:
+            return match.group(0)
+        return opening + BLOCKS[name](table) + closing
+
+    return _BLOCK.sub(replace, text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m kerascam.report", description=__doc__.splitlines()[0])
+    parser.add_argument("table", help="an evaluation's table.json (evaluate.py writes WORKDIR/eval/table.json)")
+    parser.add_argument("documents", nargs="+", help="Markdown files with <!-- generated:NAME --> blocks")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block differs")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.table) as f:
+            table = json.load(f)
+        stale = []
+        for path in args.documents:
+            with open(path) as f:
+                text = f.read()
+            if not _BLOCK.search(text):
+                raise ValueError(f"{path} has no <!-- generated:NAME --> block")
+            new = render(text, table)
+            if new != text:
+                stale.append(path)
+                if not args.check:
+                    from kerascam import io
+
+                    io.write_text(path, new)
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    if args.check and stale:
+        print(f"stale generated tables in: {', '.join(stale)} (run without --check to rewrite them)")
+        return 1
+    for path in stale:
+        print(f"rewrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

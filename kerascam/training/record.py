@@ -1,0 +1,82 @@
+"""The last steps of a run: its exports (``model.keras``, the SavedModel) and ``run.json``."""
+
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from kerascam import export, io
+from kerascam.precision import dtype_policy
+from kerascam.training.checkpoints import no_space_is_one_line
+from kerascam.training.steps import build_model_for
+
+
+def available_cpus():
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def float32_copy(model, config, num_classes):
+    """The float32 twin of a mixed-precision model, with its weights.
+
+    Mixed precision is for training speed; explanations take gradients of the
+    exported model, which should not be computed in float16.
+    """
+    with dtype_policy(None):
+        twin = build_model_for(config, num_classes)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def export_model(model, config, num_classes, run_dir):
+    """Writes ``model.keras`` and ``saved_model/`` (float32, whatever the training precision).
+
+    Returns:
+        The model exported.
+    """
+    if config.mixed_precision:
+        model = float32_copy(model, config, num_classes)
+    with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
+        export.save_keras(model, os.path.join(run_dir, "model.keras"))
+    with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
+        export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
+    return model
+
+
+def write_run_summary(run_dir, results, *, started, resumed, replicas):
+    """Writes ``run.json``: ``results`` with the wall time, the replicas, threads and versions added.
+
+    Args:
+        run_dir: The run's folder.
+        results: The run's results (model, config, accuracy, ...).
+        started: ``time.time()`` when this session of the run began.
+        resumed: True when the run resumed from a checkpoint: the wall time
+            of the sessions before, from the previous ``run.json``, is added.
+        replicas: The strategy's replicas in sync.
+
+    Returns:
+        The summary written.
+    """
+    previous_seconds = 0.0
+    summary_path = os.path.join(run_dir, "run.json")
+    if resumed and os.path.exists(summary_path):
+        previous_seconds = io.read_json(summary_path).get("wall_seconds", 0.0)
+    summary = {
+        **results,
+        "wall_seconds": previous_seconds + time.time() - started,
+        "replicas": replicas,
+        # TensorFlow's thread pools (0: TensorFlow's default, one thread per
+        # core): with the seed and the machine, what the weights depend on
+        # (oneDNN sums in another order with another number of threads).
+        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                    "cpus": available_cpus()},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    with no_space_is_one_line(summary_path):
+        io.write_json(summary_path, summary)
+    return summary

@@ -1,0 +1,99 @@
+"""kerascam.report: the docs' result tables generated from table.json."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from kerascam import report
+from kerascam.evaluation import tables
+
+
+def _tiny_table():
+    # Cells made by the evaluation's own aggregation, from values whose
+    # mean and 95 % t-interval are computed by hand below.
+    cells = {
+        "score_reference": {
+            "unet": {"gradcam": tables.cell([0.1, 0.3]), "gradcam++": tables.cell([0.2, 0.2, 0.2]),
+                     "scorecam": tables.cell([])},
+            "resnet50": {"gradcam": tables.cell([0.5, np.nan]), "gradcam++": tables.cell([0.4, 0.6]),
+                         "scorecam": tables.cell([0.25, 0.75])},
+        },
+        "score_ground_truth": {
+            "unet": {"gradcam": tables.cell([0.1, 0.3]), "gradcam++": tables.cell([0.4, 0.6]),
+                     "scorecam": tables.cell([0.25, 0.75])},
+            "resnet50": {"gradcam": tables.cell([0.1, 0.3]), "gradcam++": tables.cell([0.1, 0.3]),
+                         "scorecam": tables.cell([0.1, 0.3])},
+        },
+        "chance": {"score_reference": tables.cell([0.3, 0.3]), "score_ground_truth": tables.cell([0.1, 0.3])},
+    }
+    # What evaluate.py writes: JSON with sorted keys (resnet50 before unet).
+    return json.loads(json.dumps(cells, sort_keys=True))
+
+
+def test_percent_cell_is_the_mean_and_t_interval_in_percent():
+    # [0.1, 0.3]: mean 0.2, sd 0.1414, se 0.1, t(0.975, 1) = 12.7062 -> 0.2 -/+ 1.27062.
+    assert report.percent_cell(tables.cell([0.1, 0.3])) == "20.00 [-107.06, 147.06]"
+    # Three equal values: a zero-width interval.
+    assert report.percent_cell(tables.cell([0.2, 0.2, 0.2])) == "20.00 [20.00, 20.00]"
+    assert report.percent_cell(tables.cell([])) == "n/a"
+
+
+def test_headline_table_puts_the_papers_models_in_order_and_chance_last():
+    lines = report.headline_table(_tiny_table()).splitlines()
+    assert lines[0] == ("| model | paper's score: gradcam | gradcam++ | scorecam "
+                        "| ground truth: gradcam | gradcam++ | scorecam |")
+    assert lines[2] == ("| unet | 20.00 [-107.06, 147.06] | 20.00 [20.00, 20.00] | n/a "
+                        "| 20.00 [-107.06, 147.06] | 50.00 [-77.06, 177.06] | 50.00 [-267.66, 367.66] |")
+    # One finite value of two: the mean of n = 1, no interval.
+    assert lines[3].startswith("| resnet50 | 50.00 | 50.00 [-77.06, 177.06] |")
+    assert lines[4] == "| uniform map (chance) | 30.00 [30.00, 30.00] | | | 20.00 [-107.06, 147.06] | | |"
+    assert len(lines) == 5
+
+
+def test_render_rewrites_known_blocks_only_and_check_finds_stale_ones(tmp_path):
+    table_path = tmp_path / "table.json"
+    table_path.write_text(json.dumps(_tiny_table()))
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- generated:headline -->\n| old | typed |\n<!-- /generated:headline -->\n"
+                   "<!-- generated:other -->\nkept\n<!-- /generated:other -->\nend\n")
+    assert report.main([str(table_path), str(doc), "--check"]) == 1
+    assert "| old | typed |" in doc.read_text()  # --check writes nothing
+    assert report.main([str(table_path), str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("intro\n<!-- generated:headline -->\n| model | paper's score")
+    assert "| old | typed |" not in text and "\nkept\n" in text and text.endswith("end\n")
+    assert report.render(text, _tiny_table()) == text  # idempotent
+    assert report.main([str(table_path), str(doc), "--check"]) == 0
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    doc = tmp_path / "doc.md"
+    doc.write_text("no block here\n")
+    table_path = tmp_path / "table.json"
+    table_path.write_text(json.dumps(_tiny_table()))
+    for argv, message in (
+        ([str(tmp_path / "missing.json"), str(doc)], "No such file"),
+        ([str(table_path), str(doc)], "has no <!-- generated:NAME --> block"),
+    ):
+        with pytest.raises(SystemExit) as raised:
+            report.main(argv)
+        assert raised.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_readme_headline_block_has_the_layout_the_script_writes():
+    # The README's block is the one report.main rewrites: same header, one row
+    # per model of the paper and the chance row.
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    block = report._BLOCK.search(readme)
+    assert block is not None and block.group(2) == "headline"
+    rows = block.group(3).splitlines()
+    generated = report.headline_table(_tiny_table()).splitlines()
+    assert rows[:2] == generated[:2]
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| unet", "| unet_ablated", "| resnet50", "| vgg16", "| uniform map (chance)"]
