@@ -131,9 +131,11 @@ def tape_reference(model, target_path, images, classes, term_scales=None):
 
     * GradCAM (Selvaraju et al., ICCV 2017): ReLU(sum_k mean_ij(g_k) A_k);
     * GradCAM++ (Chattopadhay et al., WACV 2018, eq. 19 with Y^c = exp(y^c)),
-      as tf-keras-vis computes it: D1 = e^y g, D2 = D1 g, D3 = D2 g,
-      alpha = D2 / (2 D2 + sum_ab A_ab D3) (0 where D2 == 0), alpha divided
-      by its spatial sum per channel, w_k = sum_ij alpha ReLU(D1);
+      as tf-keras-vis computes it, divided by the positive factor e^y that
+      cancels in the alphas (as kerascam computes it, gradcam_plus_plus.py):
+      D1 = g, D2 = D1 g, D3 = D2 g, alpha = D2 / (2 D2 + sum_ab A_ab D3)
+      (0 where D2 == 0), alpha divided by its spatial sum per channel,
+      w_k = sum_ij alpha ReLU(D1);
     * LayerCAM (Jiang et al., IEEE TIP 2021): ReLU(sum_k ReLU(g_k) A_k).
 
     The weights are computed in float64 NumPy from the float32 A and g.
@@ -184,12 +186,10 @@ def tape_reference(model, target_path, images, classes, term_scales=None):
     gradients = tape.gradient(total, caught["activations"])
     a = np.asarray(caught["activations"], np.float64)
     g = np.asarray(gradients, np.float64)
-    y = np.asarray(scores, np.float64)[:, None, None, None]
 
-    # e^y in float32, as the method computes it: beyond |y| of about 88 to 103 it
-    # overflows or underflows there (documented in gradcam_plus_plus.py), and the
-    # check is of the graph that reaches the layer, not of exp's range.
-    first = np.exp(y.astype(np.float32)).astype(np.float64) * g
+    # Without the factor e^y, which only scales each image's map (and which
+    # overflows float32 beyond |y| of about 88).
+    first = g
     second, third = first * g, first * g * g
     denominator = 2 * second + third * a.sum(axis=(1, 2), keepdims=True)
     alphas = second / np.where(second == 0, 1.0, denominator)

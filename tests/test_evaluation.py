@@ -184,9 +184,20 @@ def test_both_backends_give_the_same_maps_for_trained_models(workdir):
     args = (models, ("gradcam", "gradcam++", "scorecam"), batch["image"], batch["label"], "predicted", 3)
     ours, predicted = explain_batch(*args, backend="kerascam")
     reference, predicted_ref = explain_batch(*args, backend="tf-keras-vis")
+    from kerascam.models.preprocessing import input_baseline
+
+    compared = 0
     for key in ours:
+        name, method = key
+        if method == "scorecam" and any(input_baseline(models[name])):
+            # The engine masks towards the model's normalised zero (ResNet50's
+            # ImageNet mean), tf-keras-vis towards raw 0: different maps by
+            # design (tests/test_scorecam_baseline.py). The U-Net's zero is raw 0.
+            continue
         np.testing.assert_array_equal(ours[key].status, reference[key].status)
         np.testing.assert_allclose(ours[key].maps, reference[key].maps, atol=1e-4, err_msg=str(key))
+        compared += 1
+    assert compared == len(ours) - 1  # all but ResNet50's ScoreCAM
     for name in models:
         np.testing.assert_array_equal(predicted[name], predicted_ref[name])
 
