@@ -32,7 +32,7 @@ def _row(cells):
     return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
-_BLOCK = re.compile(r"(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
+_BLOCK = re.compile(r"(<!-- generated:([\w:+-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
 
 
 def percent_cell(cell):
@@ -80,7 +80,67 @@ def headline_table(table):
     return "\n".join(lines) + "\n"
 
 
-# The one registry: block name -> function of the table that renders it.
+def _models(table, field):
+    """The models of ``table[field]``: the paper's four first, in their order, then the others sorted."""
+    from kerascam.models import MODEL_NAMES
+
+    present = list(table[field])
+    return [m for m in MODEL_NAMES if m in present] + sorted(m for m in present if m not in MODEL_NAMES)
+
+
+def _columns(table, field):
+    """The columns of ``table[field]`` in the evaluation's order (methods, fused, model-free maps)."""
+    from kerascam.evaluation.maps import available_columns
+
+    present = {method for cells in table[field].values() for method in cells}
+    known = available_columns()
+    return [c for c in known if c in present] + sorted(c for c in present if c not in known)
+
+
+def number_cell(cell, percent):
+    """A cell as the docs print it: mean [95 % CI], in % for shares and rates; "n/a" when n is 0."""
+    if percent:
+        return percent_cell(cell)
+    if not cell or cell.get("n", 0) == 0:
+        return "n/a"
+    mean, low, high = (cell[k] for k in ("mean", "low", "high"))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.3f}"
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+# Fields printed in % (shares and hit rates); the others (ratios, AUCs,
+# correlations) as they are.
+PERCENT_FIELDS = ("score_", "pointing_hit", "sticker_hit", "grid_", "decoy_", "part_top", "follows_evidence")
+
+
+def field_table(table, field):
+    """One field of ``table.json`` as a Markdown table: a row per model, a column per map, chance last.
+
+    The block ``<!-- generated:field:NAME -->`` renders ``NAME``; a model's
+    cell says how many of its maps were undefined when any were.
+    """
+    if field not in table or not isinstance(table[field], dict):
+        raise ValueError(f"table.json has no field {field!r}")
+    percent = field.startswith(PERCENT_FIELDS)
+    columns = _columns(table, field)
+    lines = [_row(["model", *columns]), "|---" * (len(columns) + 1) + "|"]
+
+    def text(cell):
+        value = number_cell(cell, percent)
+        undefined = (cell or {}).get("undefined", 0)
+        return f"{value}, {undefined} undefined" if undefined else value
+
+    for model in _models(table, field):
+        lines.append(_row([model, *(text(table[field][model].get(c)) for c in columns)]))
+    chance = table.get("chance", {}).get(field)
+    if chance:
+        lines.append(_row(["uniform map (chance)", number_cell(chance, percent), *([""] * (len(columns) - 1))]))
+    return "\n".join(lines) + "\n"
+
+
+# The one registry: block name -> function of the table that renders it
+# (and ``field:NAME`` for any one field, `field_table`).
 BLOCKS = {"headline": headline_table}
 
 
@@ -89,6 +149,8 @@ def render(text, table):
 
     def replace(match):
         opening, name, body, closing = match.group(1), match.group(2), match.group(3), match.group(4)
+        if name.startswith("field:"):
+            return opening + field_table(table, name[len("field:"):]) + closing
         if name not in BLOCKS:
             return match.group(0)
         return opening + BLOCKS[name](table) + closing

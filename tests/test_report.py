@@ -85,15 +85,37 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_readme_headline_block_has_the_layout_the_script_writes():
-    # The README's block is the one report.main rewrites: same header, one row
-    # per model of the paper and the chance row.
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    block = report._BLOCK.search(readme)
-    assert block is not None and block.group(2) == "headline"
-    rows = block.group(3).splitlines()
-    generated = report.headline_table(_tiny_table()).splitlines()
-    assert rows[:2] == generated[:2]
-    assert [r.split(" | ")[0] for r in rows[2:]] == [
-        "| unet", "| unet_ablated", "| resnet50", "| vgg16", "| uniform map (chance)"]
+def test_field_block_prints_every_column_undefined_counts_and_chance():
+    cells = {
+        "grid_share": {
+            "unet": {"gradcam": dict(tables.cell([0.5, 0.3]), undefined=2), "edges": tables.cell([0.25, 0.25])},
+            "vgg16": {"gradcam": tables.cell([]), "edges": tables.cell([0.25, 0.25])},
+        },
+        "road_combined": {"unet": {"gradcam": tables.cell([0.1, 0.3])}},
+        "chance": {"grid_share": tables.cell([0.25, 0.25])},
+    }
+    lines = report.field_table(cells, "grid_share").splitlines()
+    # Methods before the model-free maps, as the evaluation orders them.
+    assert lines[0] == "| model | gradcam | edges |"
+    # [0.5, 0.3]: mean 0.4, se 0.1, t(0.975, 1) = 12.7062 -> 40 -/+ 127.06 points.
+    assert lines[2] == "| unet | 40.00 [-87.06, 167.06], 2 undefined | 25.00 [25.00, 25.00] |"
+    assert lines[3] == "| vgg16 | n/a | 25.00 [25.00, 25.00] |"
+    assert lines[4] == "| uniform map (chance) | 25.00 [25.00, 25.00] | |"
+    # Not a share: printed as it is, three decimals.
+    assert report.field_table(cells, "road_combined").splitlines()[2] == "| unet | 0.200 [-1.071, 1.471] |"
+    doc = "<!-- generated:field:road_combined -->\nold\n<!-- /generated:field:road_combined -->\n"
+    assert report.render(doc, cells) == (
+        "<!-- generated:field:road_combined -->\n" + report.field_table(cells, "road_combined")
+        + "<!-- /generated:field:road_combined -->\n")
+    with pytest.raises(ValueError, match="no field 'nope'"):
+        report.field_table(cells, "nope")
+
+
+def test_the_docs_tables_are_the_committed_runs():
+    # README.md and docs/results.md print tables generated from the committed
+    # evaluation of seed 0 (docs/runs/seed0/table.json, evaluate.py's own
+    # output): a hand edit of a generated table, or a new run committed
+    # without re-generating the docs, fails here.
+    table = os.path.join(ROOT, "docs", "runs", "seed0", "table.json")
+    documents = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "results.md")]
+    assert report.main([table, *documents, "--check"]) == 0
