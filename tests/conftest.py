@@ -31,3 +31,19 @@ def run_python(args, timeout=300, **kwargs):
     return subprocess.run(
         [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kwargs
     )
+
+
+def read_figure(path, min_side=50):
+    """A PNG figure decoded, checked to be a real picture: at least ``min_side``
+    pixels each way and not one flat colour (a blank canvas is a failed plot).
+    """
+    import cv2
+    import numpy as np
+
+    data = open(path, "rb").read()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    assert pixels is not None and pixels.dtype == np.uint8, path
+    assert min(pixels.shape[:2]) >= min_side, (path, pixels.shape)
+    assert pixels.reshape(-1, pixels.shape[-1] if pixels.ndim == 3 else 1).std(axis=0).max() > 0, path
+    return pixels

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from conftest import read_figure
 from kerascam.evaluation.scorer import SCORERS, Batch, Explained
 from kerascam.evaluation.scores import faithfulness as faith
 
@@ -303,7 +304,7 @@ def test_summarize_markdown_and_figure(tmp_path):
     lines = scorer.markdown(summary, ["unet", "vgg16"], ["gradcam"])
     assert "| unet | gradcam | 2 | 0.900 / 0.400 / 0.100 | 0.100 / 0.600 / 0.900 |" in "\n".join(lines)
     scorer.figures(summary, str(tmp_path), ["unet", "vgg16"], ["gradcam"])
-    assert (tmp_path / "faithfulness.png").stat().st_size > 0
+    read_figure(tmp_path / "faithfulness.png")
     assert scorer.summarize([]) == {} and scorer.markdown({}, ["unet"], ["gradcam"]) == []
 
 
@@ -472,4 +473,4 @@ def test_road_scorer(tmp_path):
     np.testing.assert_allclose(summary["road_curves"]["curves"]["region"]["map"]["lerf"]["mean"], high, atol=1e-5)
     assert any(line.startswith("| region | map | 1 |") for line in scorer.markdown(summary, ["region"], ["map"]))
     scorer.figures(summary, str(tmp_path), ["region"], ["map"])
-    assert (tmp_path / "road.png").stat().st_size > 0
+    read_figure(tmp_path / "road.png")
