@@ -23,6 +23,7 @@ import json
 import os
 import sys
 
+from kerascam.io import write_text
 from kerascam.metrics import format_p_value
 
 MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
@@ -145,9 +146,7 @@ def main(argv=None):
     text, summary = report(runs)
     print(text)
     if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(summary, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+        write_text(args.json, json.dumps(summary, indent=1))
     return 0
 
 

@@ -43,7 +43,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_speed's FLOP count
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_speed's FLOP count, _timing
+from _timing import timed  # noqa: E402
 
 # The models, precisions and FLOP count of train_speed.py (stdlib-only at import).
 from train_speed import COMPUTE_DTYPE, MODELS, PRECISIONS, _csv, forward_flops  # noqa: E402
@@ -102,18 +103,12 @@ def matmul_peak(dtype, size, calls=8, repeats=3):
         return _sync(ops.cast(x[0, 0], "float32"))
 
     chain()
-    best = min(_timed(chain) for _ in range(repeats))
+    best = min(timed(chain)[0] for _ in range(repeats))
     return calls * 2 * size**3 / best
 
 
 def _train_step(model, x, y):
     return _sync(model.train_on_batch(x, y))
-
-
-def _timed(function):
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
 
 
 def build_case(config, model_name, precision, num_classes, seed):
@@ -168,7 +163,7 @@ def run(args):
                                                 .astype("float32"))
                 y = keras.ops.convert_to_tensor(rng.integers(0, args.num_classes, batch).astype("int32"))
                 step = functools.partial(_train_step, model, x, y)
-                compile_s = _timed(step)  # traces, compiles (and autotunes) the step
+                compile_s = timed(step)[0]  # traces, compiles (and autotunes) the step
                 step()
                 flops = forward_flops(model)
                 cases.append(dict(
@@ -180,7 +175,7 @@ def run(args):
                 print(f"built {model_name} {precision} batch {batch}: {compile_s:.1f} s to compile", flush=True)
     for _ in range(args.rounds):
         for case in cases:
-            seconds = _timed(lambda: [case["step"]() for _ in range(args.steps)])
+            seconds = timed(lambda: [case["step"]() for _ in range(args.steps)])[0]
             case["rates"].append(args.steps * case["batch"] / seconds)
     results = []
     for case in cases:
@@ -261,10 +256,9 @@ def main(argv=None):
     report = run(args)
     print(format_report(report))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, args.json)
+        from kerascam.io import write_text  # here: kerascam imports Keras, after the backend is chosen
+
+        write_text(args.json, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

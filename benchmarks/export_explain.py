@@ -26,9 +26,10 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
+from _timing import timed  # noqa: E402
 MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
 SIGNATURES = ("serve", "explain", "explain_gradcam")
 TARGET = 1.2
@@ -74,12 +75,6 @@ def _model(name, workdir):
     return model, "random weights"
 
 
-def _timed(function):
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def measure(name, args):
     """Export, load and the alternating timings of one model."""
     import numpy as np
@@ -90,7 +85,7 @@ def measure(name, args):
     model, source = _model(name, args.workdir)
     size = model.input_shape[1:3]
     with tempfile.TemporaryDirectory(prefix="kerascam-export-") as folder:
-        export_seconds = _timed(lambda: export_saved_model(model, os.path.join(folder, "saved_model")))
+        export_seconds = timed(lambda: export_saved_model(model, os.path.join(folder, "saved_model")))
         signatures = tf.saved_model.load(os.path.join(folder, "saved_model")).signatures
         functions = {signature: signatures[signature] for signature in SIGNATURES}
         rng = np.random.default_rng(0)
@@ -105,7 +100,7 @@ def measure(name, args):
             samples = {s: [] for s in calls}
             for _ in range(args.repeats):
                 for signature, call in calls.items():
-                    samples[signature].append(_timed(call))
+                    samples[signature].append(timed(call))
             record["batches"][str(batch_size)] = {
                 signature: dict(
                     seconds=statistics.median(w for w, _ in times),

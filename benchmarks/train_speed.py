@@ -44,6 +44,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
+from _timing import timed  # noqa: E402
 MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # The dtype of the matmul whose peak each precision's step is compared with.
@@ -139,12 +141,6 @@ def train_step_flops(model):
 # ----------------------------------------------------------------- timing
 
 
-def _timed(function):
-    wall, cpu = time.perf_counter(), time.process_time()
-    function()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def matmul_peak(dtype, size, repeats=3, calls=4):
     """FLOP/s of a ``size`` x ``size`` matmul in ``dtype``: the best of ``repeats``.
 
@@ -172,7 +168,7 @@ def matmul_peak(dtype, size, repeats=3, calls=4):
         float(chain(a, b))  # traces; fails where the device lacks the kernel
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnimplementedError):
         return None
-    wall, cpu = min(_timed(lambda: float(chain(a, b))) for _ in range(repeats))
+    wall, cpu = min(timed(lambda: float(chain(a, b))) for _ in range(repeats))
     flops = calls * 2 * size**3
     return {"flops_per_s": flops / wall, "flops_per_cpu_s": flops / cpu, "seconds": wall, "cpu_seconds": cpu}
 
@@ -214,7 +210,7 @@ def run_model(config, cases, args):
     built = {}
     for precision, jit in cases:
         model, step = build_case(config, precision, jit, args.num_classes, args.seed)
-        seconds = _timed(lambda: [float(v) for v in step(batch)])[0]  # traces (and compiles)
+        seconds = timed(lambda: [float(v) for v in step(batch)])[0]  # traces (and compiles)
         built[(precision, jit)] = dict(model=model, step=step, trace_seconds=seconds)
     # Untimed steps, interleaved as the rounds are: the first steps after the
     # other cases' builds ran slow (the first measured case lost up to 3x).
@@ -226,7 +222,7 @@ def run_model(config, cases, args):
     for _ in range(args.rounds):
         for case in cases:
             step = built[case]["step"]
-            wall, cpu = _timed(lambda: [[float(v) for v in step(batch)] for _ in range(args.steps)])
+            wall, cpu = timed(lambda: [[float(v) for v in step(batch)] for _ in range(args.steps)])
             samples[case].append(dict(wall=wall, cpu=cpu))
     images = args.steps * config.batch_size
     results = []

@@ -166,6 +166,8 @@ def load_application(name, weights="imagenet", image_size=None):
     constructor = constructors[key]
     if weights not in (None, "imagenet") and not os.path.isfile(weights):
         raise ValueError(f"--weights {weights!r}: no such file (expected imagenet, none or a weights file)")
+    from kerascam.training.errors import first_line  # here: kerascam.training is heavy to import
+
     kwargs = {"input_shape": (image_size, image_size, 3)} if image_size else {}
     try:
         model = constructor(weights=None if weights != "imagenet" else "imagenet", **kwargs)
@@ -174,7 +176,7 @@ def load_application(name, weights="imagenet", image_size=None):
     except Exception as e:  # noqa: BLE001  (keras.utils.get_file raises a bare Exception when offline)
         if weights == "imagenet":
             raise ValueError(
-                f"could not download the ImageNet weights of {constructor.__name__} ({str(e).strip().splitlines()[0][:120]}); "
+                f"could not download the ImageNet weights of {constructor.__name__} ({first_line(e)[:120]}); "
                 f"without network, pass a weights file: --weights FILE.weights.h5 (or --weights none for random weights)"
             ) from e
         raise
@@ -183,7 +185,7 @@ def load_application(name, weights="imagenet", image_size=None):
             model.load_weights(weights)
         except Exception as e:  # noqa: BLE001  (h5py and Keras raise many types)
             raise ValueError(f"--weights {weights!r}: cannot load them into {constructor.__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+                             f"{first_line(e)}") from e
     family = importlib.import_module(constructor.__module__)
     outputs = model.output_shape[-1]
     class_names = _imagenet_class_names() if outputs == 1000 and weights is not None else None

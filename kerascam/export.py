@@ -79,7 +79,10 @@ def load_keras(path):
         if "lambda" in text.lower() or "safe_mode" in text:
             reason = "it carries a Lambda layer (code), which safe mode refuses to run"
         else:
-            reason = f"not a readable .keras file ({type(e).__name__}: {text.strip().splitlines()[0] if text.strip() else ''})"
+            from kerascam.training.errors import first_line  # here: kerascam.training imports this module
+
+            # An empty message stays empty: the type name is already in the line.
+            reason = f"not a readable .keras file ({type(e).__name__}: {first_line(e) if text.strip() else ''})"
         raise ValueError(f"{path}: cannot load model: {reason}") from e
 
 

@@ -250,12 +250,8 @@ def plot_overlay(path, image, cam, *, title=None, colormap=COLORMAP, alpha=0.5):
 
 def _normalize_for_display(cam):
     """Min-max normalises one map; returns (map, note), note "" when it could be."""
-    cam = np.asarray(cam, dtype=np.float64)
-    status = str(metrics.map_status(cam))
-    if status != metrics.OK:
-        return np.zeros_like(cam), _STATUS_NOTES[status]
-    low, high = cam.min(), cam.max()
-    return (cam - low) / (high - low), ""
+    shown, status = metrics.min_max_normalize(cam)
+    return shown, _STATUS_NOTES.get(str(status), "")
 
 
 def _check_map_dict(maps):

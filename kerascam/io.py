@@ -53,12 +53,24 @@ def check_free_space(folder, needed_bytes, what):
         )
 
 
-def write_text(path, text):
+@contextlib.contextmanager
+def atomic_file(path, mode="w"):
+    """Yields a file opened with ``mode`` ("w" text, "wb" binary) that lands on
+    ``path`` whole, flushed to disk, or not at all.
+
+    The file is opened by ``open``, which honours the umask, so it gets the
+    same permissions as any other file written here.
+    """
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_text(path, text):
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json(path, data):

@@ -182,16 +182,34 @@ def localization_score(cam, mask, *, return_status=False):
     return scores
 
 
-def _normalize(maps):
-    """Per-map min-max normalisation to [0, 1]; undefined maps become all 0."""
-    status = map_status(maps)
-    flat = maps.reshape(len(maps), -1)
-    low = flat.min(axis=1)[:, None, None]
-    high = flat.max(axis=1)[:, None, None]
-    defined = (status == OK)[:, None, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.where(defined, (maps - low) / (high - low), 0.0)
-    return normalized, status
+def min_max_normalize(maps, *, dtype=np.float64):
+    """Per-map min-max normalisation to [0, 1]: the one NumPy normaliser.
+
+    Every defined map (see `map_status`) becomes (A - min A) / (max A - min A),
+    with no epsilon in the denominator, so its maximum is exactly 1 (unlike
+    tf-keras-vis' `normalize`). An undefined map (non-finite, constant or all
+    zero) becomes all zeros, and its status says why. `kerascam.export`'s
+    `normalize_maps_in_graph` is the same rule in TensorFlow ops.
+
+    Args:
+        maps: one map (H, W) or a batch (N, H, W).
+        dtype: the dtype the maps are converted to and normalised in (float32
+            for `kerascam.cams.normalize_maps`). Defaults to float64.
+
+    Returns:
+        A tuple (normalized, status): `normalized` of `dtype` and the shape of
+        `maps`; `status` as `map_status(maps)`.
+    """
+    values = np.asarray(maps, dtype=dtype)
+    status = map_status(values)
+    batch, single = (values[np.newaxis], True) if values.ndim == 2 else (values, False)
+    defined = np.atleast_1d(status) == OK
+    normalized = np.zeros_like(batch)
+    selected = batch[defined]
+    low = selected.min(axis=(1, 2), keepdims=True)
+    high = selected.max(axis=(1, 2), keepdims=True)
+    normalized[defined] = (selected - low) / (high - low)
+    return _finish(normalized, single), status
 
 
 def reference_mask(reference_cam, threshold=0.5, *, return_status=False):
@@ -217,7 +235,7 @@ def reference_mask(reference_cam, threshold=0.5, *, return_status=False):
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1]. Received: threshold={threshold}")
     maps, single = _as_maps(reference_cam, "reference_cam")
-    normalized, status = _normalize(maps)
+    normalized, status = min_max_normalize(maps)
     mask = (normalized >= threshold) & (status == OK)[:, None, None]
     mask = _finish(mask, single)
     if return_status:

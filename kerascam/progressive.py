@@ -70,7 +70,9 @@ def resized_twin(model, side):
             clone_function=lambda layer: layer,
         )
     except ValueError as e:
-        reason = str(e).strip().splitlines()[0]
+        from kerascam.training.errors import first_line  # here: kerascam.training imports this module
+
+        reason = first_line(e)
         raise ValueError(f"{model.name} cannot train at {side}x{side} with its layers built at "
                          f"{model.input_shape[1]}x{model.input_shape[2]} ({reason})") from None
 

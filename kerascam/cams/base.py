@@ -49,7 +49,7 @@ import numpy as np
 
 from kerascam.cams.fusion import deepest_index, fuse_maps, unscaled_index
 from kerascam.cams.logits import logits_model
-from kerascam.metrics import OK, map_status
+from kerascam.metrics import min_max_normalize
 from kerascam.models.layers import get_layer_by_path, is_nested_path, resolve_layer_path
 
 DEFAULT_BATCH_SIZE = 32
@@ -80,9 +80,10 @@ def resize_maps(maps, size):
 def normalize_maps(maps):
     """Per-map min-max normalisation to [0, 1], as tf-keras-vis' `normalize`.
 
-    Unlike tf-keras-vis, no epsilon is added to the denominator, so the maximum
-    of every defined map is exactly 1; a map for which min-max is undefined
-    (see `map_status`) becomes all zeros instead of silently so.
+    `kerascam.metrics.min_max_normalize` in float32: no epsilon is added to the
+    denominator, so the maximum of every defined map is exactly 1; a map for
+    which min-max is undefined (see `map_status`) becomes all zeros instead of
+    silently so.
 
     Args:
         maps: array (N, h, w).
@@ -90,14 +91,7 @@ def normalize_maps(maps):
     Returns:
         float32 array of the same shape.
     """
-    maps = np.asarray(maps, dtype=np.float32)
-    defined = map_status(maps) == OK
-    normalized = np.zeros_like(maps)
-    selected = maps[defined]
-    low = selected.min(axis=(1, 2), keepdims=True)
-    high = selected.max(axis=(1, 2), keepdims=True)
-    normalized[defined] = (selected - low) / (high - low)
-    return normalized
+    return min_max_normalize(maps, dtype=np.float32)[0]
 
 
 @contextlib.contextmanager

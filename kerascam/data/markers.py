@@ -70,6 +70,7 @@ import cv2
 import numpy as np
 
 from kerascam.data import synthetic
+from kerascam.io import atomic_file
 
 # Bump whenever the drawing or the set of arrays changes, so stale caches are not reused.
 FORMAT_VERSION = 1
@@ -484,7 +485,8 @@ def load(config: MarkersConfig, split: str, cache_dir=None) -> dict[str, np.ndar
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass
     data = generate(config, split)
-    synthetic._write_atomically(path, lambda file: np.savez(file, **data))
+    with atomic_file(path, "wb") as file:
+        np.savez(file, **data)
     return data
 
 
@@ -508,7 +510,8 @@ def save_samples_figure(path, config: MarkersConfig = MarkersConfig(), count: in
     for axes in grid.ravel():
         axes.set_axis_off()
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.08, hspace=0.1)
-    synthetic._write_atomically(pathlib.Path(path), lambda file: figure.savefig(file, format="png"))
+    with atomic_file(path, "wb") as file:
+        figure.savefig(file, format="png")
 
 
 def main(argv=None) -> None:

@@ -50,6 +50,8 @@ import zipfile
 import cv2
 import numpy as np
 
+from kerascam.io import atomic_file
+
 logger = logging.getLogger(__name__)
 
 # Bump whenever the drawing or the set of arrays changes, so that stale caches
@@ -511,27 +513,6 @@ def _read_cache(path: pathlib.Path, config: ShapesConfig, split: str) -> dict[st
     return data
 
 
-def _write_atomically(path: pathlib.Path, write) -> None:
-    """Calls write(file) on a temporary file beside `path`, then renames it into place.
-
-    A reader sees either no file or a complete one, even if the process is
-    killed mid-write: os.replace is atomic within one file system.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of our own rather than tempfile's: open() honours the umask, so
-    # the final file gets the same permissions as any other file written here.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def load(config: ShapesConfig, split: str, cache_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """Returns `split` of the shapes dataset, generating it once and caching it.
 
@@ -556,7 +537,8 @@ def load(config: ShapesConfig, split: str, cache_dir: str | os.PathLike | None =
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             logger.warning("Regenerating the unreadable cache file %s (%s)", path, error)
     data = generate(config, split)
-    _write_atomically(path, lambda file: np.savez(file, **data))
+    with atomic_file(path, "wb") as file:
+        np.savez(file, **data)
     return data
 
 
@@ -602,7 +584,8 @@ def save_samples_figure(path: str | os.PathLike, config: ShapesConfig = ShapesCo
         for axes in grid[label]:
             axes.set_axis_off()
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.08, hspace=0.35)
-    _write_atomically(pathlib.Path(path), lambda file: figure.savefig(file, format="png"))
+    with atomic_file(path, "wb") as file:
+        figure.savefig(file, format="png")
 
 
 def main(argv=None) -> None:
