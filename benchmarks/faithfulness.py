@@ -46,7 +46,11 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
+from kerascam.specs import MODEL_NAMES  # noqa: E402
+
+MODELS = MODEL_NAMES  # the model registry's order
 MIB = 2**20
 ROAD_FRACTIONS = 9  # len(kerascam.evaluation.scores.road.DEFAULT_FRACTIONS); this process imports no kerascam
 

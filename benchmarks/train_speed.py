@@ -44,7 +44,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
+from kerascam.specs import MODEL_NAMES  # noqa: E402
+
+MODELS = MODEL_NAMES  # the model registry's order
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # The dtype of the matmul whose peak each precision's step is compared with.
 COMPUTE_DTYPE = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
