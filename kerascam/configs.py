@@ -248,7 +248,8 @@ def smoke():
 PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper224}
 # What train.py's --mixed-precision is when not given, per preset (resolved by
 # kerascam.precision): one request for every model, or a dict of requests by
-# model ("default" for the rest; the demo's from the models' specs, precision["demo"]). "auto" trains in bfloat16 where the hardware
+# model ("default" for the rest; the demo's come from the models' specs,
+# precision["demo"]). "auto" trains in bfloat16 where the hardware
 # has it. The demo takes it for its two costliest models, VGG16 and ResNet50,
 # whose steps it makes cheaper on this project's AVX512-BF16 CPU at no loss of
 # accuracy; the U-Nets stay float32, because bfloat16 left the ablated twin
