@@ -46,8 +46,9 @@ CHECKPOINT_SECONDS = 600
 
 
 # Training images per second each model is expected to reach, by dataset: each
-# model's spec holds its own (kerascam.specs, ``images_per_second``). "shapes" (demo preset, 48x48, batch 32): measured on this project's 2-core
-# CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
+# model's spec holds its own (kerascam.specs, ``images_per_second``); where
+# they come from is said here. "shapes" (demo preset, 48x48, batch 32):
+# measured on this project's 2-core CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
 # images/s; the ablated U-Net not measured, given the U-Net's rate); a demo
 # epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
 # epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
