@@ -23,10 +23,14 @@ import json
 import os
 import sys
 
-from kerascam.io import write_text
-from kerascam.metrics import format_p_value
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
+from kerascam.io import write_text  # noqa: E402
+from kerascam.metrics import format_p_value  # noqa: E402
+from kerascam.specs import MODEL_NAMES  # noqa: E402
 
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+MODELS = MODEL_NAMES  # the model registry's order
 PAPER_METHODS = ("gradcam", "gradcam++", "scorecam")
 MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fused")
 # Paired U-Net - ablated rows: (table key, label, sign of "the U-Net is better").

@@ -43,9 +43,13 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
 from _timing import timed  # noqa: E402
-MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
+from kerascam.specs import MODEL_NAMES, applications_first  # noqa: E402
+
+MODELS = applications_first(MODEL_NAMES)  # keras.applications models first, then the U-Nets
 FUSED = "-fused"  # suffix of a method computed at the model's fusion layers
 UNITS = ("forward", "forward+backward")
 QUICK = dict(image_size=64, num_classes=10, unet_filters=16, batch_size=4, repeats=1, scorecam_max_n=8)

@@ -32,7 +32,11 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
+from kerascam.specs import MODEL_NAMES, applications_first  # noqa: E402
+
+MODELS = applications_first(MODEL_NAMES)  # keras.applications models first, then the U-Nets
 MIB = 2**20
 
 

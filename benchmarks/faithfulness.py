@@ -45,9 +45,13 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
 from _timing import timed  # noqa: E402
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+from kerascam.specs import MODEL_NAMES  # noqa: E402
+
+MODELS = MODEL_NAMES  # the model registry's order
 MIB = 2**20
 ROAD_FRACTIONS = 9  # len(kerascam.evaluation.scores.road.DEFAULT_FRACTIONS); this process imports no kerascam
 

@@ -48,9 +48,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
 from _timing import timed  # noqa: E402
-MODELS = ("resnet50", "vgg16", "unet", "unet_ablated")
+from kerascam.specs import MODEL_NAMES, applications_first  # noqa: E402
+
+MODELS = applications_first(MODEL_NAMES)  # keras.applications models first, then the U-Nets
 # The paper's setting, and a run of under two minutes on a 2-core CPU. Flags
 # given on the command line win over both.
 DEFAULTS = dict(

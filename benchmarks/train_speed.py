@@ -44,9 +44,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # this checkout's kerascam, installed or not
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # _timing.py, also when a test loads this file by path
 from _timing import timed  # noqa: E402
-MODELS = ("unet", "unet_ablated", "resnet50", "vgg16")
+from kerascam.specs import MODEL_NAMES  # noqa: E402
+
+MODELS = MODEL_NAMES  # the model registry's order
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # The dtype of the matmul whose peak each precision's step is compared with.
 COMPUTE_DTYPE = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}

@@ -134,6 +134,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def model_recipes(preset):
+    """``{model: {field: value}}``: the ``TrainConfig`` fields each registered model's spec sets under ``preset``."""
+    from kerascam.specs import SPECS
+
+    return {name: dict(spec.recipes[preset]) for name, spec in SPECS.items() if preset in spec.recipes}
+
+
+def model_precisions(preset):
+    """``{model: request, "default": "none"}`` from the specs that pick a precision under ``preset``."""
+    from kerascam.specs import SPECS
+
+    return {**{name: spec.precision[preset] for name, spec in SPECS.items() if preset in spec.precision},
+            "default": "none"}
+
+
 LR_SCALINGS = ("linear", "sqrt", "none")
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
@@ -162,12 +177,8 @@ def demo():
         # GradCAM++ overlays of 4 validation images in TensorBoard after every
         # epoch: a few seconds per model, to watch where it learns to look.
         cam_summaries=4,
-        model_overrides={
-            "unet": {"epochs": 4, "learning_rate": 2e-3},
-            "unet_ablated": {"epochs": 5, "learning_rate": 2e-3},
-            "resnet50": {"epochs": 6},
-            "vgg16": {"vgg_batch_norm": True, "learning_rate": 1e-4, "epochs": 4},
-        },
+        # Each model's recipe is in its spec (kerascam.specs, recipes["demo"]).
+        model_overrides=model_recipes("demo"),
     )
 
 
@@ -194,7 +205,7 @@ def imagenet():
         weight_decay=1e-4,
         label_smoothing=0.1,
         unet_filters=64,
-        model_overrides={"vgg16": {"learning_rate": 0.01}},
+        model_overrides=model_recipes("imagenet"),
     )
 
 
@@ -237,7 +248,8 @@ def smoke():
 PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper224}
 # What train.py's --mixed-precision is when not given, per preset (resolved by
 # kerascam.precision): one request for every model, or a dict of requests by
-# model ("default" for the rest). "auto" trains in bfloat16 where the hardware
+# model ("default" for the rest; the demo's come from the models' specs,
+# precision["demo"]). "auto" trains in bfloat16 where the hardware
 # has it. The demo takes it for its two costliest models, VGG16 and ResNet50,
 # whose steps it makes cheaper on this project's AVX512-BF16 CPU at no loss of
 # accuracy; the U-Nets stay float32, because bfloat16 left the ablated twin
@@ -245,7 +257,7 @@ PRESETS = {"demo": demo, "imagenet": imagenet, "smoke": smoke, "paper224": paper
 # benchmarks/README.md (train_speed.py, recipe_curve.py) and docs/manual.md
 # ("Precision"). Smoke stays float32 so that the tests compare runs bit for bit.
 DEFAULT_MIXED_PRECISION = {
-    "demo": {"vgg16": "auto", "resnet50": "auto", "default": "none"},
+    "demo": model_precisions("demo"),
     "imagenet": "none",
     "smoke": "none",
     "paper224": "auto",

@@ -148,7 +148,7 @@ def render(text, table):
     """``text`` with every known generated block rewritten from ``table``; other text unchanged."""
 
     def replace(match):
-        opening, name, body, closing = match.group(1), match.group(2), match.group(3), match.group(4)
+        opening, name, closing = match.group(1), match.group(2), match.group(4)
         if name.startswith("field:"):
             return opening + field_table(table, name[len("field:"):]) + closing
         if name not in BLOCKS:

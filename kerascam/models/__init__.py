@@ -1,4 +1,4 @@
-"""The four classifiers of the paper, by name.
+"""The four classifiers of the paper, by name (each one spec in ``kerascam.specs``).
 
 ``build_model("unet", ...)`` is what train.py, the tests and the benchmarks
 call; ``target_layer_name(model)`` is the one place that says where each
@@ -6,40 +6,9 @@ model's CAM is taken, and ``fusion_layer_names(model)`` where its maps are
 taken to be fused (LayerCAM over several layers).
 """
 
-import re
-
-from kerascam.models import applications, unet
 from kerascam.models.layers import default_target_layer
 from kerascam.models.preprocessing import ImagePreprocessing
-
-MODEL_NAMES = ("unet", "unet_ablated", "resnet50", "vgg16")
-
-# Candidates in order: the first one the model has is its target.
-_TARGET_LAYERS = {
-    "unet": (unet.TARGET_LAYER,),
-    "unet_ablated": (unet.TARGET_LAYER,),
-    "resnet50": (applications.target_layer("resnet50"),),
-    # With batch norm, block5_conv3's activation comes after its BN layer.
-    "vgg16": ("block5_relu3", applications.target_layer("vgg16")),
-}
-
-# Fusion sets, shallow to deep, each level a tuple of candidates (the first one
-# the model has is taken). The deepest level is the model's target layer.
-_FUSION_LAYERS = {
-    # The output of each of ResNet50's four stages (strides 4, 8, 16, 32).
-    "resnet50": (("conv2_block3_out",), ("conv3_block4_out",), ("conv4_block6_out",), ("conv5_block3_out",)),
-    # The activation of the last convolution of each of the five blocks (strides
-    # 1 to 16), before the block's pooling: the last is block5_conv3, the target,
-    # whose map the other methods give; the paper's own VGG16 demo takes the
-    # pooled outputs instead, which would end at 1/32 of the input, coarser than
-    # the target. keras.applications' convolutions apply their ReLU themselves;
-    # with batch norm, the ReLU is its own layer after the BN.
-    "vgg16": tuple(
-        (f"block{block}_relu{convs}", f"block{block}_conv{convs}")
-        for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-    ),
-}
-_UNET_DECODER_OUTPUT = re.compile(r"dec(\d+)_relu2")
+from kerascam.specs import MODEL_NAMES, SPECS, ModelSpec, get_spec, register
 
 
 def build_model(
@@ -63,38 +32,15 @@ def build_model(
         A functional ``keras.Model`` from raw RGB pixels (0-255) to logits,
         whose ``name`` is ``name``.
     """
-    check_image_size(name, image_size)
-    if name == "vgg16" and vgg_batch_norm:
-        model = applications.build_vgg16_bn(image_size, num_classes)
-        if weights == "imagenet":
-            raise ValueError("There are no ImageNet weights for VGG16 with batch norm. Received: weights='imagenet'")
-        if weights is not None:
-            model.load_weights(weights)
-        return model
-    if name in ("resnet50", "vgg16"):
-        return applications.build_application(name, image_size, num_classes, weights=weights)
-    if weights == "imagenet":
-        raise ValueError(f"There are no ImageNet weights for {name}. Received: weights='imagenet'")
-    model = unet.build_unet(
-        image_size,
-        num_classes,
-        base_filters=unet_filters,
-        batch_norm=batch_norm,
-        skip_connections=(name == "unet"),
-    )
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    spec = get_spec(name)
+    spec.check_image_size(image_size)
+    return spec.build(image_size, num_classes, weights=weights, unet_filters=unet_filters, batch_norm=batch_norm,
+                      vgg_batch_norm=vgg_batch_norm)
 
 
 def check_image_size(name, image_size):
     """Raises ValueError if model ``name`` cannot take ``image_size`` inputs."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(MODEL_NAMES)}")
-    if name.startswith("unet"):
-        unet.check_image_size(image_size)
-    else:
-        applications.check_image_size(name, image_size)
+    get_spec(name).check_image_size(image_size)
 
 
 def target_layer_name(model):
@@ -117,7 +63,8 @@ def target_layer_name(model):
         ValueError: in one line, when the model has no such layer.
     """
     names = {layer.name for layer in model.layers}
-    for candidate in _TARGET_LAYERS.get(model.name, ()):
+    spec = SPECS.get(model.name)
+    for candidate in spec.target_layers if spec else ():
         if candidate in names:
             return candidate
     return default_target_layer(model)
@@ -152,29 +99,25 @@ def fusion_layer_names(model):
             model but the paper's four).
     """
     names = {layer.name for layer in model.layers}
-    if model.name in ("unet", "unet_ablated"):
-        levels = sorted(
-            (int(match.group(1)) for match in map(_UNET_DECODER_OUTPUT.fullmatch, names) if match), reverse=True
-        )
-        layers = [f"dec{level}_relu2" for level in levels]
-    else:
-        layers = [
-            next((candidate for candidate in level if candidate in names), None)
-            for level in _FUSION_LAYERS.get(model.name, ())
-        ]
+    spec = SPECS.get(model.name)
+    layers = spec.fusion_layers(names) if spec and spec.fusion_layers else []
     if not layers or None in layers:
         raise ValueError(
             f"No fusion layers are declared for a model named {model.name!r}; "
-            f"pass target_layer=[...] with its layer names, shallow to deep (known models: {', '.join(MODEL_NAMES)})"
+            f"pass target_layer=[...] with its layer names, shallow to deep (known models: {', '.join(SPECS)})"
         )
     return layers
 
 
 __all__ = [
     "MODEL_NAMES",
+    "SPECS",
     "ImagePreprocessing",
+    "ModelSpec",
     "build_model",
     "check_image_size",
     "fusion_layer_names",
+    "get_spec",
+    "register",
     "target_layer_name",
 ]

@@ -45,9 +45,10 @@ def check_compatible(run_dir, config):
 CHECKPOINT_SECONDS = 600
 
 
-# Training images per second each model is expected to reach, by dataset.
-# "shapes" (demo preset, 48x48, batch 32): measured on this project's 2-core
-# CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
+# Training images per second each model is expected to reach, by dataset: each
+# model's spec holds its own (kerascam.specs, ``images_per_second``); where
+# they come from is said here. "shapes" (demo preset, 48x48, batch 32):
+# measured on this project's 2-core CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
 # images/s; the ablated U-Net not measured, given the U-Net's rate); a demo
 # epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
 # epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
@@ -59,21 +60,30 @@ CHECKPOINT_SECONDS = 600
 # ("Interruptions, preemption and a full disk").
 # Each rate is at its image side (48 and 224); other sides scale it by the
 # ratio of pixels (the convolutions' cost).
-EXPECTED_IMAGES_PER_SECOND = {
-    "shapes": (48, {"unet": 204, "unet_ablated": 204, "resnet50": 67, "vgg16": 39}),
-    "imagenet2012": (224, {"unet": 1300, "unet_ablated": 1200, "resnet50": 3000, "vgg16": 2000}),
-}
+RATE_SIDES = {"shapes": 48, "imagenet2012": 224}
+
+
+def expected_images_per_second(dataset):
+    """``(side, {model: images per second})`` for ``dataset`` from the registered specs."""
+    from kerascam.specs import SPECS
+
+    rates = {name: spec.images_per_second[dataset] for name, spec in SPECS.items() if dataset in spec.images_per_second}
+    return RATE_SIDES[dataset], rates
+
+
+# The paper's four models' rates, as registered when this module was imported.
+EXPECTED_IMAGES_PER_SECOND = {dataset: expected_images_per_second(dataset) for dataset in RATE_SIDES}
 
 
 def default_checkpoint_every(config):
     """Steps between checkpoints so that one lands about every 10 minutes.
 
-    Based on ``EXPECTED_IMAGES_PER_SECOND`` for ``config``'s dataset (folders
+    Based on ``expected_images_per_second`` for ``config``'s dataset (folders
     count as ImageNet) and model, scaled to ``config.image_size``, at
     ``config.batch_size``. An interval at or above the steps of an epoch
     means checkpoints at epoch ends only.
     """
-    side, table = EXPECTED_IMAGES_PER_SECOND["shapes" if config.dataset == "shapes" else "imagenet2012"]
+    side, table = expected_images_per_second("shapes" if config.dataset == "shapes" else "imagenet2012")
     images_per_second = table.get(config.model, min(table.values())) * (side / config.image_size) ** 2
     return max(1, round(CHECKPOINT_SECONDS * images_per_second / config.batch_size))
 

@@ -10,7 +10,7 @@ parent becomes SIGUSR1 to each training process, which saves and stops
 import os
 
 from kerascam import training
-from kerascam.training.checkpoints import EXPECTED_IMAGES_PER_SECOND
+from kerascam.training.checkpoints import expected_images_per_second
 from kerascam.training.errors import TrainingError, TrainingInterrupted, first_line
 
 
@@ -46,14 +46,14 @@ def training_order(run_configs):
     """``run_configs`` costliest first, so that a pool of processes finishes together.
 
     The cost is the model's expected training speed on a CPU, where a pool is
-    the default (``EXPECTED_IMAGES_PER_SECOND["shapes"]``, measured on this
+    the default (its spec's ``images_per_second["shapes"]``, measured on this
     project's 2-core CPU): slowest first. A model with no measured speed
     counts as slow as the slowest known one, so that it starts early rather
     than run alone at the end; ties keep the order of ``run_configs`` (the
     model registry's). For the paper's four models: vgg16, resnet50, unet,
     unet_ablated.
     """
-    _, images_per_second = EXPECTED_IMAGES_PER_SECOND["shapes"]
+    _, images_per_second = expected_images_per_second("shapes")
     slowest = min(images_per_second.values())
     return sorted(run_configs, key=lambda config: images_per_second.get(config.model, slowest))
 

@@ -76,7 +76,6 @@ uniform ones.)
 
 import hashlib
 import os
-import re
 import weakref
 
 import keras
@@ -111,59 +110,32 @@ def _has_weights(layer):
     return any("float" in str(v.dtype) for v in layer.weights)
 
 
-def _unet_step(name):
-    if name == "predictions":
-        return "predictions", (0, 0)
-    if name.startswith("bottleneck_"):
-        return "bottleneck", (2, 0)
-    match = re.match(r"(dec|enc)(\d+)_", name)
-    if match is None:
-        return None
-    level = int(match.group(2))
-    # The decoder is walked from its last level (dec1) back; the encoder from the deepest.
-    return (f"dec{level}", (1, level)) if match.group(1) == "dec" else (f"enc{level}", (3, -level))
+def _layouts():
+    # Each registered model's block rule, once each, in registry order (the U-Net twins share one).
+    from kerascam.specs import SPECS
+
+    layouts = []
+    for spec in SPECS.values():
+        if spec.randomization_blocks is not None and spec.randomization_blocks not in layouts:
+            layouts.append(spec.randomization_blocks)
+    return layouts
 
 
-def _resnet_step(name):
-    if name == "predictions":
-        return "predictions", (0, 0)
-    match = re.match(r"conv(\d+)_", name)
-    return None if match is None else (f"conv{match.group(1)}", (1, -int(match.group(1))))
-
-
-def _vgg_step(name):
-    if name == "predictions":
-        return "predictions", (0, 0)
-    match = re.fullmatch(r"fc(\d+)", name)
-    if match:
-        return name, (1, -int(match.group(1)))
-    match = re.match(r"block(\d+)_", name)
-    return None if match is None else (f"block{match.group(1)}", (2, -int(match.group(1))))
-
-
-def _levels(steps, prefix):
-    return sorted(int(s[len(prefix):]) for s in steps if re.fullmatch(prefix + r"\d+", s))
-
-
-def _unet_complete(steps):
-    enc, dec = _levels(steps, "enc"), _levels(steps, "dec")
-    return "bottleneck" in steps and enc and enc == dec == list(range(1, len(enc) + 1))
-
-
-def _resnet_complete(steps):
-    return _levels(steps, "conv") == [1, 2, 3, 4, 5]
-
-
-def _vgg_complete(steps):
-    return _levels(steps, "block") == [1, 2, 3, 4, 5]
-
-
-# (step of a layer name, check that every block of the layout is there)
-_LAYOUTS = (
-    (_unet_step, _unet_complete),
-    (_resnet_step, _resnet_complete),
-    (_vgg_step, _vgg_complete),
-)
+def _matching_layout(model):
+    """``(layout, [(step name, [layer names])])`` of the first layout every weighted layer falls into."""
+    weighted = [layer.name for layer in model.layers if _has_weights(layer)]
+    for layout in _layouts():
+        steps = {}
+        for name in weighted:
+            step = layout.step(name)
+            if step is None:
+                break
+            steps.setdefault(step, []).append(name)
+        else:
+            names = {name for name, _ in steps}
+            if "predictions" in names and layout.complete(names):
+                return layout, [(name, layers) for (name, _), layers in sorted(steps.items(), key=lambda s: s[0][1])]
+    return None, []
 
 
 def cascade_blocks(model, quiet=False):
@@ -171,7 +143,7 @@ def cascade_blocks(model, quiet=False):
 
     Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS)
     randomize a network cumulatively from its top (the logits) to its bottom.
-    kerascam's models are walked block by block (see the module docstring):
+    kerascam's models are walked block by block (their specs' ``randomization_blocks``):
     U-Nets ``predictions, dec1, ..., dec4, bottleneck, enc4, ..., enc1``;
     ResNet50 ``predictions, conv5, ..., conv1``; VGG16
     ``predictions, fc2, fc1, block5, ..., block1``. Only layers with
@@ -189,18 +161,9 @@ def cascade_blocks(model, quiet=False):
     Returns:
         A list of ``(step_name, [layer names])`` from the logits down.
     """
-    weighted = [layer.name for layer in model.layers if _has_weights(layer)]
-    for step_of, complete in _LAYOUTS:
-        steps = {}
-        for name in weighted:
-            step = step_of(name)
-            if step is None:
-                break
-            steps.setdefault(step, []).append(name)
-        else:
-            names = {name for name, _ in steps}
-            if "predictions" in names and complete(names):
-                return [(name, layers) for (name, _), layers in sorted(steps.items(), key=lambda s: s[0][1])]
+    layout, blocks = _matching_layout(model)
+    if layout is not None:
+        return blocks
     if not quiet and model not in _REPORTED:
         _REPORTED.add(model)
         print(
@@ -227,13 +190,8 @@ def encoder_decoder_blocks(model):
         ``{"encoder": [layer names], "decoder": [layer names]}`` for a model
         with kerascam's U-Net blocks, None for any other (no decoder).
     """
-    blocks = dict(cascade_blocks(model, quiet=True))
-    if not any(name.startswith("dec") for name in blocks):
-        return None
-    encoder = [layer for name, layers in blocks.items() if name.startswith("enc") or name == "bottleneck"
-               for layer in layers]
-    decoder = [layer for name, layers in blocks.items() if name.startswith("dec") for layer in layers]
-    return {"encoder": encoder, "decoder": decoder}
+    layout, blocks = _matching_layout(model)
+    return None if layout is None or layout.halves is None else layout.halves(dict(blocks))
 
 
 # ---------------------------------------------------------------------------
