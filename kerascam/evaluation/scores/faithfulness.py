@@ -259,29 +259,8 @@ def deletion_insertion_curves(
     changed = pixels_changed(steps, height * width)
     seeds = np.arange(n) if seeds is None else np.asarray(seeds).reshape(-1)
 
-    # Entries: (image, tie draw) pairs with their ranks; draw 0 for every
-    # image, the further draws only for images whose steps cut a plateau.
-    first = pixel_order(maps, seeds)
-    cut = cut_plateaus(maps, first, changed, min_tie_pixels(height * width))
-    entry_image, entry_draw, entry_ranks = [], [], []
-    for i in range(n):
-        for draw in range(tie_draws if cut[i].any() else 1):
-            order = first[i : i + 1] if draw == 0 else pixel_order(maps[i : i + 1], seeds[i : i + 1], draw)
-            entry_image.append(i)
-            entry_draw.append(draw)
-            entry_ranks.append(pixel_ranks(maps[i : i + 1], order=order)[0])
-    inner = np.arange(1, steps)  # the steps that depend on the map
-    job_entry, job_step, job_insert = [], [], []
-    for e, (i, draw) in enumerate(zip(entry_image, entry_draw)):
-        taken = inner if draw == 0 else inner[cut[i, inner]]
-        for insert in (False, True):
-            job_entry.append(np.full(len(taken), e))
-            job_step.append(taken)
-            job_insert.append(np.full(len(taken), insert))
-    job_entry = np.concatenate(job_entry).astype(np.int64)
-    job_step = np.concatenate(job_step).astype(np.int64)
-    job_insert = np.concatenate(job_insert).astype(bool)
-    entry_image = np.asarray(entry_image, np.int64)
+    entry_image, entry_draw, entry_ranks, cut = _tie_entries(maps, seeds, changed, tie_draws)
+    job_entry, job_step, job_insert = _jobs(entry_image, entry_draw, cut, steps)
     probabilities = _run_jobs(
         forward, images[entry_image], np.stack(entry_ranks), classes[entry_image], job_entry,
         changed[job_step], job_insert, baseline, kernel, batch_size,
@@ -296,6 +275,47 @@ def deletion_insertion_curves(
     curves[:, 0, 0], curves[:, 0, steps] = endpoints[:, 0], endpoints[:, 1]
     curves[:, 1, 0], curves[:, 1, steps] = endpoints[:, 2], endpoints[:, 0]
     return curves[:, 0], curves[:, 1]
+
+
+def _tie_entries(maps, seeds, changed, tie_draws):
+    """The (image, tie draw) pairs a curve is computed for, with their pixel ranks.
+
+    Draw 0 for every image; the further draws only for the images whose
+    steps cut a plateau (`cut_plateaus`).
+
+    Returns:
+        (entry_image int64 (e,), entry_draw list, entry_ranks list of (H, W),
+        cut bool (n, K + 1)).
+    """
+    n, height, width = maps.shape
+    first = pixel_order(maps, seeds)
+    cut = cut_plateaus(maps, first, changed, min_tie_pixels(height * width))
+    entry_image, entry_draw, entry_ranks = [], [], []
+    for i in range(n):
+        for draw in range(tie_draws if cut[i].any() else 1):
+            order = first[i : i + 1] if draw == 0 else pixel_order(maps[i : i + 1], seeds[i : i + 1], draw)
+            entry_image.append(i)
+            entry_draw.append(draw)
+            entry_ranks.append(pixel_ranks(maps[i : i + 1], order=order)[0])
+    return np.asarray(entry_image, np.int64), entry_draw, entry_ranks, cut
+
+
+def _jobs(entry_image, entry_draw, cut, steps):
+    """The forward passes to run: (entry, step, insertion?) for the steps that depend on the map.
+
+    Draw 0 of an image runs every inner step; a further draw only the steps
+    that cut a plateau.
+    """
+    inner = np.arange(1, steps)
+    job_entry, job_step, job_insert = [], [], []
+    for e, (i, draw) in enumerate(zip(entry_image, entry_draw)):
+        taken = inner if draw == 0 else inner[cut[i, inner]]
+        for insert in (False, True):
+            job_entry.append(np.full(len(taken), e))
+            job_step.append(taken)
+            job_insert.append(np.full(len(taken), insert))
+    return (np.concatenate(job_entry).astype(np.int64), np.concatenate(job_step).astype(np.int64),
+            np.concatenate(job_insert).astype(bool))
 
 
 def area_under_curve(curves):
