@@ -2,15 +2,11 @@
 
 Three steps, each usable from Python:
 
-* `load_model(spec)` finds the classifier a name stands for, in this order:
-  a ``.keras`` file (loaded in Keras safe mode); a SavedModel folder exported
-  by kerascam with its explain signatures; a run of the workdir
-  (``WORKDIR/NAME/model.keras`` and the class names of its ``run.json``); a
-  keras.applications constructor (``resnet50``, ``mobilenetv2``, ...,
-  case-insensitive; ``keras.applications:NAME`` forces it when a run has the
-  same name), whose ``preprocess_input`` is applied to the pixels before the
-  model (outside it, so the model stays one flat graph, which the CAM
-  gradients need).
+* `load_model(spec)` (`kerascam.model_sources`) finds the classifier a name
+  stands for, in this order: a ``.keras`` file, a SavedModel folder exported
+  by kerascam with its explain signatures, a run of the workdir, a
+  keras.applications constructor (``keras.applications:NAME`` forces it); it
+  returns one object of the source's kind, whose methods the steps below call.
 * `find_images(patterns)` expands files, folders and globs.
 * `explain_files(source, paths, ...)` reads each image at its own size,
   resizes it to the model's input when that is fixed (bilinear) or feeds it
@@ -27,7 +23,6 @@ at the model's input size, one resize instead of two.
 
 import dataclasses
 import glob
-import importlib
 import json
 import os
 
@@ -36,312 +31,28 @@ import numpy as np
 from kerascam import io
 
 from kerascam.data.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, read_image
+# Finding the model is its own module; its public names stay reachable from here, the command's one import.
+from kerascam.model_sources import (
+    APPLICATION_PREFIX,
+    ModelSource,
+    application_constructors,
+    list_runs,
+    load_application,
+    load_model,
+    load_saved_model,
+)
 
 DEFAULT_METHOD = "gradcam++"
 DEFAULT_COLORMAP = "viridis"  # perceptually uniform; jet stays available
 DEFAULT_OUT = "explanations"
 RECORDS_FILE = "explanations.jsonl"
-APPLICATION_PREFIX = "keras.applications:"
 _GLOB_CHARACTERS = "*?["
 
-
-@dataclasses.dataclass
-class ModelSource:
-    """A classifier to explain, as `load_model` found it.
-
-    Attributes:
-        kind: "keras-file", "saved-model", "run" or "application".
-        name: the model's short name, recorded with every map.
-        description: one line saying which model this is and where it came from.
-        model: the Keras model (for a SavedModel: the loaded object).
-        class_names: names indexed by class, or None (the index is shown).
-        preprocess: applied to float32 pixels (N, H, W, 3) in 0-255 before the
-            model (keras.applications' ``preprocess_input``); None when the
-            model takes raw pixels.
-        input_size: the model's fixed (H, W), or None when it takes any size.
-        signatures: SavedModel only: {method: signature}.
-    """
-
-    kind: str
-    name: str
-    description: str
-    model: object
-    class_names: list = None
-    preprocess: object = None
-    input_size: tuple = None
-    signatures: dict = dataclasses.field(default_factory=dict)
-
-    @property
-    def methods(self):
-        """The methods this model can be explained with."""
-        from kerascam.cams import available_methods
-
-        return list(self.signatures) if self.kind == "saved-model" else available_methods()
-
-    def class_name(self, index):
-        if self.class_names is not None and 0 <= index < len(self.class_names):
-            return str(self.class_names[index])
-        return str(int(index))
-
-    def inputs(self, pixels):
-        """float32 model inputs from float32 pixels in 0-255."""
-        pixels = np.asarray(pixels, dtype=np.float32)
-        return pixels if self.preprocess is None else np.asarray(self.preprocess(pixels.copy()), np.float32)
-
-    def probabilities(self, pixels, batch_size=None):
-        """Class probabilities (N, classes): the softmax of the logits (a softmax head is read at its logits)."""
-        import keras
-
-        from kerascam.cams.logits import logits_model
-
-        if self.kind == "saved-model":
-            signature = next(iter(self.signatures.values()))
-            return np.asarray(signature(images=_tensor(pixels))["probabilities"], np.float32)
-        from kerascam.cams.base import _quiet_model_calls
-
-        network, inputs, step = logits_model(self.model), self.inputs(pixels), batch_size or 32
-        with _quiet_model_calls():  # Keras' warning about a single input given as a tensor, not a list
-            logits = np.concatenate([np.asarray(network(inputs[i:i + step], training=False), np.float32)
-                                     for i in range(0, len(inputs), step)])
-        return np.asarray(keras.ops.softmax(logits, axis=-1))
-
-
-def _tensor(pixels):
-    import tensorflow as tf
-
-    return tf.constant(np.asarray(pixels, np.float32))
-
-
-# --- finding the model -----------------------------------------------------------------------------
-
-
-def application_constructors():
-    """{lower-case name: constructor} of every keras.applications model ("resnet50": ResNet50, ...)."""
-    import inspect
-
-    import keras
-
-    found = {}
-    for attribute in dir(keras.applications):
-        value = getattr(keras.applications, attribute)
-        if attribute[:1].isupper() and callable(value) and not inspect.ismodule(value):
-            found[attribute.lower()] = value
-    return found
-
-
-def _imagenet_class_names():
-    """The 1000 ImageNet class names if Keras has cached them (never downloads), else None."""
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    for folder in (home, os.path.join("/tmp", ".keras")):
-        path = os.path.join(folder, "models", "imagenet_class_index.json")
-        if os.path.isfile(path):
-            try:
-                index = io.read_json(path)
-                return [index[str(i)][1] for i in range(1000)]
-            except (OSError, ValueError, KeyError, IndexError):
-                return None
-    return None
-
-
-def load_application(name, weights="imagenet", image_size=None):
-    """A keras.applications classifier with its preprocessing, as a `ModelSource`.
-
-    Args:
-        name: the constructor's name, any case ("resnet50", "MobileNetV2").
-        weights: "imagenet" (keras.applications downloads them once into
-            ~/.keras), the path of a weights file of the same architecture,
-            or None for random weights.
-        image_size: side of a square input; None for the architecture's
-            default (224 for most, 299 for InceptionV3 and Xception).
-
-    Raises:
-        ValueError: in one line, for an unknown name (listing the known
-            ones), a missing weights file, or ImageNet weights that cannot be
-            downloaded.
-    """
-    constructors = application_constructors()
-    key = name.lower()
-    if key not in constructors:
-        raise ValueError(f"no keras.applications model named {name!r}; known: {', '.join(sorted(constructors))}")
-    constructor = constructors[key]
-    if weights not in (None, "imagenet") and not os.path.isfile(weights):
-        raise ValueError(f"--weights {weights!r}: no such file (expected imagenet, none or a weights file)")
-    from kerascam.training.errors import first_line  # here: kerascam.training is heavy to import
-
-    kwargs = {"input_shape": (image_size, image_size, 3)} if image_size else {}
-    try:
-        model = constructor(weights=None if weights != "imagenet" else "imagenet", **kwargs)
-    except ValueError:
-        raise
-    except Exception as e:  # noqa: BLE001  (keras.utils.get_file raises a bare Exception when offline)
-        if weights == "imagenet":
-            raise ValueError(
-                f"could not download the ImageNet weights of {constructor.__name__} ({first_line(e)[:120]}); "
-                f"without network, pass a weights file: --weights FILE.weights.h5 (or --weights none for random weights)"
-            ) from e
-        raise
-    if weights not in (None, "imagenet"):
-        try:
-            model.load_weights(weights)
-        except Exception as e:  # noqa: BLE001  (h5py and Keras raise many types)
-            raise ValueError(f"--weights {weights!r}: cannot load them into {constructor.__name__}: "
-                             f"{first_line(e)}") from e
-    family = importlib.import_module(constructor.__module__)
-    outputs = model.output_shape[-1]
-    class_names = _imagenet_class_names() if outputs == 1000 and weights is not None else None
-    shown = {None: "random weights", "imagenet": "ImageNet weights"}.get(weights, f"weights {weights}")
-    return ModelSource(
-        kind="application",
-        name=key,
-        description=f"keras.applications {constructor.__name__} ({shown}, input {_size_text(model)})",
-        model=model,
-        class_names=class_names,
-        preprocess=family.preprocess_input,
-        input_size=_fixed_size(model),
-    )
-
-
-def _fixed_size(model):
-    height, width = model.input_shape[1:3]
-    return (int(height), int(width)) if height and width else None
-
-
-def _size_text(model):
-    size = _fixed_size(model)
-    return "any size" if size is None else f"{size[0]}x{size[1]}"
-
-
-def _keras_source(path, kind, name, description, class_names):
-    from kerascam.export import load_keras
-
-    model = load_keras(path)
-    return ModelSource(kind=kind, name=name, description=f"{description}, input {_size_text(model)}", model=model,
-                       class_names=class_names, input_size=_fixed_size(model))
-
-
-def _run_class_names(run_dir):
-    path = os.path.join(run_dir, "run.json")
-    if not os.path.isfile(path):
-        return None
-    try:
-        return io.read_json(path).get("class_names")
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from None
-
-
-def load_saved_model(path):
-    """A SavedModel folder exported with kerascam's explain signatures, as a `ModelSource`.
-
-    Raises:
-        ValueError: one line when the folder has no ``explain_*`` signatures
-            (exported without them) or cannot be loaded.
-    """
-    import tensorflow as tf
-
-    from kerascam.cams import available_methods
-    from kerascam.export import explain_signature_name
-
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as e:  # noqa: BLE001  (TensorFlow raises many types here)
-        raise ValueError(f"{path}: cannot load the SavedModel ({type(e).__name__})") from e
-    signatures = {}
-    for method in available_methods():
-        key = explain_signature_name(method)
-        if key in loaded.signatures:
-            signatures[method] = loaded.signatures[key]
-    if not signatures:
-        raise ValueError(
-            f"{path}: this SavedModel was exported without the explain signatures "
-            f"(it has: {', '.join(sorted(loaded.signatures)) or 'none'}); export it again with "
-            f"kerascam.export.export_saved_model, or pass the .keras file"
-        )
-    spec = next(iter(signatures.values())).structured_input_signature[1]["images"]
-    height, width = spec.shape[1:3]
-    parent = os.path.dirname(os.path.abspath(path))
-    return ModelSource(
-        kind="saved-model",
-        name=os.path.basename(os.path.normpath(path)),
-        description=f"SavedModel {path} (methods {', '.join(signatures)}, input "
-                    f"{f'{height}x{width}' if height and width else 'any size'})",
-        model=loaded,
-        class_names=_run_class_names(parent),
-        input_size=(int(height), int(width)) if height and width else None,
-        signatures=signatures,
-    )
-
-
-def load_model(spec, *, workdir="runs", weights=None, image_size=None):
-    """The classifier ``spec`` names, as a `ModelSource`.
-
-    Looked up in this order: a ``.keras`` file; a SavedModel folder; a run
-    ``WORKDIR/SPEC/model.keras`` (or a run folder given as a path); a
-    keras.applications name. When a run and an application share the name,
-    the run wins and the description says so; ``keras.applications:NAME``
-    forces the application.
-
-    Args:
-        spec: the file, folder, run or application name.
-        workdir: the folder of the runs. Default "runs".
-        weights: applications only: "imagenet" (the default when None),
-            "none" or a weights file.
-        image_size: applications only: the input side (default: the
-            architecture's own).
-
-    Raises:
-        ValueError: in one line, when nothing matches (naming the runs and
-            applications that exist), for a .keras file safe mode refuses
-            (a Lambda layer), a SavedModel without explain signatures, or
-            --weights/--image-size given for a model that is not an application.
-    """
-    forced = spec.startswith(APPLICATION_PREFIX)
-    name = spec[len(APPLICATION_PREFIX):] if forced else spec
-    keyword = str(weights).lower()
-    application_weights = {"none": None, "imagenet": "imagenet"}.get(keyword, weights) if weights else "imagenet"
-    if not forced:
-        source = _load_local(spec, workdir)
-        if source is not None:
-            if weights is not None or image_size is not None:
-                raise ValueError(f"--weights and --image-size apply to keras.applications models, not to {source.description}")
-            if source.kind == "run" and spec.lower() in application_constructors():
-                source.description += f"; {APPLICATION_PREFIX}{spec} would take the keras.applications model"
-            return source
-    try:
-        return load_application(name, application_weights, image_size)
-    except ValueError as e:
-        if forced or not str(e).startswith("no keras.applications model"):
-            raise
-        runs = list_runs(workdir)
-        raise ValueError(
-            f"no model {spec!r}: not a .keras file, a SavedModel folder, a run in {workdir!r} "
-            f"(runs: {', '.join(runs) or 'none'}) nor a keras.applications name "
-            f"(known: {', '.join(sorted(application_constructors()))})"
-        ) from None
-
-
-def _load_local(spec, workdir):
-    """A .keras file, SavedModel folder or run that ``spec`` names, or None."""
-    if spec.endswith(".keras") or os.path.isfile(spec):
-        return _keras_source(spec, "keras-file", os.path.splitext(os.path.basename(spec))[0], f"model file {spec}",
-                             _run_class_names(os.path.dirname(os.path.abspath(spec))))
-    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "saved_model.pb")):
-        return load_saved_model(spec)
-    if os.path.isdir(spec) and os.path.isfile(os.path.join(spec, "model.keras")):  # a run folder given as a path
-        path = os.path.join(spec, "model.keras")
-        return _keras_source(path, "run", os.path.basename(os.path.normpath(spec)), f"run {spec} ({path})",
-                             _run_class_names(spec))
-    run_dir = os.path.join(workdir, spec)
-    if os.sep not in spec and os.path.isfile(os.path.join(run_dir, "model.keras")):
-        path = os.path.join(run_dir, "model.keras")
-        return _keras_source(path, "run", spec, f"run {spec!r} in {workdir} ({path})", _run_class_names(run_dir))
-    return None
-
-
-def list_runs(workdir):
-    """Names of the folders of ``workdir`` that hold a ``model.keras``, sorted."""
-    if not os.path.isdir(workdir):
-        return []
-    return sorted(n for n in os.listdir(workdir) if os.path.isfile(os.path.join(workdir, n, "model.keras")))
+__all__ = [
+    "APPLICATION_PREFIX", "DEFAULT_COLORMAP", "DEFAULT_METHOD", "DEFAULT_OUT", "MAX_PIXELS", "ModelSource",
+    "RECORDS_FILE", "Summary", "application_constructors", "check_methods", "explain_files", "find_images",
+    "list_runs", "load_application", "load_model", "load_saved_model", "output_stems", "parse_class_choice",
+]
 
 
 # --- finding the images ----------------------------------------------------------------------------
@@ -417,7 +128,7 @@ def parse_class_choice(text, source):
             (listing a few known ones).
     """
     text = str(text).strip()
-    outputs = _num_outputs(source)
+    outputs = source.num_outputs
     if text.lower() == "predicted":
         return "predicted", None
     if text.lower().startswith("top") and text[3:].isdigit() and int(text[3:]) >= 1:
@@ -438,13 +149,6 @@ def parse_class_choice(text, source):
         raise ValueError(f"--class {text!r}: the model has no class names; give predicted, topK or a class index")
     raise ValueError(f"--class {text!r}: no such class; e.g. {', '.join(names[:8])}"
                      f"{f' ... ({len(names)} classes)' if len(names) > 8 else ''}; or predicted, topK, an index")
-
-
-def _num_outputs(source):
-    if source.kind == "saved-model":
-        signature = next(iter(source.signatures.values()))
-        return signature.structured_outputs["probabilities"].shape[-1]
-    return source.model.output_shape[-1]
 
 
 def check_methods(source, methods):
@@ -521,71 +225,100 @@ def explain_files(
     """
     import keras
 
-    from kerascam import cams
-
-    methods = check_methods(source, methods)
-    mode, value = parse_class_choice(class_choice, source)
-    if source.kind == "saved-model":
-        if mode != "predicted":
-            raise ValueError("--class: a SavedModel explains the predicted class only; use --class predicted "
-                             "or the .keras file")
-        if target_layer:
-            raise ValueError("--target-layer: a SavedModel explains the layer it was exported with; "
-                             "use the .keras file for another layer")
-    layers = {}
-    bound = {}
-    if source.kind != "saved-model":
-        for method in methods:
-            bound[method] = cams.get_method(method)(source.model, target_layer)
-            layers[method] = _layer_text(bound[method])
-        log(f"layer: {', '.join(sorted(set(layers.values())))}")
-    else:
-        layers = {m: "as exported" for m in methods}
+    request = _prepare(source, methods, class_choice, target_layer, out_dir, alpha=alpha, colormap=colormap,
+                       max_N=max_N, batch_size=batch_size, log=log)
     stems = output_stems(paths, out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    records_path = os.path.join(out_dir, RECORDS_FILE)
     bar = keras.utils.Progbar(len(paths), verbose=1 if progress and len(paths) > 3 else 0, unit_name="image")
     records, skipped = [], []
-    done = 0
     for start in range(0, len(paths), batch_size):
-        images, chunk_stems, chunk_paths = [], [], []
-        for path, stem in zip(paths[start:start + batch_size], stems[start:start + batch_size]):
-            try:
-                images.append(read_image(path, max_pixels=max_pixels))
-            except ImageError as e:
-                skipped.append((path, e.reason))
-                continue
-            chunk_paths.append(path)
-            chunk_stems.append(stem)
-        for group in _groups(images, source.input_size):
-            pixels = np.stack([_fit(images[i], source.input_size) for i in group]).astype(np.float32)
-            probabilities = source.probabilities(pixels, batch_size)
-            ranked = np.argsort(-probabilities, axis=-1, kind="stable")
-            if mode == "predicted":
-                class_columns = [ranked[:, 0]]
-            elif mode == "top":
-                class_columns = [ranked[:, k] for k in range(value)]
-            else:
-                class_columns = [np.full(len(group), value, np.int64)]
-            for method in methods:
-                for rank, classes in enumerate(class_columns, start=1):
-                    native = _native_maps(source, bound.get(method), method, pixels, classes, max_N, batch_size)
-                    for row, i in enumerate(group):
-                        records.append(_write_outputs(
-                            source, images[i], native[row], chunk_paths[i], chunk_stems[i], records_path,
-                            method=method, class_index=int(classes[row]),
-                            probability=float(probabilities[row, classes[row]]),
-                            rank=rank if mode == "top" else None, layer=layers[method],
-                            alpha=alpha, colormap=colormap, max_N=max_N,
-                        ))
-        done = min(start + batch_size, len(paths))
-        bar.update(done)
-    return Summary(records, skipped, layers)
+        readable, unreadable = _read_images(paths[start:start + batch_size], stems[start:start + batch_size],
+                                            max_pixels)
+        skipped.extend(unreadable)
+        for group in _groups([image for _, _, image in readable], source.input_size):
+            records.extend(_explain_group(source, [readable[i] for i in group], request))
+        bar.update(min(start + batch_size, len(paths)))
+    return Summary(records, skipped, request.layers)
 
 
-def _layer_text(cam):
-    layer = cam.target_layer
-    return "+".join(layer) if isinstance(layer, (list, tuple)) else str(layer)
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What `explain_files` was asked for, checked against the model, as its steps need it."""
+
+    methods: list
+    class_mode: str  # "predicted", "top" or "index" (`parse_class_choice`)
+    class_value: object  # K for "top", the class index for "index", None for "predicted"
+    layers: dict  # {method: the layer it explains, as text}
+    records_path: str
+    alpha: float
+    colormap: str
+    max_N: object
+    batch_size: int
+
+
+def _prepare(source, methods, class_choice, target_layer, out_dir, *, alpha, colormap, max_N, batch_size, log):
+    """Checks the methods, class and layer against the model and binds the methods, before any image is read.
+
+    Raises:
+        ValueError: in one line, for what this model cannot explain.
+    """
+    methods = check_methods(source, methods)
+    class_mode, class_value = parse_class_choice(class_choice, source)
+    source.check_choices(class_mode, target_layer)
+    layers = source.bind_methods(methods, target_layer, log)
+    return _Request(methods, class_mode, class_value, layers, os.path.join(out_dir, RECORDS_FILE), alpha, colormap,
+                    max_N, batch_size)
+
+
+def _read_images(paths, stems, max_pixels):
+    """Reads images at their own size: [(path, stem, image)] of those read, [(path, reason)] of the others."""
+    readable, unreadable = [], []
+    for path, stem in zip(paths, stems):
+        try:
+            readable.append((path, stem, read_image(path, max_pixels=max_pixels)))
+        except ImageError as e:
+            unreadable.append((path, e.reason))
+    return readable, unreadable
+
+
+def _explain_group(source, group, request):
+    """Explains images fed together (`_groups`): each method, then each class, then each image; returns the records.
+
+    Args:
+        source: a `ModelSource`, its methods bound (`_prepare`).
+        group: [(path, output stem, image)], the images of one shape unless the model's input is fixed.
+        request: the `_Request`.
+    """
+    pixels = np.stack([_fit(image, source.input_size) for _, _, image in group]).astype(np.float32)
+    probabilities = source.probabilities(pixels, request.batch_size)
+    class_columns = _class_columns(probabilities, request.class_mode, request.class_value)
+    records = []
+    for method in request.methods:
+        for rank, classes in enumerate(class_columns, start=1):
+            native = source.native_maps(method, pixels, classes, max_N=request.max_N, batch_size=request.batch_size)
+            for row, (path, stem, image) in enumerate(group):
+                records.append(_write_outputs(
+                    source, image, native[row], path, stem, request.records_path,
+                    method=method, class_index=int(classes[row]),
+                    probability=float(probabilities[row, classes[row]]),
+                    rank=rank if request.class_mode == "top" else None, layer=request.layers[method],
+                    alpha=request.alpha, colormap=request.colormap, max_N=request.max_N,
+                ))
+    return records
+
+
+def _class_columns(probabilities, class_mode, class_value):
+    """The classes explained, one int array (N,) per map of each image.
+
+    "predicted": the most probable class; "top": the K most probable, most
+    probable first (ties: the lower index first); "index": the given class.
+    """
+    ranked = np.argsort(-probabilities, axis=-1, kind="stable")
+    if class_mode == "predicted":
+        return [ranked[:, 0]]
+    if class_mode == "top":
+        return [ranked[:, k] for k in range(class_value)]
+    return [np.full(len(probabilities), class_value, np.int64)]
 
 
 def _groups(images, input_size):
@@ -606,21 +339,6 @@ def _fit(image, input_size):
 
     height, width = input_size
     return cv2.resize(image.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-
-
-def _native_maps(source, cam, method, pixels, classes, max_N, batch_size):
-    """Raw maps (N, h, w) at the target layer (fused layers: at input resolution)."""
-    if source.kind == "saved-model":
-        outputs = source.signatures[method](images=_tensor(pixels))
-        explained = np.asarray(outputs["class"]).astype(np.int64).reshape(-1)
-        if not np.array_equal(explained, classes):
-            raise ValueError(f"the SavedModel explained classes {explained.tolist()}, expected {classes.tolist()}")
-        return np.asarray(outputs["native_map"], np.float32)
-    kwargs = {}
-    if cam.supports_max_N and max_N and max_N < cam.channels:
-        kwargs["max_N"] = max_N
-    result = cam.compute(source.inputs(pixels), classes, batch_size=batch_size, **kwargs)
-    return result.native
 
 
 def _write_outputs(source, image, native, path, stem, records_path, *, method, class_index, probability, rank, layer,
