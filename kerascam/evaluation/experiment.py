@@ -164,13 +164,38 @@ def evaluate(config, *, progress=True):
         The table dict written to ``table.json``; for a shard whose siblings
         are not all done, ``{"settings": ..., "missing_shards": [...]}``.
     """
-    import keras
-
-    from kerascam.data import load_split
-
     started = time.time()
     if config.chunk < 1:
         raise ValueError(f"chunk must be a positive number of batches. Received: chunk={config.chunk}")
+    setup = _set_up(config)
+    out_dir = os.path.join(config.workdir, "eval")
+    total = len(range(config.shard, min(config.num_images, setup.split.num_examples), config.num_shards))
+    settings = _settings(config, setup, total)
+    manifest = _manifest(config, setup, settings, total)
+    folder = parts.shard_dir(out_dir, config.shard, config.num_shards)
+    done_chunks = parts.open_parts(folder, manifest, out_dir)
+    if done_chunks:
+        print(f"resuming: {done_chunks} of {manifest['num_chunks']} chunks done ({folder})", flush=True)
+    seconds = _run_batches(config, setup, folder, total, done_chunks, progress)
+    return _finish(config, setup.split, settings, out_dir, started, seconds)
+
+
+@dataclasses.dataclass
+class _Setup:
+    """What a run evaluates, found and checked before any work (`_set_up`)."""
+
+    methods: list  # the map columns, those every model can have
+    scorers: list
+    runs: dict  # {name: (model, run.json dict)}, `find_models`
+    models: dict  # {name: model}
+    data_config: object  # the `TrainConfig` whose data the models are evaluated on
+    split: object  # the loaded split
+
+
+def _set_up(config):
+    """The columns, scorers, models and data of a run; one-line errors for what does not fit together."""
+    from kerascam.data import load_split
+
     methods = check_columns(available_columns() if config.methods is None else config.methods)
     scorers = get_scorers(config.scores, config)
     runs = find_models(config.workdir, config.models)
@@ -179,10 +204,12 @@ def evaluate(config, *, progress=True):
     data_config = _data_config(runs, config.dataset, config.max_pixels)
     split = load_split(data_config, config.split, boxes_dir=config.boxes_dir)
     check_num_classes(models, split.num_classes, data_config.dataset)
-    out_dir = os.path.join(config.workdir, "eval")
+    return _Setup(methods, scorers, runs, models, data_config, split)
 
-    total = len(range(config.shard, min(config.num_images, split.num_examples), config.num_shards))
-    images_per_chunk = config.batch_size * config.chunk
+
+def _settings(config, setup, total):
+    """The settings a table reports: the run's own, then each scorer's that are not there yet."""
+    data_config, models, scorers = setup.data_config, setup.models, setup.scorers
     settings = {
         "images": total, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
         "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,
@@ -191,53 +218,51 @@ def evaluate(config, *, progress=True):
     }
     for scorer in scorers:
         settings.update({k: v for k, v in scorer.settings().items() if k not in settings})
-    if split.skipped:  # folders: unreadable image files left out of the split
-        settings["unreadable_files_skipped"] = len(split.skipped)
-    manifest = {
-        "identity": _identity(config, runs, data_config, split, methods, scorers),
-        "models": list(models),
-        "methods": methods,
-        "scores": [s.name for s in scorers],
-        "class_names": next(iter(runs.values()))[1].get("class_names"),
-        "num_chunks": -(-total // images_per_chunk),
+    if setup.split.skipped:  # folders: unreadable image files left out of the split
+        settings["unreadable_files_skipped"] = len(setup.split.skipped)
+    return settings
+
+
+def _manifest(config, setup, settings, total):
+    """The manifest of the saved parts (`kerascam.evaluation.parts.open_parts`)."""
+    return {
+        "identity": _identity(config, setup.runs, setup.data_config, setup.split, setup.methods, setup.scorers),
+        "models": list(setup.models),
+        "methods": setup.methods,
+        "scores": [s.name for s in setup.scorers],
+        "class_names": next(iter(setup.runs.values()))[1].get("class_names"),
+        "num_chunks": -(-total // (config.batch_size * config.chunk)),
         "settings": settings,
     }
-    folder = parts.shard_dir(out_dir, config.shard, config.num_shards)
-    done_chunks = parts.open_parts(folder, manifest, out_dir)
-    if done_chunks:
-        print(f"resuming: {done_chunks} of {manifest['num_chunks']} chunks done ({folder})", flush=True)
 
-    done = min(total, done_chunks * images_per_chunk)
+
+def _run_batches(config, setup, folder, total, done_chunks, progress):
+    """Explains and scores the images after the ``done_chunks`` saved, saving a part every ``config.chunk`` batches.
+
+    Returns:
+        A Counter of this process's wall-clock seconds per stage: "explain"
+        and each scorer's name.
+    """
+    import keras
+
+    done = min(total, done_chunks * config.batch_size * config.chunk)
     bar = keras.utils.Progbar(total, verbose=1 if progress else 0, unit_name="image")
     if done:
         bar.update(done)
-    crop_size = data_config.image_size if split.needs_crop else None
+    crop_size = setup.data_config.image_size if setup.split.needs_crop else None
     part = parts.Part(done_chunks)
     active = None
     seconds = collections.Counter()  # wall-clock of this process per stage: "explain" and each score
-    for batch in _batches(config, split, crop_size, skip=done):
+    for batch in _batches(config, setup.split, crop_size, skip=done):
         if active is None:
-            active = _active_scorers(scorers, batch, models)
+            active = _active_scorers(setup.scorers, batch, setup.models)
         tic = time.perf_counter()
-        explained, predictions = explain_batch(
-            models, methods, batch.images, batch.labels, config.class_index, config.max_N, backend=config.backend
-        )
-        if any("reference" in s.needs for s in active) and REFERENCE not in explained:
-            explained_ref, _ = explain_batch({REFERENCE[0]: models[REFERENCE[0]]}, [REFERENCE[1]], batch.images,
-                                             batch.labels, config.class_index, backend=config.backend)
-            context = {**explained, **explained_ref}
-        else:
-            context = explained
+        explained, context, predictions = _explain_with_reference(config, setup, active, batch)
         seconds["explain"] += time.perf_counter() - tic
-        _score_batch(config, scorers, active, batch, explained, context, predictions, part, seconds)
+        _score_batch(config, setup.scorers, active, batch, explained, context, predictions, part, seconds)
         keep = config.num_figures - done if config.shard == 0 else 0
         if keep > 0:
-            part.figures.append({
-                "images": batch.images[:keep], "masks": None if batch.masks is None else batch.masks[:keep],
-                "labels": batch.labels[:keep], "maps": {k: v.maps[:keep] for k, v in explained.items()},
-                "native": {k: v.native[0] for k, v in explained.items()} if done == 0 else None,
-                "predicted": {k: v[:keep] for k, v in predictions.items()},
-            })
+            part.figures.append(_figure_entry(batch, explained, predictions, keep, with_native=done == 0))
         done += len(batch.ids)
         part.batches += 1
         part.images += len(batch.ids)
@@ -245,7 +270,40 @@ def evaluate(config, *, progress=True):
         if part.batches == config.chunk or done == total:
             part.save(folder)
             part = parts.Part(part.index + 1)
+    return seconds
 
+
+def _explain_with_reference(config, setup, active, batch):
+    """The batch's maps of every model and column, and the context the scorers read.
+
+    Returns:
+        (explained, context, predictions): ``explain_batch``'s maps and
+        predictions; ``context`` adds the reference map (ResNet50's GradCAM++)
+        when a scorer needs it and it is not among the columns.
+    """
+    models = setup.models
+    explained, predictions = explain_batch(
+        models, setup.methods, batch.images, batch.labels, config.class_index, config.max_N, backend=config.backend
+    )
+    if any("reference" in s.needs for s in active) and REFERENCE not in explained:
+        explained_ref, _ = explain_batch({REFERENCE[0]: models[REFERENCE[0]]}, [REFERENCE[1]], batch.images,
+                                         batch.labels, config.class_index, backend=config.backend)
+        return explained, {**explained, **explained_ref}, predictions
+    return explained, explained, predictions
+
+
+def _figure_entry(batch, explained, predictions, keep, *, with_native):
+    """What the figures need of the batch's first ``keep`` images; the native maps of the run's first image."""
+    return {
+        "images": batch.images[:keep], "masks": None if batch.masks is None else batch.masks[:keep],
+        "labels": batch.labels[:keep], "maps": {k: v.maps[:keep] for k, v in explained.items()},
+        "native": {k: v.native[0] for k, v in explained.items()} if with_native else None,
+        "predicted": {k: v[:keep] for k, v in predictions.items()},
+    }
+
+
+def _finish(config, split, settings, out_dir, started, seconds):
+    """Reports the skipped files and the seconds, then merges the shards' parts into the tables once all are done."""
     if split.skipped:
         from kerascam.data import describe_skipped
 
