@@ -34,6 +34,7 @@ from kerascam.cams.logits import logits_model
 
 BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 TIE_SEED = 0  # base of every tie-break's seed
+DEFAULT_BATCH_SIZE = 64  # perturbed images per forward pass
 # Draws of the tie-break averaged where a step cuts a plateau (the spread of
 # those steps over tie-breaks shrinks by 1/sqrt(3)).
 TIE_DRAWS = 3

@@ -61,9 +61,10 @@ import scipy.sparse.linalg
 
 from kerascam import metrics
 from kerascam.evaluation import perturbation
-from kerascam.evaluation.baselines import BASELINES, noise_maps
+from kerascam.evaluation.baselines import BASELINES, NOISE_COLUMN, minus_baseline, model_batch_key, noise_maps
+from kerascam.evaluation.curves import curve_table, mean_curves, rounded
+from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
-from kerascam.evaluation.scores import faithfulness
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # One image costs 4.0-4.7 s of CPU for the 4 demo models x 8 columns, the
@@ -145,7 +146,7 @@ def linear_imputation(image, removed, *, noise=0.0, rng=None):
 
 
 def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, noise=NOISE, seeds=None,
-                batch_size=faithfulness.DEFAULT_BATCH_SIZE, tie_draws=perturbation.TIE_DRAWS,
+                batch_size=perturbation.DEFAULT_BATCH_SIZE, tie_draws=perturbation.TIE_DRAWS,
                 imputation_cache=None):
     """MoRF and LeRF curves of ROAD (Rong et al. 2022): class probability after imputed removal.
 
@@ -175,7 +176,7 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
         (morf, lerf): float64 arrays (n, len(fractions)) of
         ``softmax(logits)[class]``, most and least relevant pixels removed.
     """
-    images, maps, classes = faithfulness.check_perturbation_inputs(images, maps, classes)
+    images, maps, classes = perturbation.check_perturbation_inputs(images, maps, classes)
     fractions = np.asarray(fractions, dtype=np.float64).reshape(-1)
     if len(fractions) == 0 or not ((fractions > 0) & (fractions < 1)).all():
         raise ValueError(f"fractions must lie in (0, 1). Received: fractions={fractions.tolist()}")
@@ -312,7 +313,7 @@ class RoadScorer(Scorer):
 
     def model_baseline(self, batch, one):
         """The model's noise map's (MoRF, LeRF) curves on these images, computed once per batch."""
-        key = faithfulness.model_batch_key(batch, one)
+        key = model_batch_key(batch, one)
         if key not in self._per_model:
             self._per_model[key] = self._curves(batch, one._replace(method="noise"), noise_maps(batch.images))
         return self._per_model[key]
@@ -329,14 +330,14 @@ class RoadScorer(Scorer):
         morf = np.full((n, len(self.fractions)), np.nan)
         lerf = np.full((n, len(self.fractions)), np.nan)
         ok = np.asarray(one.status) == metrics.OK
-        is_noise = one.method == faithfulness.NOISE_COLUMN
+        is_noise = one.method == NOISE_COLUMN
         if is_noise:  # the same maps (seeded by the image) as the baseline's
             morf[ok], lerf[ok] = noise_morf[ok], noise_lerf[ok]
         elif ok.any():
             morf[ok], lerf[ok] = self._curves(batch.take(ok), one.take(ok), one.maps[ok])
         extra = {
-            "morf": [faithfulness.rounded(c) if good else None for c, good in zip(morf, ok)],
-            "lerf": [faithfulness.rounded(c) if good else None for c, good in zip(lerf, ok)],
+            "morf": [rounded(c) if good else None for c, good in zip(morf, ok)],
+            "lerf": [rounded(c) if good else None for c, good in zip(lerf, ok)],
         }
         scores = {"road_morf": morf.mean(axis=1), "road_lerf": lerf.mean(axis=1),
                   "road_combined": combined_score(morf, lerf)}
@@ -344,11 +345,11 @@ class RoadScorer(Scorer):
                     "road_combined": combined_score(noise_morf, noise_lerf)}
         values = dict(scores)
         for name, value in scores.items():
-            values[f"{name}_vs_noise"] = faithfulness.minus_baseline(value, baseline[name], is_noise)
+            values[f"{name}_vs_noise"] = minus_baseline(value, baseline[name], is_noise)
         return ScoreResult(values, extra)
 
     def summarize(self, extras):
-        curves = faithfulness.mean_curves(extras, ("morf", "lerf"))
+        curves = mean_curves(extras, ("morf", "lerf"))
         if not curves:
             return {}
         return {"road_curves": {"x": list(self.fractions), "curves": curves}}
@@ -357,7 +358,7 @@ class RoadScorer(Scorer):
         curves = summary.get("road_curves")
         if not curves:
             return []
-        return faithfulness.curve_table(
+        return curve_table(
             curves, models, methods, ("morf", "lerf"),
             "### ROAD: mean class probability with the top (MoRF) or bottom (LeRF) fraction x of pixels imputed",
             f"Noisy linear imputation (noise sigma {NOISE:g} on 0-255 pixels), fractions "
@@ -368,7 +369,7 @@ class RoadScorer(Scorer):
     def figures(self, summary, folder, models, methods):
         curves = summary.get("road_curves")
         if curves:
-            faithfulness.plot_curves(
+            plot_mean_curves(
                 curves, f"{folder}/road.png", models, methods,
                 panels=(("morf", "MoRF (lower is better)"), ("lerf", "LeRF (higher is better)")),
                 xlabel="fraction of pixels imputed",
