@@ -40,12 +40,8 @@ DEFAULT_BATCH_SIZE = 64  # perturbed images per forward pass
 TIE_DRAWS = 3
 # A cut is averaged over the draws only when at least this share of the
 # image's pixels is up to the tie-break (23 px at 48x48, a sixth of a deletion
-# step); smaller cuts keep draw 0's random tie-break. On the demo's coarse maps
-# (ResNet50, VGG16; random weights) 40-80 % of the steps cut some plateau but
-# only 0-33 % one this large: 3 draws then cost 1.10x (deletion and insertion)
-# and 1.18x (ROAD) the CPU time of a single draw over the four models x eight
-# columns, against about 1.5x when every cut is averaged
-# (benchmarks/score_cost.py, --tie-draws 1 and 3).
+# step); smaller cuts keep draw 0's random tie-break. What that saves against
+# averaging every cut: benchmarks/README.md, score_cost.py.
 TIE_MIN_SHARE = 0.01
 
 

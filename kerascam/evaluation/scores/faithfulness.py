@@ -51,11 +51,11 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
 
 A caveat that the numbers show: black pixels scattered over an image take
 it out of the distribution the model was trained on, so a map that
-scatters its top pixels (noise) deletes "well". On 16 validation images of
-the demo's trained models, a random map's deletion AUC is 0.15 against
-GradCAM's 0.14 (U-Net) and 0.39 (ResNet50). ROAD (`road.py`) fills the
-removed pixels from their neighbours instead; there the random map's MoRF
-mean is 0.73-0.78, far above GradCAM's 0.25 and 0.51.
+scatters its top pixels (noise) deletes "well"; on the demo's trained
+models most maps delete worse than the noise map (docs/results.md,
+"Faithfulness against each model's own noise map"). ROAD (`road.py`) fills
+the removed pixels from their neighbours instead, and there most CAMs score
+above the noise map (same section).
 
 Cost and memory: the perturbed images are made inside one compiled
 TensorFlow function per model (traced once, cached in a
@@ -88,8 +88,7 @@ from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-# One image costs 5.1-5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
-# 3 tie draws (benchmarks/score_cost.py; 0.05-0.4 s per map at 48x48).
+# Sized by the CPU cost per image (benchmarks/README.md, score_cost.py).
 DEFAULT_IMAGES = 50
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
 BLUR_SIGMA_PER_SIDE = 1.0 / 16.0

@@ -36,8 +36,9 @@ removed pixels from their surroundings instead, which leaves no sharp edge:
   ways, so its combined score is 0 in expectation on any model, however
   fragile the model is under imputation.
 * **A per-model baseline.** MoRF alone is not comparable across models: a
-  model that imputation confuses falls on every map (the U-Net's own noise
-  map scored 0.56 MoRF against the ablated twin's 0.76 on the demo). Each
+  model that imputation confuses falls on every map, its own noise map's
+  included (the ``noise`` column of the ROAD MoRF table of
+  docs/runs/seed0/table.md differs from model to model). Each
   score is also reported minus the same model's ``noise`` map's score on the
   same image (`kerascam.evaluation.baselines.noise_maps`, computed by the
   scorer whether or not ``noise`` is a column), and the baselined combined
@@ -67,8 +68,7 @@ from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# One image costs 4.0-4.7 s of CPU for the 4 demo models x 8 columns, the
-# noise baseline and 3 tie draws included (benchmarks/score_cost.py).
+# Sized by the CPU cost per image (benchmarks/README.md, score_cost.py).
 DEFAULT_IMAGES = 100
 NOISE = 2.55  # 1 % of the 0-255 pixel range
 # (row offset, column offset, weight) of the eight neighbours.
@@ -135,8 +135,8 @@ def linear_imputation(image, removed, *, noise=0.0, rng=None):
         shape=(count, count),
     )
     # The system is symmetric and diagonally dominant: a symmetric fill-reducing
-    # ordering with diagonal pivots factors it 1.3-2.5x faster than spsolve's
-    # default (COLAMD) on 48x48 masks.
+    # ordering with diagonal pivots factors it faster than spsolve's default
+    # (COLAMD; benchmarks/README.md, faithfulness.py).
     factors = scipy.sparse.linalg.splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
     solution = factors.solve(right)
     if noise:
