@@ -201,6 +201,16 @@ INDEPENDENT = "only "  # prefix of the independent randomization's steps: "only 
 PARTS = ("encoder", "decoder")  # the U-Nets' halves, each randomized alone
 
 
+def _half_field(half, layers, other):
+    """The field of a U-Net half randomized alone (``PARTS``)."""
+    return Field(
+        f"randomization_{half}_spearman",
+        f"Spearman correlation of the map with the map of the model whose {half} ({layers}) alone is "
+        f"randomized, {other} and head trained (U-Nets only; near 1: the map ignores the {half})",
+        percent=False, digits=6, paired=False,
+    )
+
+
 @register
 class RandomizationScore(Scorer):
     """The model-parameter randomization checks of Adebayo et al. 2018 (module docstring).
@@ -251,18 +261,8 @@ class RandomizationScore(Scorer):
             "(lower: the map depends more on the weights; near 1 fails the sanity check)",
             percent=False, digits=6, paired=False,
         ),
-        Field(
-            "randomization_encoder_spearman",
-            "Spearman correlation of the map with the map of the model whose encoder (enc1-enc4, bottleneck) "
-            "alone is randomized, decoder and head trained (U-Nets only; near 1: the map ignores the encoder)",
-            percent=False, digits=6, paired=False,
-        ),
-        Field(
-            "randomization_decoder_spearman",
-            "Spearman correlation of the map with the map of the model whose decoder (dec1-dec4) alone is "
-            "randomized, encoder and head trained (U-Nets only; near 1: the map ignores the decoder)",
-            percent=False, digits=6, paired=False,
-        ),
+        _half_field("encoder", "enc1-enc4, bottleneck", "decoder"),
+        _half_field("decoder", "dec1-dec4", "encoder"),
     )
     needs = ("model",)
     max_images = 25
@@ -312,6 +312,30 @@ class RandomizationScore(Scorer):
             steps += [(part, "part", [(halves[part], "cascade")]) for part in PARTS]
         return steps
 
+    def randomized_maps(self, copy, batch, one, trained_ok):
+        """Explains the randomized model at each step of `plan`, in order.
+
+        Yields ``(step, kind, layers, (maps, status, similarities(...)))``:
+        the step's name and kind, the number of layers its block holds (a
+        cascade step adds them to the earlier ones'), the randomized model's
+        maps and their status, and their similarities to the trained maps.
+        ``copy`` is left randomized; the caller resets it.
+        """
+        first = None  # (step, result) of the first step
+        for step, kind, randomizations in self.plan(copy):
+            if kind == "independent" and first is not None and step == INDEPENDENT + first[0]:
+                result = first[1]  # "only" the first block is the cascade's first step
+            else:
+                if kind != "cascade" or len(randomizations) == 1:
+                    copy.reset()
+                names, draw = randomizations[-1]
+                copy.randomize(names, draw)
+                maps, _, status = one.explain(copy.model, batch.images, one.classes)
+                result = (maps, status, similarities(one.maps, maps, trained_ok, status))
+            if first is None:
+                first = (step, result)
+            yield step, kind, len(randomizations[-1][0]), result
+
     def score(self, batch, one):
         copy = self.randomized_copy(one.model)
         trained_ok = np.asarray(one.status) == metrics.OK
@@ -329,20 +353,8 @@ class RandomizationScore(Scorer):
 
         values = {}
         try:
-            for step, kind, randomizations in self.plan(copy):
-                layers = len(randomizations[-1][0])  # the block's own layers (a cascade step adds them)
-                if kind == "independent" and extra["steps"] and step == INDEPENDENT + extra["steps"][0]:
-                    result = first  # "only" the first block is the cascade's first step
-                else:
-                    if kind != "cascade" or len(randomizations) == 1:
-                        copy.reset()
-                    names, draw = randomizations[-1]
-                    copy.randomize(names, draw)
-                    maps, _, status = one.explain(copy.model, batch.images, one.classes)
-                    result = (maps, status, similarities(one.maps, maps, trained_ok, status))
-                if not extra["steps"]:
-                    first = result
-                maps, status, (rho, sim, empty, nonfinite) = result
+            for step, kind, layers, (maps, status, (rho, sim, empty, nonfinite)) in self.randomized_maps(
+                    copy, batch, one, trained_ok):
                 extra["steps"].append(step)
                 extra["kinds"][step] = kind
                 extra["layers"][step] = layers
