@@ -78,7 +78,9 @@ fields of the paired U-Net - ablated comparison.
 import numpy as np
 
 from kerascam import metrics
-from kerascam.evaluation.baselines import NOISE_COLUMN, minus_baseline, model_batch_key, noise_maps
+from kerascam.evaluation.baselines import (
+    NOISE_COLUMN, chance_of_perturbation, minus_baseline, model_batch_key, noise_maps,
+)
 from kerascam.evaluation.curves import DECIMALS, curve_table, mean_curves, rounded
 from kerascam.evaluation.perturbation import (
     DEFAULT_BATCH_SIZE, TIE_DRAWS, check_perturbation_inputs, cut_plateaus, gaussian_kernel, min_tie_pixels,
@@ -419,10 +421,7 @@ class FaithfulnessScorer(Scorer):
         return self._per_model[key]
 
     def chance(self, batch):
-        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
-        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
-        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
-        return {name: np.where(scored, 0.0, np.nan) for name in ("deletion_auc_vs_noise", "insertion_auc_vs_noise")}
+        return chance_of_perturbation(batch, self.max_images, ("deletion_auc_vs_noise", "insertion_auc_vs_noise"))
 
     def score(self, batch, one):
         n = len(one.maps)

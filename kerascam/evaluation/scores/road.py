@@ -62,7 +62,9 @@ import scipy.sparse.linalg
 
 from kerascam import metrics
 from kerascam.evaluation import perturbation
-from kerascam.evaluation.baselines import BASELINES, NOISE_COLUMN, minus_baseline, model_batch_key, noise_maps
+from kerascam.evaluation.baselines import (
+    BASELINES, NOISE_COLUMN, chance_of_perturbation, minus_baseline, model_batch_key, noise_maps,
+)
 from kerascam.evaluation.curves import curve_table, mean_curves, rounded
 from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
@@ -319,10 +321,8 @@ class RoadScorer(Scorer):
         return self._per_model[key]
 
     def chance(self, batch):
-        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
-        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
-        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
-        return {name: np.where(scored, 0.0, np.nan) for name in ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")}
+        names = ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")
+        return chance_of_perturbation(batch, self.max_images, names)
 
     def score(self, batch, one):
         n = len(one.maps)
