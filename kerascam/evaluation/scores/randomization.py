@@ -45,8 +45,9 @@ map has no similarity; it is left out and counted apart.
 At each step the trained model's map and the randomized model's map of the
 same image and the same class are compared with Spearman's rank correlation
 (`kerascam.metrics.rank_correlation`) and the structural similarity
-(`ssim`): values near 1 fail the check, lower values pass it. There is no fixed threshold; the ``edges`` and
-``noise`` columns, which know nothing of the model, give 1 by construction.
+(`ssim`): values near 1 fail the check, lower values pass it. There is no
+fixed threshold; the ``edges`` and ``noise`` columns, which know nothing of
+the model, give 1 by construction.
 """
 
 import os
