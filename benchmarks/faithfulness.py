@@ -108,6 +108,7 @@ def _numpy_curves(forward, images, maps, classes, steps, batch_size):
     import numpy as np
     import scipy.ndimage
 
+    from kerascam.evaluation import perturbation
     from kerascam.evaluation.scores import faithfulness as faith
 
     n, height, width, _ = images.shape
@@ -115,9 +116,9 @@ def _numpy_curves(forward, images, maps, classes, steps, batch_size):
     sigma = faith.blur_sigma_for((height, width))
     curves = []
     for image, cam, label in zip(images.astype(np.float32), maps, classes):
-        ranks = faith.pixel_ranks(cam[np.newaxis])[0]
+        ranks = perturbation.pixel_ranks(cam[np.newaxis])[0]
         masks = (ranks[np.newaxis] < changed[:, np.newaxis, np.newaxis])[..., np.newaxis]
-        blurred = scipy.ndimage.gaussian_filter(image, (sigma, sigma, 0), mode="reflect", truncate=faith.BLUR_TRUNCATE)
+        blurred = scipy.ndimage.gaussian_filter(image, (sigma, sigma, 0), mode="reflect", truncate=perturbation.BLUR_TRUNCATE)
         perturbed = np.concatenate([np.where(masks, 0.0, image), np.where(masks, image, blurred)]).astype(np.float32)
         logits = np.concatenate([forward(perturbed[s : s + batch_size]).numpy()
                                  for s in range(0, len(perturbed), batch_size)])
@@ -132,6 +133,7 @@ def _time_child(args):
     import numpy as np
     import tensorflow as tf
 
+    from kerascam.evaluation import perturbation
     from kerascam.evaluation.scores import faithfulness as faith
     from kerascam.evaluation.scores import road
 
@@ -175,7 +177,7 @@ def _time_child(args):
             timings[name]["wall"].append(wall)
             timings[name]["cpu"].append(cpu)
     print(json.dumps({"timings": timings, "max_difference": difference,
-                      "tracing_count": faith.perturbed_forward(model).tracing_count}))
+                      "tracing_count": perturbation.perturbed_forward(model).tracing_count}))
 
 
 def _memory_child(args):

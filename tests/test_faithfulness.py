@@ -15,6 +15,8 @@ import pytest
 import scipy.ndimage
 
 from conftest import read_figure
+from kerascam import metrics
+from kerascam.evaluation import baselines, perturbation
 from kerascam.evaluation.scorer import SCORERS, Batch, Explained
 from kerascam.evaluation.scores import faithfulness as faith
 
@@ -57,34 +59,34 @@ def raster_ordered(mask):
 
 def test_pixel_order_is_highest_first_and_breaks_ties_at_random_reproducibly():
     maps = np.array([[[1.0, 3.0, 0.0], [3.0, 0.0, 2.0]]])  # 3.0 at 1 and 3, 0.0 at 2 and 4
-    orders = {tuple(faith.pixel_order(maps, seeds=[s])[0]) for s in range(20)}
+    orders = {tuple(perturbation.pixel_order(maps, seeds=[s])[0]) for s in range(20)}
     assert orders == {(1, 3, 5, 0, 2, 4), (3, 1, 5, 0, 2, 4), (1, 3, 5, 0, 4, 2), (3, 1, 5, 0, 4, 2)}
-    order = faith.pixel_order(maps, seeds=[7], draw=2)
-    np.testing.assert_array_equal(faith.pixel_order(maps, seeds=[7], draw=2), order)
-    np.testing.assert_array_equal(faith.pixel_ranks(maps, seeds=[7], draw=2).ravel()[order[0]], np.arange(6))
+    order = perturbation.pixel_order(maps, seeds=[7], draw=2)
+    np.testing.assert_array_equal(perturbation.pixel_order(maps, seeds=[7], draw=2), order)
+    np.testing.assert_array_equal(perturbation.pixel_ranks(maps, seeds=[7], draw=2).ravel()[order[0]], np.arange(6))
     with pytest.raises(ValueError, match="seeds"):
-        faith.pixel_order(maps, seeds=[-1])
+        perturbation.pixel_order(maps, seeds=[-1])
 
 
 def test_a_plateau_is_not_taken_in_raster_order_and_the_seed_reproduces_it():
     # A coarse map: one bright 2x2 block, the other 60 pixels on one plateau.
     plateau = np.zeros((1, SIZE, SIZE), np.float32)
     plateau[0, :2, :2] = 1.0
-    order = faith.pixel_order(plateau, seeds=[3])[0]
+    order = perturbation.pixel_order(plateau, seeds=[3])[0]
     assert sorted(order[:4]) == [0, 1, SIZE, SIZE + 1]
     raster = np.array([p for p in range(SIZE * SIZE) if p not in (0, 1, SIZE, SIZE + 1)])
     assert sorted(order[4:]) == raster.tolist()
     assert not np.array_equal(order[4:], raster)
-    np.testing.assert_array_equal(faith.pixel_order(plateau, seeds=[3])[0], order)
-    assert not np.array_equal(faith.pixel_order(plateau, seeds=[3], draw=1)[0], order)
-    assert not np.array_equal(faith.pixel_order(plateau, seeds=[4])[0], order)
+    np.testing.assert_array_equal(perturbation.pixel_order(plateau, seeds=[3])[0], order)
+    assert not np.array_equal(perturbation.pixel_order(plateau, seeds=[3], draw=1)[0], order)
+    assert not np.array_equal(perturbation.pixel_order(plateau, seeds=[4])[0], order)
     # Counts 4 and 64 cut nothing; 2 cuts the bright block, 10 the plateau, 0 changes nothing.
-    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [0, 2, 4, 10, 64]),
+    np.testing.assert_array_equal(perturbation.cut_plateaus(plateau, order[None], [0, 2, 4, 10, 64]),
                                   [[False, True, False, True, False]])
     # At 2, 2 of the block's 4 pixels are up to the tie-break; at 10, 6 of the plateau's 60.
-    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [2, 10, 60], min_pixels=3),
+    np.testing.assert_array_equal(perturbation.cut_plateaus(plateau, order[None], [2, 10, 60], min_pixels=3),
                                   [[False, True, True]])
-    np.testing.assert_array_equal(faith.cut_plateaus(plateau, order[None], [10, 58], min_pixels=7), [[False, False]])
+    np.testing.assert_array_equal(perturbation.cut_plateaus(plateau, order[None], [10, 58], min_pixels=7), [[False, False]])
 
 
 def test_plateau_steps_are_the_mean_over_the_tie_draws(model):
@@ -97,7 +99,7 @@ def test_plateau_steps_are_the_mean_over_the_tie_draws(model):
                                                           tie_draws=draws)
     expected = np.zeros(steps + 1)
     for draw in range(draws):
-        order = faith.pixel_order(flat, seeds=[5], draw=draw)[0]
+        order = perturbation.pixel_order(flat, seeds=[5], draw=draw)[0]
         for k, count in enumerate(faith.pixels_changed(steps, SIZE * SIZE)):
             kept = REGION.sum() - REGION.ravel()[order[:count]].sum()
             expected[k] += sigmoid(3 * WEIGHT * VALUE * kept) / draws
@@ -181,7 +183,7 @@ def test_gaussian_blur_matches_scipy():
     rng = np.random.default_rng(1)
     images = rng.uniform(0, 255, (2, 9, 7, 3)).astype(np.float32)
     for sigma in (0.0, 0.8, 1.5):
-        blurred = faith.gaussian_blur(images, faith.gaussian_kernel(sigma)).numpy()
+        blurred = perturbation.gaussian_blur(images, perturbation.gaussian_kernel(sigma)).numpy()
         expected = scipy.ndimage.gaussian_filter(images.astype(np.float64), (0, sigma, sigma, 0), mode="reflect")
         np.testing.assert_allclose(blurred, expected, atol=1e-3)
     assert faith.blur_sigma_for((48, 64)) == 3.0
@@ -192,8 +194,8 @@ def test_one_trace_for_every_batch_size_step_count_and_blur():
     rng = np.random.default_rng(2)
     images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
     maps = rng.random((3, SIZE, SIZE)).astype(np.float32)
-    forward = faith.perturbed_forward(model)
-    assert faith.perturbed_forward(model) is forward
+    forward = perturbation.perturbed_forward(model)
+    assert perturbation.perturbed_forward(model) is forward
     whole = faith.deletion_insertion_curves(model, images, maps, [0, 1, 0], steps=16, batch_size=64)
     # A batch of 5 cuts maps apart: the curves must not change.
     split = faith.deletion_insertion_curves(model, images, maps, [0, 1, 0], steps=16, batch_size=5)
@@ -266,19 +268,19 @@ def test_scorer_fields_settings_and_extra(model):
     np.testing.assert_allclose(result.extra["deletion"][0], expected[0][0], atol=1e-6)
     assert json.loads(json.dumps(result.extra)) == result.extra
     # Minus the same model's noise map's score on the same image (seeded by the image id).
-    noise = faith.deletion_insertion_curves(model, images, faith.noise_maps(images), [0, 0], seeds=[0, 1])
+    noise = faith.deletion_insertion_curves(model, images, baselines.noise_maps(images), [0, 0], seeds=[0, 1])
     np.testing.assert_allclose(result.values["deletion_auc_vs_noise"][0],
                                result.values["deletion_auc"][0] - faith.area_under_curve(noise[0][0]), atol=1e-6)
     np.testing.assert_allclose(result.values["insertion_auc_vs_noise"][0], sigmoid(4.0) - sigmoid(4.0), atol=1e-5)
-    noise_result = scorer.score(batch, explained(model, faith.noise_maps(images), ["ok", "ok"], [0, 0])._replace(
+    noise_result = scorer.score(batch, explained(model, baselines.noise_maps(images), ["ok", "ok"], [0, 0])._replace(
         method="noise"))
     np.testing.assert_allclose(noise_result.values["deletion_auc"], faith.area_under_curve(noise[0]), rtol=1e-6)
     assert noise_result.values["deletion_auc_vs_noise"] == [None, None]  # 0 by definition: not scored
 
 
 def test_minus_baseline_on_known_values():
-    np.testing.assert_allclose(faith.minus_baseline([0.3, 0.5, np.nan], [0.1, 0.7, 0.2], False), [0.2, -0.2, np.nan])
-    assert faith.minus_baseline([0.3], [0.1], True) == [None]
+    np.testing.assert_allclose(baselines.minus_baseline([0.3, 0.5, np.nan], [0.1, 0.7, 0.2], False), [0.2, -0.2, np.nan])
+    assert baselines.minus_baseline([0.3], [0.1], True) == [None]
 
 
 def test_summarize_markdown_and_figure(tmp_path):
@@ -295,7 +297,7 @@ def test_summarize_markdown_and_figure(tmp_path):
     np.testing.assert_allclose(unet["deletion"]["mean"], [0.9, 0.4, 0.1])
     np.testing.assert_allclose(unet["insertion"]["mean"], [0.1, 0.6, 0.9])
     assert unet["deletion"]["n"] == 2
-    interval = faith.metrics.mean_confidence_interval([1.0, 0.8])
+    interval = metrics.mean_confidence_interval([1.0, 0.8])
     assert unet["deletion"]["low"][0] == pytest.approx(interval.low, abs=1e-6)
     vgg = curves["curves"]["vgg16"]["gradcam"]
     assert vgg["deletion"]["n"] == 1 and vgg["deletion"]["low"] == [None, None, None]
@@ -389,7 +391,7 @@ def test_road_noise_is_seeded_per_image():
     np.testing.assert_allclose(np.asarray(whole)[:, 1:], alone, rtol=1e-6)
     quiet = road.road_curves(model, images, maps, [0, 1, 0], noise=0.0, fractions=(0.5,))
     assert not np.allclose(whole, quiet)
-    assert faith.perturbed_forward(model).tracing_count == 1  # batches of 6 and 1 images, one trace
+    assert perturbation.perturbed_forward(model).tracing_count == 1  # batches of 6 and 1 images, one trace
     with pytest.raises(ValueError, match="fractions"):
         road.road_curves(model, images, maps, [0, 1, 0], fractions=(0.0, 0.5))
 
@@ -456,8 +458,8 @@ def test_road_scorer(tmp_path):
     assert result.values["road_combined"][0] == pytest.approx((high - low) / 2, rel=1e-5)
     # The noise map of image 3 removes the hot pixel in MoRF at the fractions whose
     # count exceeds its rank r, in LeRF at those whose count reaches 64 - r.
-    noise_map = faith.noise_maps(image)
-    rank = int(faith.pixel_ranks(noise_map, seeds=[3])[0][HOT])
+    noise_map = baselines.noise_maps(image)
+    rank = int(perturbation.pixel_ranks(noise_map, seeds=[3])[0][HOT])
     counts = np.floor(np.asarray(road.DEFAULT_FRACTIONS) * SIZE * SIZE + 0.5)
     noise_morf = np.where(counts > rank, low, high).mean()
     noise_lerf = np.where(counts >= SIZE * SIZE - rank, low, high).mean()

@@ -1,4 +1,5 @@
-"""The model-parameter randomization check (kerascam/evaluation/scores/randomization.py)."""
+"""The model-parameter randomization check (kerascam/evaluation/scores/randomization.py and
+kerascam/evaluation/randomize_weights.py)."""
 
 import json
 
@@ -12,17 +13,8 @@ from conftest import read_figure
 from kerascam import cams, metrics
 from kerascam.cams import engine
 from kerascam.evaluation.scorer import SCORERS, Batch, Explained
-from kerascam.evaluation.scores import randomization
-from kerascam.evaluation.scores.randomization import (
-    FULL,
-    TRAINED,
-    RandomizationScore,
-    RandomizedCopy,
-    cascade_blocks,
-    encoder_decoder_blocks,
-    spearman,
-    ssim,
-)
+from kerascam.evaluation.randomize_weights import SEED, RandomizedCopy, cascade_blocks, encoder_decoder_blocks
+from kerascam.evaluation.scores.randomization import FULL, TRAINED, RandomizationScore, spearman, ssim
 from kerascam.models import build_model, target_layer_name
 
 SIZE = 32
@@ -385,7 +377,7 @@ def test_registered_with_its_settings():
     scorer = RandomizationScore(type("C", (), {"randomization_images": 7})())
     assert scorer.needs == ("model",)
     assert scorer.max_images == 7
-    assert scorer.settings() == {"randomization_images": 7, "randomization_seed": randomization.SEED}
+    assert scorer.settings() == {"randomization_images": 7, "randomization_seed": SEED}
     assert RandomizationScore(object()).max_images == 25
 
 

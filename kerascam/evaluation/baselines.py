@@ -14,6 +14,11 @@ a CAM does not beat by a clear margin over these says little about the CAM.
 
 Both return maps in [0, 1] at the input resolution, which also serve as their
 "native" maps.
+
+The perturbation scores (deletion and insertion, ROAD) also report each map's
+score minus the same model's ``noise`` map's on the same image
+(`minus_baseline`): a model that is fragile under perturbation gives every
+map a low score, and the difference is what the map adds to it.
 """
 
 import zlib
@@ -70,3 +75,35 @@ def edge_maps(images):
 
 
 BASELINES = {"noise": noise_maps, "edges": edge_maps}
+
+NOISE_COLUMN = "noise"  # the model-free map whose score is each model's baseline
+
+
+def model_batch_key(batch, one):
+    """What every column of one model shares on one batch: the model, the images and the classes."""
+    return (id(one.model), one.model_name, np.asarray(batch.ids).tobytes(), np.asarray(one.classes).tobytes())
+
+
+def chance_of_perturbation(batch, max_images, names):
+    """The chance row of perturbation scores: 0 for ``names`` on the scored images, NaN on the others.
+
+    A map that knows nothing of the model scores 0 there in expectation: a
+    uniform map's order is random (ties are broken at random), as is the
+    noise map's, so both remove the same random pixels, and the combined
+    ROAD score of either removes the same share both ways.
+
+    Args:
+        batch: the `kerascam.evaluation.scorer.Batch`.
+        max_images: the scorer's image count (images with a smaller index
+            are scored); None for every image.
+        names: the fields.
+    """
+    scored = np.asarray(batch.ids) < (max_images or np.inf)
+    return {name: np.where(scored, 0.0, np.nan) for name in names}
+
+
+def minus_baseline(values, baseline, is_baseline_column):
+    """``values - baseline`` per image; None everywhere for the baseline's own column (it is 0 by definition)."""
+    if is_baseline_column:
+        return [None] * len(values)
+    return np.asarray(values, np.float64) - np.asarray(baseline, np.float64)

@@ -26,8 +26,8 @@ class EvalConfig:
         max_N: ScoreCAM channels (Faster-ScoreCAM); None for all. Default 16
             on every model, so one method runs everywhere: the demo U-Nets
             have 16 channels at their target layer, and all 2048 of
-            ResNet50's would cost about 80 s per image at 48x48 on one CPU
-            thread (0.04 s per channel). Tables name it
+            ResNet50's would cost far more (docs/manual.md, "One ScoreCAM
+            on every model"). Tables name it
             ``ScoreCAM.display_name(max_N)``: "Faster-ScoreCAM(16)".
         mask_threshold: Threshold of the normalised reference map.
         sweep_thresholds: Further thresholds reported in a sweep table.

@@ -34,17 +34,14 @@ from kerascam.cams.logits import logits_model
 
 BLUR_TRUNCATE = 4.0  # kernel radius in sigmas, as scipy.ndimage.gaussian_filter
 TIE_SEED = 0  # base of every tie-break's seed
+DEFAULT_BATCH_SIZE = 64  # perturbed images per forward pass
 # Draws of the tie-break averaged where a step cuts a plateau (the spread of
 # those steps over tie-breaks shrinks by 1/sqrt(3)).
 TIE_DRAWS = 3
 # A cut is averaged over the draws only when at least this share of the
 # image's pixels is up to the tie-break (23 px at 48x48, a sixth of a deletion
-# step); smaller cuts keep draw 0's random tie-break. On the demo's coarse maps
-# (ResNet50, VGG16; random weights) 40-80 % of the steps cut some plateau but
-# only 0-33 % one this large: 3 draws then cost 1.10x (deletion and insertion)
-# and 1.18x (ROAD) the CPU time of a single draw over the four models x eight
-# columns, against about 1.5x when every cut is averaged
-# (benchmarks/score_cost.py, --tie-draws 1 and 3).
+# step); smaller cuts keep draw 0's random tie-break. What that saves against
+# averaging every cut: benchmarks/README.md, score_cost.py.
 TIE_MIN_SHARE = 0.01
 
 

@@ -4,7 +4,7 @@ Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", NeurIPS) re-initialize
 a network block by block from the logits down. A ``BlockLayout`` says, from the
 layer names alone, which block a layer belongs to and where that block comes in
 the cascade; ``kerascam.specs`` gives each model its layout and
-``kerascam.evaluation.scores.randomization`` walks it. Kept free of Keras so that
+``kerascam.evaluation.randomize_weights`` walks it. Kept free of Keras so that
 the model registry imports without a backend.
 """
 

@@ -1,7 +1,12 @@
 """One file per score; importing this package registers them, in table order.
 
 A new score is a file here with a `kerascam.evaluation.scorer.Scorer`
-subclass decorated with ``@register``, plus its line below.
+subclass decorated with ``@register``, plus its line below. What several
+scores share lives beside this package, in ``kerascam/evaluation/``:
+``perturbation.py`` (pixel order, ties, the perturbed forward pass),
+``curves.py`` (mean curves and their table), ``baselines.py`` (the noise
+map and scores minus its score), ``randomize_weights.py`` (re-initialized
+copies of a model) and ``score_figures.py`` (the figures).
 """
 
 from kerascam.evaluation.scores import reference  # noqa: F401  (the paper's Table I)

@@ -51,11 +51,11 @@ The choices made here, each a keyword of `deletion_insertion_curves`:
 
 A caveat that the numbers show: black pixels scattered over an image take
 it out of the distribution the model was trained on, so a map that
-scatters its top pixels (noise) deletes "well". On 16 validation images of
-the demo's trained models, a random map's deletion AUC is 0.15 against
-GradCAM's 0.14 (U-Net) and 0.39 (ResNet50). ROAD (`road.py`) fills the
-removed pixels from their neighbours instead; there the random map's MoRF
-mean is 0.73-0.78, far above GradCAM's 0.25 and 0.51.
+scatters its top pixels (noise) deletes "well"; on the demo's trained
+models most maps delete worse than the noise map (docs/results.md,
+"Faithfulness against each model's own noise map"). ROAD (`road.py`) fills
+the removed pixels from their neighbours instead, and there most CAMs score
+above the noise map (same section).
 
 Cost and memory: the perturbed images are made inside one compiled
 TensorFlow function per model (traced once, cached in a
@@ -78,22 +78,22 @@ fields of the paired U-Net - ablated comparison.
 import numpy as np
 
 from kerascam import metrics
-from kerascam.evaluation.baselines import noise_maps
-from kerascam.evaluation.perturbation import (  # noqa: F401  (pixel_order, ...: also read from here)
-    TIE_DRAWS, PerturbedForward, check_perturbation_inputs, cut_plateaus, gaussian_blur, gaussian_kernel,
-    min_tie_pixels, perturbed_forward, pixel_order, pixel_ranks,
+from kerascam.evaluation.baselines import (
+    NOISE_COLUMN, chance_of_perturbation, minus_baseline, model_batch_key, noise_maps,
 )
+from kerascam.evaluation.curves import DECIMALS, curve_table, mean_curves, rounded
+from kerascam.evaluation.perturbation import (
+    DEFAULT_BATCH_SIZE, TIE_DRAWS, check_perturbation_inputs, cut_plateaus, gaussian_kernel, min_tie_pixels,
+    perturbed_forward, pixel_order, pixel_ranks,
+)
+from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
 
 DEFAULT_STEPS = 16
-# One image costs 5.1-5.4 s of CPU for the 4 demo models x 8 columns, K = 16,
-# 3 tie draws (benchmarks/score_cost.py; 0.05-0.4 s per map at 48x48).
+# Sized by the CPU cost per image (benchmarks/README.md, score_cost.py).
 DEFAULT_IMAGES = 50
-DEFAULT_BATCH_SIZE = 64
 DELETION_BASELINE = 0.0  # black, in the raw 0-255 pixels
 BLUR_SIGMA_PER_SIDE = 1.0 / 16.0
-DECIMALS = 6  # of the saved curves
-CURVE_XS = (0.0, 0.25, 0.5, 0.75, 1.0)  # where table.md reads the mean curves
 
 
 def pixels_changed(steps, num_pixels):
@@ -334,30 +334,6 @@ def area_under_curve(curves):
     return (curves.sum(axis=-1) - 0.5 * (curves[..., 0] + curves[..., -1])) / steps
 
 
-def rounded(curve):
-    """A curve as a JSON-friendly list of floats, `DECIMALS` decimals."""
-    return [round(float(value), DECIMALS) for value in curve]
-
-
-def _finite_or_none(value):
-    return float(value) if np.isfinite(value) else None
-
-
-NOISE_COLUMN = "noise"  # the model-free map whose score is each model's baseline (kerascam.evaluation.baselines)
-
-
-def model_batch_key(batch, one):
-    """What every column of one model shares on one batch: the model, the images and the classes."""
-    return (id(one.model), one.model_name, np.asarray(batch.ids).tobytes(), np.asarray(one.classes).tobytes())
-
-
-def minus_baseline(values, baseline, is_baseline_column):
-    """``values - baseline`` per image; None everywhere for the baseline's own column (it is 0 by definition)."""
-    if is_baseline_column:
-        return [None] * len(values)
-    return np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
-
-
 @register
 class FaithfulnessScorer(Scorer):
     """Deletion and insertion AUC of each map, also minus the model's noise map's (module docstring).
@@ -445,10 +421,7 @@ class FaithfulnessScorer(Scorer):
         return self._per_model[key]
 
     def chance(self, batch):
-        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
-        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
-        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
-        return {name: np.where(scored, 0.0, np.nan) for name in ("deletion_auc_vs_noise", "insertion_auc_vs_noise")}
+        return chance_of_perturbation(batch, self.max_images, ("deletion_auc_vs_noise", "insertion_auc_vs_noise"))
 
     def score(self, batch, one):
         n = len(one.maps)
@@ -505,137 +478,4 @@ class FaithfulnessScorer(Scorer):
     def figures(self, summary, folder, models, methods):
         curves = summary.get("faithfulness_curves")
         if curves:
-            plot_curves(curves, f"{folder}/faithfulness.png", models, methods)
-
-
-def mean_curves(extras, kinds):
-    """Mean curve with 95 % Student-t bounds per point, per model x method and kind.
-
-    Args:
-        extras: ``(model, method, extra)`` triples, each extra a dict whose
-            ``kinds`` hold one curve (list) per image, None for maps that
-            were not scored.
-        kinds: the keys to average, e.g. ``("deletion", "insertion")``.
-
-    Returns:
-        ``{model: {method: {kind: {"mean": [...], "low": [...], "high":
-        [...], "n": curves}}}}`` from `kerascam.metrics.mean_confidence_interval`
-        at each point; undefined values (bounds of a single curve) are None.
-
-    Raises:
-        ValueError: when the curves differ in length.
-    """
-    gathered = {}
-    for model, method, extra in extras:
-        if not extra:
-            continue
-        entry = gathered.setdefault((model, method), {kind: [] for kind in kinds})
-        for kind in kinds:
-            entry[kind].extend(curve for curve in extra[kind] if curve is not None)
-    lengths = {len(curve) for entry in gathered.values() for kind in kinds for curve in entry[kind]}
-    if len(lengths) > 1:
-        raise ValueError(f"curves of different lengths cannot be averaged: {sorted(lengths)}")
-    if not lengths:
-        return {}
-    points = lengths.pop()
-    curves = {}
-    for (model, method), entry in gathered.items():
-        curves.setdefault(model, {})[method] = {
-            kind: _mean_curve(np.asarray(entry[kind], dtype=np.float64).reshape(-1, points)) for kind in kinds
-        }
-    return curves
-
-
-def _mean_curve(curves):
-    intervals = [metrics.mean_confidence_interval(curves[:, k]) for k in range(curves.shape[1])]
-    return {
-        "mean": [_finite_or_none(round(i.mean, DECIMALS)) for i in intervals],
-        "low": [_finite_or_none(round(i.low, DECIMALS)) for i in intervals],
-        "high": [_finite_or_none(round(i.high, DECIMALS)) for i in intervals],
-        "n": int(len(curves)),
-    }
-
-
-def curve_table(curves, models, methods, kinds, heading, note, at=CURVE_XS):
-    """Markdown lines: one row per model x method, the mean curves read at the points nearest ``at``.
-
-    Args:
-        curves: ``{"x": [...], "curves": mean_curves(...)}``.
-        models, methods: names in table order; pairs without curves are left out.
-        kinds: the curves shown, one column each.
-        heading: the section's heading line.
-        note: a sentence under it (settings).
-        at: x values to show. Default `CURVE_XS`.
-    """
-    xs = np.asarray(curves["x"], dtype=np.float64)
-    columns = sorted({int(np.argmin(np.abs(xs - x))) for x in at})
-    where = " / ".join(f"{xs[c]:.2f}" for c in columns)
-    lines = [heading, "", note, "", "| model | method | n | " + " | ".join(f"{kind} at x = {where}" for kind in kinds)
-             + " |", "|---" * (3 + len(kinds)) + "|"]
-    for model in models:
-        for method in methods:
-            entry = curves["curves"].get(model, {}).get(method)
-            if entry is None:
-                continue
-            cells = [" / ".join("n/a" if entry[kind]["mean"][c] is None else f"{entry[kind]['mean'][c]:.3f}"
-                                for c in columns) for kind in kinds]
-            lines.append(f"| {model} | {method} | {entry[kinds[0]]['n']} | " + " | ".join(cells) + " |")
-    lines.append("")
-    return lines
-
-
-def plot_curves(curves, path, models, methods, *, panels=None, xlabel="fraction of pixels changed"):
-    """Draws mean curves: a column per model, a row per kind, a line per method with its 95 % band.
-
-    Drawn on matplotlib's Agg canvas (no pyplot); the PNG is written
-    atomically (`kerascam.io.atomic_path`).
-
-    Args:
-        curves: ``{"x": [...], "curves": mean_curves(...)}``.
-        path: the PNG to write.
-        models, methods: names in drawing order; those without curves are
-            left out.
-        panels: ``(kind, y label)`` per row. Default deletion above
-            insertion.
-        xlabel: the x axis' label.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from kerascam.figures import DPI, FONT_SIZE
-    from kerascam.io import atomic_path
-
-    if panels is None:
-        panels = (("deletion", "deletion (lower is better)"), ("insertion", "insertion (higher is better)"))
-    models = [m for m in models if m in curves["curves"]]
-    if not models:
-        return
-    xs = np.asarray(curves["x"], dtype=np.float64)
-    fig = Figure(figsize=(2.6 * len(models) + 0.4, 2.4 * len(panels)), dpi=DPI)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(panels), len(models), squeeze=False, sharex=True, sharey=True)
-    colors = {method: f"C{i % 10}" for i, method in enumerate(methods)}
-    for column, model in enumerate(models):
-        for row, (kind, label) in enumerate(panels):
-            ax = axes[row][column]
-            for method in methods:
-                entry = curves["curves"][model].get(method)
-                if entry is None:
-                    continue
-                mean, low, high = (np.array(entry[kind][key], dtype=np.float64) for key in ("mean", "low", "high"))
-                ax.plot(xs, mean, color=colors[method], linewidth=1.2, label=method)
-                ax.fill_between(xs, low, high, color=colors[method], alpha=0.15, linewidth=0)
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.tick_params(labelsize=FONT_SIZE)
-            ax.grid(alpha=0.3)
-            if row == 0:
-                ax.set_title(model, fontsize=FONT_SIZE + 1)
-            if row == len(panels) - 1:
-                ax.set_xlabel(xlabel, fontsize=FONT_SIZE)
-            if column == 0:
-                ax.set_ylabel(f"{label}\nclass probability", fontsize=FONT_SIZE)
-    axes[0][-1].legend(fontsize=FONT_SIZE, loc="best", frameon=False)
-    fig.tight_layout(pad=0.3)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+            plot_mean_curves(curves, f"{folder}/faithfulness.png", models, methods)

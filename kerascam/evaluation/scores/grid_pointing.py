@@ -46,7 +46,7 @@ tables' chance row, what a uniform map scores).
 
 The randomized model: the same two fields for the same mosaics and classes
 explained by a fully re-initialized copy of the model
-(`kerascam.evaluation.scores.randomization.RandomizedCopy.randomize_all`,
+(`kerascam.evaluation.randomize_weights.RandomizedCopy.randomize_all`,
 every layer drawn again from its initializer), with the same method, as the
 ``*_randomized`` fields beside the trained model's. A randomized model knows
 no class, so these must sit at 0.25 within their CI; so must the ``edges``
@@ -200,7 +200,7 @@ class GridPointingGame(Scorer):
 
     def _randomized(self, model):
         """A fully randomized copy of ``model`` (built once), or None when it cannot be cloned."""
-        from kerascam.evaluation.scores.randomization import RandomizedCopy
+        from kerascam.evaluation.randomize_weights import RandomizedCopy
 
         entry = self._copies.get(id(model))
         if entry is None or entry[0] is not model:

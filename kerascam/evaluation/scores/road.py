@@ -36,8 +36,9 @@ removed pixels from their surroundings instead, which leaves no sharp edge:
   ways, so its combined score is 0 in expectation on any model, however
   fragile the model is under imputation.
 * **A per-model baseline.** MoRF alone is not comparable across models: a
-  model that imputation confuses falls on every map (the U-Net's own noise
-  map scored 0.56 MoRF against the ablated twin's 0.76 on the demo). Each
+  model that imputation confuses falls on every map, its own noise map's
+  included (the ``noise`` column of the ROAD MoRF table of
+  docs/runs/seed0/table.md differs from model to model). Each
   score is also reported minus the same model's ``noise`` map's score on the
   same image (`kerascam.evaluation.baselines.noise_maps`, computed by the
   scorer whether or not ``noise`` is a column), and the baselined combined
@@ -61,13 +62,15 @@ import scipy.sparse.linalg
 
 from kerascam import metrics
 from kerascam.evaluation import perturbation
-from kerascam.evaluation.baselines import BASELINES, noise_maps
+from kerascam.evaluation.baselines import (
+    BASELINES, NOISE_COLUMN, chance_of_perturbation, minus_baseline, model_batch_key, noise_maps,
+)
+from kerascam.evaluation.curves import curve_table, mean_curves, rounded
+from kerascam.evaluation.score_figures import plot_mean_curves
 from kerascam.evaluation.scorer import Field, Scorer, ScoreResult, register
-from kerascam.evaluation.scores import faithfulness
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-# One image costs 4.0-4.7 s of CPU for the 4 demo models x 8 columns, the
-# noise baseline and 3 tie draws included (benchmarks/score_cost.py).
+# Sized by the CPU cost per image (benchmarks/README.md, score_cost.py).
 DEFAULT_IMAGES = 100
 NOISE = 2.55  # 1 % of the 0-255 pixel range
 # (row offset, column offset, weight) of the eight neighbours.
@@ -134,8 +137,8 @@ def linear_imputation(image, removed, *, noise=0.0, rng=None):
         shape=(count, count),
     )
     # The system is symmetric and diagonally dominant: a symmetric fill-reducing
-    # ordering with diagonal pivots factors it 1.3-2.5x faster than spsolve's
-    # default (COLAMD) on 48x48 masks.
+    # ordering with diagonal pivots factors it faster than spsolve's default
+    # (COLAMD; benchmarks/README.md, faithfulness.py).
     factors = scipy.sparse.linalg.splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
     solution = factors.solve(right)
     if noise:
@@ -145,7 +148,7 @@ def linear_imputation(image, removed, *, noise=0.0, rng=None):
 
 
 def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, noise=NOISE, seeds=None,
-                batch_size=faithfulness.DEFAULT_BATCH_SIZE, tie_draws=perturbation.TIE_DRAWS,
+                batch_size=perturbation.DEFAULT_BATCH_SIZE, tie_draws=perturbation.TIE_DRAWS,
                 imputation_cache=None):
     """MoRF and LeRF curves of ROAD (Rong et al. 2022): class probability after imputed removal.
 
@@ -175,7 +178,7 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
         (morf, lerf): float64 arrays (n, len(fractions)) of
         ``softmax(logits)[class]``, most and least relevant pixels removed.
     """
-    images, maps, classes = faithfulness.check_perturbation_inputs(images, maps, classes)
+    images, maps, classes = perturbation.check_perturbation_inputs(images, maps, classes)
     fractions = np.asarray(fractions, dtype=np.float64).reshape(-1)
     if len(fractions) == 0 or not ((fractions > 0) & (fractions < 1)).all():
         raise ValueError(f"fractions must lie in (0, 1). Received: fractions={fractions.tolist()}")
@@ -312,16 +315,14 @@ class RoadScorer(Scorer):
 
     def model_baseline(self, batch, one):
         """The model's noise map's (MoRF, LeRF) curves on these images, computed once per batch."""
-        key = faithfulness.model_batch_key(batch, one)
+        key = model_batch_key(batch, one)
         if key not in self._per_model:
             self._per_model[key] = self._curves(batch, one._replace(method="noise"), noise_maps(batch.images))
         return self._per_model[key]
 
     def chance(self, batch):
-        """A map that knows nothing of the model scores 0 here in expectation: a uniform map's order is
-        random (ties are broken at random), as is the noise map's, so both remove the same random pixels."""
-        scored = np.asarray(batch.ids) < (self.max_images or np.inf)
-        return {name: np.where(scored, 0.0, np.nan) for name in ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")}
+        names = ("road_combined", "road_morf_vs_noise", "road_lerf_vs_noise", "road_combined_vs_noise")
+        return chance_of_perturbation(batch, self.max_images, names)
 
     def score(self, batch, one):
         n = len(one.maps)
@@ -329,14 +330,14 @@ class RoadScorer(Scorer):
         morf = np.full((n, len(self.fractions)), np.nan)
         lerf = np.full((n, len(self.fractions)), np.nan)
         ok = np.asarray(one.status) == metrics.OK
-        is_noise = one.method == faithfulness.NOISE_COLUMN
+        is_noise = one.method == NOISE_COLUMN
         if is_noise:  # the same maps (seeded by the image) as the baseline's
             morf[ok], lerf[ok] = noise_morf[ok], noise_lerf[ok]
         elif ok.any():
             morf[ok], lerf[ok] = self._curves(batch.take(ok), one.take(ok), one.maps[ok])
         extra = {
-            "morf": [faithfulness.rounded(c) if good else None for c, good in zip(morf, ok)],
-            "lerf": [faithfulness.rounded(c) if good else None for c, good in zip(lerf, ok)],
+            "morf": [rounded(c) if good else None for c, good in zip(morf, ok)],
+            "lerf": [rounded(c) if good else None for c, good in zip(lerf, ok)],
         }
         scores = {"road_morf": morf.mean(axis=1), "road_lerf": lerf.mean(axis=1),
                   "road_combined": combined_score(morf, lerf)}
@@ -344,11 +345,11 @@ class RoadScorer(Scorer):
                     "road_combined": combined_score(noise_morf, noise_lerf)}
         values = dict(scores)
         for name, value in scores.items():
-            values[f"{name}_vs_noise"] = faithfulness.minus_baseline(value, baseline[name], is_noise)
+            values[f"{name}_vs_noise"] = minus_baseline(value, baseline[name], is_noise)
         return ScoreResult(values, extra)
 
     def summarize(self, extras):
-        curves = faithfulness.mean_curves(extras, ("morf", "lerf"))
+        curves = mean_curves(extras, ("morf", "lerf"))
         if not curves:
             return {}
         return {"road_curves": {"x": list(self.fractions), "curves": curves}}
@@ -357,7 +358,7 @@ class RoadScorer(Scorer):
         curves = summary.get("road_curves")
         if not curves:
             return []
-        return faithfulness.curve_table(
+        return curve_table(
             curves, models, methods, ("morf", "lerf"),
             "### ROAD: mean class probability with the top (MoRF) or bottom (LeRF) fraction x of pixels imputed",
             f"Noisy linear imputation (noise sigma {NOISE:g} on 0-255 pixels), fractions "
@@ -368,7 +369,7 @@ class RoadScorer(Scorer):
     def figures(self, summary, folder, models, methods):
         curves = summary.get("road_curves")
         if curves:
-            faithfulness.plot_curves(
+            plot_mean_curves(
                 curves, f"{folder}/road.png", models, methods,
                 panels=(("morf", "MoRF (lower is better)"), ("lerf", "LeRF (higher is better)")),
                 xlabel="fraction of pixels imputed",
