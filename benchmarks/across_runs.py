@@ -9,12 +9,15 @@ trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
 what ``evaluate.py --cam all`` writes). The script prints one markdown table,
 a column per run, a row per headline of docs/results.md: validation accuracies,
 the U-Net against its ablated twin on each score (paired mean difference
-and p), the U-Net's pointing game, randomization and sticker preference, the
+and p), the U-Net's pointing games (strict, Zhang's against the twin, the
+2x2 grid against chance), randomization and sticker preference within its
+disk, whether any CAM beats the image's edge map on the ground truth, and the
 best map (any model and method) on the ground truth, by insertion and on
 the sticker. The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
 p < 0.05, Holm-adjusted over the run's paired tests where its table has
-the adjustment; the U-Net's sticker preference the highest of the four models),
+the adjustment; the U-Net's sticker preference the highest of the four models;
+intervals that do not overlap for the pointing games),
 so that a conclusion is read off several runs instead of one.
 """
 
@@ -42,7 +45,9 @@ PAIRED = (
     ("insertion_auc_vs_noise", "insertion AUC - noise map's", +1, 1),
     ("deletion_auc_vs_noise", "deletion AUC - noise map's (lower: more faithful)", -1, 1),
     ("road_combined_vs_noise", "ROAD (LeRF - MoRF) / 2 - noise map's", +1, 1),
+    ("sticker_disk_ratio", "sticker over the rest of its disk (ratio)", +1, 1),
 )
+MODEL_FREE = ("edges", "noise")
 SIGNIFICANT = 0.05
 
 
@@ -96,21 +101,45 @@ def rows_of(run):
         hit = _mean(table, "pointing_hit", "unet", method)
         if hit is not None:
             rows[f"U-Net pointing game, {method} (%)"] = (f"{100 * hit:.1f}", None)
+    for method in PAPER_METHODS:
+        # Zhang et al.'s rule (one maximum, ties drawn at random): holds where
+        # the U-Net's Wilson interval lies wholly above the twin's.
+        unet, twin = (table.get("pointing_hit_zhang", {}).get(m, {}).get(method) for m in ("unet", "unet_ablated"))
+        if unet and twin:
+            rows[f"Zhang pointing game, {method}: U-Net / ablated (%)"] = (
+                f"{100 * unet['mean']:.1f} / {100 * twin['mean']:.1f}", unet["low"] > twin["high"])
+    chance = table.get("chance", {}).get("grid_hit", {}).get("mean", 0.25)
+    for method in PAPER_METHODS:
+        # The 2x2 grid pointing game: holds where the U-Net's interval lies above chance.
+        cell = table.get("grid_hit", {}).get("unet", {}).get(method)
+        if cell:
+            rows[f"U-Net grid pointing game, {method} (%, chance {100 * chance:.0f})"] = (
+                f"{100 * cell['mean']:.1f}", cell["low"] > chance)
     for method in ("gradcam++", "scorecam"):
         rho = table.get("randomization_spearman", {}).get("unet", {}).get(method)
         if rho:
             # Passes when the map changes with the weights: the 95 % CI's top stays well below 1.
             rows[f"U-Net randomization ρ, {method} (passes below 0.7)"] = (f"{rho['mean']:.2f}", rho["high"] < 0.7)
     for method in PAPER_METHODS:
-        ratios = {m: _mean(table, "sticker_ratio", m, method) for m in MODELS}
+        # Within the disk: a map that merely prefers the disk scores 1.
+        ratios = {m: _mean(table, "sticker_disk_ratio", m, method) for m in MODELS}
         if ratios["unet"] is None:
             continue
         others = max((v, m) for m, v in ratios.items() if m != "unet" and v is not None)
-        rows[f"sticker ratio, {method}: U-Net / best other"] = (
+        rows[f"sticker within its disk, {method}: U-Net / best other"] = (
             f"{ratios['unet']:.2f} / {others[0]:.2f} ({others[1]})", ratios["unet"] > others[0])
+    scored = [(_mean(table, "score_ground_truth", m, c), m, c) for m in MODELS for c in MAPS]
+    scored = [s for s in scored if s[0] is not None]
+    edges = [_mean(table, "score_ground_truth", m, "edges") for m in MODELS]
+    edges = [e for e in edges if e is not None]
+    if scored and edges:
+        # The image's own edge map (the same for every model) against the best CAM.
+        best = max(scored)
+        rows["a CAM beats the edge map on ground truth s"] = (
+            f"best {best[1]} {best[2]} {100 * best[0]:.1f} vs edges {100 * max(edges):.1f}", best[0] > max(edges))
     for key, label, scale, digits in (("score_ground_truth", "ground truth s", 100, 1),
                                       ("insertion_auc_vs_noise", "insertion AUC - noise map's", 1, 3),
-                                      ("sticker_ratio", "sticker ratio", 1, 2)):
+                                      ("sticker_disk_ratio", "sticker within its disk", 1, 2)):
         scored = [(_mean(table, key, m, c), m, c) for m in MODELS for c in MAPS if _mean(table, key, m, c) is not None]
         unets = [s for s in scored if s[1] == "unet"]
         if scored and unets:

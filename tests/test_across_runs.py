@@ -23,10 +23,14 @@ def _workdir(root, name, *, difference, p, unet_sticker, accuracy):
         "paired_unet_minus_ablated": {"score_ground_truth": {
             m: {"mean_difference": difference, "p_value": p, "low": 0, "high": 0, "n": 10}
             for m in ("gradcam", "gradcam++", "scorecam")}},
-        "sticker_ratio": {"unet": {"gradcam": _cell(unet_sticker)}, "vgg16": {"gradcam": _cell(2.0)},
-                          "resnet50": {"gradcam": _cell(1.5)}},
+        "sticker_disk_ratio": {"unet": {"gradcam": _cell(unet_sticker)}, "vgg16": {"gradcam": _cell(2.0)},
+                               "resnet50": {"gradcam": _cell(1.5)}},
+        "pointing_hit_zhang": {"unet": {"gradcam": {**_cell(0.6), "low": 0.5}},
+                               "unet_ablated": {"gradcam": {**_cell(0.3), "high": 0.45 if unet_sticker > 2 else 0.55}}},
+        "grid_hit": {"unet": {"gradcam": {**_cell(0.3), "low": 0.26 if unet_sticker > 2 else 0.2}}},
         "score_ground_truth": {"unet": {"scorecam": _cell(0.20)}, "vgg16": {"layercam-fused": _cell(0.25)},
-                               "resnet50": {"edges": _cell(0.9)}},  # a model-free map never counts as the best
+                               # a model-free map never counts as the best
+                               "resnet50": {"edges": _cell(0.22 if unet_sticker > 2 else 0.9)}},
         "randomization_spearman": {"unet": {"gradcam++": _cell(0.1, high=0.3), "scorecam": _cell(0.6, high=0.8)}},
     }
     os.makedirs(os.path.join(root, name, "eval"))
@@ -54,11 +58,16 @@ def test_a_claim_holds_where_its_sign_and_significance_do(tmp_path, capsys):
     assert row["U-Net − ablated, ground truth s (points), scorecam"].endswith(
         "| +5.00 (p 0.001) | +2.00 (p 0.2) | 1 of 2 |")
     # 3.0 beats VGG16's 2.0; 1.8 does not.
-    assert row["sticker ratio, gradcam: U-Net / best other"].endswith(
+    assert row["sticker within its disk, gradcam: U-Net / best other"].endswith(
         "| 3.00 / 2.00 (vgg16) | 1.80 / 2.00 (vgg16) | 1 of 2 |")
     assert row["U-Net randomization ρ, gradcam++ (passes below 0.7)"].endswith("| 0.10 | 0.10 | 2 of 2 |")
     assert row["U-Net randomization ρ, scorecam (passes below 0.7)"].endswith("| 0.60 | 0.60 | 0 of 2 |")
     assert "vgg16 layercam-fused 25.0; U-Net's best scorecam 20.0" in row["best map by ground truth s (a U-Net's?)"]
+    # Zhang: 0.5 above the twin's 0.45 holds; above 0.55 does not. Grid: interval above chance 25 %.
+    assert row["Zhang pointing game, gradcam: U-Net / ablated (%)"].endswith("| 60.0 / 30.0 | 60.0 / 30.0 | 1 of 2 |")
+    assert row["U-Net grid pointing game, gradcam (%, chance 25)"].endswith("| 30.0 | 30.0 | 1 of 2 |")
+    assert row["a CAM beats the edge map on ground truth s"].endswith(
+        "| best vgg16 layercam-fused 25.0 vs edges 22.0 | best vgg16 layercam-fused 25.0 vs edges 90.0 | 1 of 2 |")
     saved = json.loads((tmp_path / "rows.json").read_text())
     assert saved["U-Net − ablated, ground truth s (points), gradcam"]["holds"] == [True, False]
 
