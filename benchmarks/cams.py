@@ -318,7 +318,9 @@ def _measure_scorecam(args, cams, model, images, classes, forward, backend, prep
         options = dict(max_N=max_N, batch_size=args.scorecam_batch_size, backend=backend)
         return cams.explain(model, images[:1], "scorecam", classes[:1], **options)
 
-    scorecam(1)  # warm-up with one channel: the same graphs in a fraction of the time
+    # Warm-up with one chunk of channels: the same compiled graphs in a fraction of
+    # the time (TensorFlow's take any chunk size; JAX traces one per chunk size).
+    scorecam(min(n, args.scorecam_batch_size))
     before = _interleaved(passes, args.repeats)
     record = _call(lambda: scorecam(n))
     after = _interleaved(passes, args.repeats, warm_up=0)
@@ -361,7 +363,7 @@ def run_keras_backend_worker(args):
     """Measures the kerascam engine on one model under this process' Keras backend; prints one JSON line."""
     cams = _registry()
     from kerascam.models import build_model, fusion_layer_names
-    from kerascam.training import dtype_policy
+    from kerascam.precision import dtype_policy  # not kerascam.training: it runs without TensorFlow
 
     import keras
     import numpy as np
@@ -568,8 +570,10 @@ def _format_keras_backends(results, args):
                 record = results[name][keras_backend]
                 if case == "forward":
                     wall = cpu = 1.0
+                elif case == "scorecam":
+                    wall, cpu = (record[case][key] / record[case][f"passes_{key}"] for key in ("seconds", "cpu_seconds"))
                 else:
-                    wall, cpu = _ratios(record)[case]
+                    wall, cpu = (record[case][key] / record["forward"][key] for key in ("seconds", "cpu_seconds"))
                 n = f"b={args.batch_size}"
                 if case == "scorecam":
                     n = f"{record[case]['n']}/{record[case]['channels']}"
@@ -590,6 +594,9 @@ def main_keras_backends(args, argv):
             results[name][keras_backend] = _run_keras_backend_worker(argv, name, keras_backend)
             devices = ", ".join(results[name][keras_backend]["devices"])
             print(f"... {name} on {keras_backend} ({devices}) ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
     print()
     print(_format_keras_backends(results, args))
     print(
@@ -597,9 +604,6 @@ def main_keras_backends(args, argv):
         "  methods), or over the N+1 forward passes in chunks (scorecam), in wall-clock and CPU time.\n"
         "peak RSS: the process' peak resident memory during the case (+ its rise during the case)."
     )
-    if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=1)
 
 
 def main(argv=None):

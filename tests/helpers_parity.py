@@ -91,4 +91,6 @@ def calls(name, model):
     found = [(method, method, {}) for method in METHODS_COMPARED[name]]
     if name == "unet":
         found.append(("layercam fused", "layercam", dict(target_layer=fusion_layer_names(model))))
+        # 4 channels in chunks of 3 masked images: JAX pads the last chunk to 3.
+        found.append(("scorecam in chunks", "scorecam", dict(batch_size=3)))
     return found

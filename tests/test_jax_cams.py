@@ -141,3 +141,21 @@ def test_gradcam_under_jax_has_the_pooled_heads_closed_form(jax_run, tf_models):
     for label in ("gradcam", "hirescam"):
         native = arrays[f"gap_dense|{label}|native"]
         np.testing.assert_allclose(native, expected, rtol=1e-5, atol=1e-6 * expected.max(), err_msg=label)
+
+
+@pytest.mark.parametrize("shape, size", [((8, 12), (32, 48)), ((2, 3), (7, 5)), ((9, 6), (4, 4)), ((1, 1), (3, 2))])
+def test_keras_ops_resize_is_tensorflows_and_scipys_arithmetic(shape, size):
+    # The JAX engine's resizes (kerascam.cams.resize) against the TensorFlow
+    # engine's: half-pixel centres as tf.image.resize (bilinear, no antialias,
+    # also when shrinking), aligned corners as scipy's zoom(order=1).
+    import scipy.ndimage
+    import tensorflow as tf
+
+    from kerascam.cams.resize import resize_bilinear
+
+    maps = np.random.default_rng(0).normal(size=(2, *shape)).astype(np.float32)
+    expected = tf.image.resize(maps[..., None], size, method="bilinear", antialias=False).numpy()[..., 0]
+    np.testing.assert_array_equal(np.asarray(resize_bilinear(maps, size)), expected)
+    corners = np.asarray(resize_bilinear(maps[..., None], size, align_corners=True))[..., 0]
+    zoomed = [scipy.ndimage.zoom(m.astype(np.float64), np.divide(size, shape), order=1) for m in maps]
+    np.testing.assert_allclose(corners, np.stack(zoomed), rtol=0, atol=1e-6)

@@ -121,8 +121,8 @@ def explain(
             max_N given to a gradient method or out of range, a target
             layer that is not a 4-D layer of the model or is listed twice,
             a list of layers given to scorecam, or backend="tf-keras-vis"
-            under Keras' JAX backend, or for a method tf-keras-vis does not have (hirescam) or for a
-            layer inside a nested model (tf-keras-vis cannot reach those),
+            under Keras' JAX backend, or for a method tf-keras-vis does not
+            have (hirescam) or for a layer inside a nested model (tf-keras-vis cannot reach those),
             or for a layer inside a nested model that the graph calls twice
             (a shared base: the error names both calls).
     """

@@ -48,7 +48,6 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from kerascam import backend as keras_backend
 from kerascam.cams.engine import get_engine
 from kerascam.cams.fusion import deepest_index, fuse_maps, unscaled_index
 from kerascam.cams.logits import logits_model
@@ -336,10 +335,10 @@ class BaseCAM:
 
     def _reference_visualizer(self):
         """tf-keras-vis' object for this model, imported and built on first use."""
-        if keras_backend.name() != "tensorflow":
+        if keras.backend.backend() != "tensorflow":
             raise ValueError(
                 f"backend='tf-keras-vis' runs on Keras' TensorFlow backend only (tf-keras-vis is TensorFlow "
-                f"code), and Keras runs on {keras_backend.name()!r} here; use backend='kerascam', or "
+                f"code), and Keras runs on {keras.backend.backend()!r} here; use backend='kerascam', or "
                 "KERAS_BACKEND=tensorflow."
             )
         if self.reference is None:

@@ -16,7 +16,9 @@ freed (an engine holds the model's layers, never the model object).
 import importlib
 import weakref
 
-from kerascam import backend
+import keras
+
+from kerascam.backend import SUPPORTED
 from kerascam.cams.logits import logits_model
 from kerascam.cams.registry import METHODS
 
@@ -30,10 +32,15 @@ def engines_module():
     """The module of engines for the Keras backend this process runs on.
 
     Raises:
-        ValueError: in one line, when ``KERAS_BACKEND`` is not supported.
+        ValueError: in one line, when Keras runs on a backend kerascam does not support.
     """
-    backend.check_supported()
-    return importlib.import_module(ENGINE_MODULES[backend.name()])
+    name = keras.backend.backend()
+    if name not in ENGINE_MODULES:
+        raise ValueError(
+            f"kerascam's CAM engine runs on Keras' {' or '.join(SUPPORTED)} backend; Keras runs on {name!r} "
+            "here: set KERAS_BACKEND to one of those"
+        )
+    return importlib.import_module(ENGINE_MODULES[name])
 
 
 def get_engine(model, target_layer, method):

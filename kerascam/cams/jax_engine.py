@@ -24,9 +24,11 @@ CUDA stack TensorFlow cannot use).
 * ScoreCAM (`ScoreCAMEngine`) compiles its forward pass, its chunk of masked
   images and its weighted sum; the maths is the method's (`score_cam.py`).
 
-`jax.jit` traces once per input shape: one trace per batch size (the last,
-shorter chunk of a call is a second one) and image size, where the
-TensorFlow engine leaves those sizes free.
+`jax.jit` traces once per input shape, where the TensorFlow engine leaves
+the sizes free: a gradient method once per batch size (the last, shorter
+batch of a call is a second one) and image size; ScoreCAM's chunks once per
+chunk size, min(batch_size, channels), as the last chunk of an image is
+padded to it.
 """
 
 import jax
@@ -195,10 +197,17 @@ class ScoreCAMEngine(_JAXEngine):
         for image, class_index in zip(images, classes):
             activations, chosen = self._compiled_forward(variables, image[None], class_index[None].astype(np.int32))
             channel_maps = self.scorecam.select_channels(activations[0], max_N)
-            weights = [
-                self._compiled_chunk(variables, image, channel_maps[..., start : start + batch_size], chosen[0])
-                for start in range(0, int(channel_maps.shape[-1]), batch_size)
-            ]
+            channels = int(channel_maps.shape[-1])
+            chunk = min(batch_size, channels)
+            weights = []
+            for start in range(0, channels, chunk):
+                maps = channel_maps[..., start : start + chunk]
+                count = int(maps.shape[-1])
+                if count < chunk:
+                    # The last, shorter chunk is padded with all-zero maps (whose weights
+                    # are dropped), so that one trace serves every chunk of every image.
+                    maps = keras.ops.pad(maps, [[0, 0], [0, 0], [0, chunk - count]])
+                weights.append(self._compiled_chunk(variables, image, maps, chosen[0])[:count])
             image_native, image_resized = self._compiled_combine(
                 channel_maps, keras.ops.concatenate(weights, 0), size
             )
