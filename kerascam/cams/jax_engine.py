@@ -112,6 +112,11 @@ class GradientEngine(_JAXEngine):
         spec = keras.KerasTensor(images_shape, self.input_dtype)
         return [(tuple(out.shape), out.dtype) for out in self.extractor.compute_output_spec(spec)[:-1]]
 
+    def _layer_map(self, activations, gradients, class_scores):
+        """One layer's raw map (n, h, w), after the ReLU, computed in float32 (as tf-keras-vis)."""
+        activations, gradients = keras.ops.cast(activations, "float32"), keras.ops.cast(gradients, "float32")
+        return weighted_map(activations, self.weights(activations, gradients, class_scores))
+
     def _explain(self, variables, images, classes):
         self._traces += 1  # runs only while jax.jit traces
         trainable, non_trainable = variables
@@ -130,10 +135,7 @@ class GradientEngine(_JAXEngine):
 
         gradients, (activations, chosen, scores) = jax.grad(class_logits, has_aux=True)(zeros)
         scores = keras.ops.cast(scores, "float32")
-        maps = [
-            weighted_map(a, self.weights(a, g, scores))
-            for a, g in ((keras.ops.cast(a, "float32"), keras.ops.cast(g, "float32")) for a, g in zip(activations, gradients))
-        ]
+        maps = [self._layer_map(a, g, scores) for a, g in zip(activations, gradients)]
         size = images.shape[1:3]
         if not self.fused:
             return maps[0], resize_bilinear(maps[0], size), chosen
