@@ -25,6 +25,16 @@ resident set size during the timed runs (Linux: VmHWM, reset through
 ScoreCAM is compared with the time of its N + 1 forward passes (N masked
 images in chunks of --scorecam-batch-size, plus the image itself).
 
+With --keras-backends (e.g. tensorflow,jax) the script compares instead the
+kerascam engine on Keras' backends, side by side: every (model, Keras
+backend) pair runs in its own process under that KERAS_BACKEND, and reports
+each case over a compiled forward pass of the same backend (`tf.function`, or
+`jax.jit` over the model's `stateless_call`); tf-keras-vis is not run. JAX
+needs no TensorFlow installed for it:
+
+    python benchmarks/cams.py --keras-backends tensorflow,jax --models unet \
+        --image-size 96 --unet-filters 16 --methods gradcam,gradcam++,scorecam
+
 tf-keras-vis' ScoreCAM holds all N masked images (and two more arrays of the
 same size) in memory at once; when that would exceed --reference-memory-gb, or
 its time --reference-time-s, it is measured with a smaller max_N, the table
@@ -54,6 +64,7 @@ FUSED = "-fused"  # suffix of a method computed at the model's fusion layers
 UNITS = ("forward", "forward+backward")
 QUICK = dict(image_size=64, num_classes=10, unet_filters=16, batch_size=4, repeats=1, scorecam_max_n=8)
 MIB = 2**20
+KERAS_BACKENDS = ("tensorflow", "jax")
 
 
 def _registry():
@@ -103,8 +114,14 @@ def parse_args(argv=None):
         "--mixed-precision", nargs="?", const="mixed_float16", choices=("mixed_float16", "mixed_bfloat16"),
         help="build the models under this Keras dtype policy (for GPUs; default policy: float32)",
     )
+    parser.add_argument(
+        "--keras-backends", default=None,
+        help="comma-separated Keras backends (tensorflow, jax): time the kerascam engine on each, side by side, "
+        "instead of comparing it with tf-keras-vis",
+    )
     parser.add_argument("--json", help="also write the raw measurements to this file")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "BACKEND"), help=argparse.SUPPRESS)
+    parser.add_argument("--keras-worker", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--worker-max-n", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     defaults = dict(image_size=224, num_classes=1000, unet_filters=64, batch_size=8, repeats=3)
@@ -123,6 +140,11 @@ def parse_args(argv=None):
     unknown = [m for m in args.methods if m not in valid]
     if unknown or not args.methods:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(valid)}")
+    if args.keras_backends is not None:
+        args.keras_backends = [b.strip() for b in args.keras_backends.split(",") if b.strip()]
+        unsupported = sorted(set(args.keras_backends) - set(KERAS_BACKENDS))
+        if unsupported or not args.keras_backends:
+            parser.error(f"unknown Keras backends {unsupported}; choose from {', '.join(KERAS_BACKENDS)}")
     return args
 
 
@@ -273,26 +295,32 @@ def run_worker(args):
     print(json.dumps(result))
 
 
-def _measure_scorecam(args, cams, model, images, classes, forward, backend):
+def _measure_scorecam(args, cams, model, images, classes, forward, backend, prepare=None):
     """ScoreCAM of the first image, and its unit: its N masked images, in the
     same chunks, plus the image, as compiled forward passes timed just before
-    and just after its run."""
+    and just after its run. `prepare` puts an array on the backend's device
+    (default: `tf.constant`)."""
     import numpy as np
-    import tensorflow as tf
 
+    if prepare is None:
+        import tensorflow as tf
+
+        prepare = tf.constant
     channels = cams.get_method("scorecam")(model).channels
     n = min(args.worker_max_n or args.scorecam_max_n or channels, channels)
     full_chunks, remainder = divmod(n, args.scorecam_batch_size)
     sizes = ((args.scorecam_batch_size, full_chunks), (remainder, 1), (1, 1))
     counts = {size: count for size, count in sizes if size and count}
-    chunks = {size: tf.constant(np.resize(images, (size, *images.shape[1:]))) for size in counts}
-    passes = {size: (lambda chunk=chunk: forward(chunk).numpy()) for size, chunk in chunks.items()}
+    chunks = {size: prepare(np.resize(images, (size, *images.shape[1:]))) for size in counts}
+    passes = {size: (lambda chunk=chunk: np.asarray(forward(chunk))) for size, chunk in chunks.items()}
 
     def scorecam(max_N):
         options = dict(max_N=max_N, batch_size=args.scorecam_batch_size, backend=backend)
         return cams.explain(model, images[:1], "scorecam", classes[:1], **options)
 
-    scorecam(1)  # warm-up with one channel: the same graphs in a fraction of the time
+    # Warm-up with one chunk of channels: the same compiled graphs in a fraction of
+    # the time (TensorFlow's take any chunk size; JAX traces one per chunk size).
+    scorecam(min(n, args.scorecam_batch_size))
     before = _interleaved(passes, args.repeats)
     record = _call(lambda: scorecam(n))
     after = _interleaved(passes, args.repeats, warm_up=0)
@@ -305,6 +333,82 @@ def _measure_scorecam(args, cams, model, images, classes, forward, backend):
         passes_cpu_seconds=sum(counts[size] * pass_times[size]["cpu_seconds"] for size in counts),
     )
     return record
+
+
+def _compiled_forward(model):
+    """(forward, prepare) on the Keras backend in use: the model's compiled
+    inference forward pass, and the function that puts a NumPy batch on its
+    device once, so that the timed calls do not copy it."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        @jax.jit
+        def forward(variables, x):
+            return model.stateless_call(*variables, x, training=False)[0]
+
+        def run(x):
+            variables = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+            return forward(variables, x)
+
+        return run, jax.numpy.asarray
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec]), tf.constant
+
+
+def run_keras_backend_worker(args):
+    """Measures the kerascam engine on one model under this process' Keras backend; prints one JSON line."""
+    cams = _registry()
+    from kerascam.models import build_model, fusion_layer_names
+    from kerascam.precision import dtype_policy  # not kerascam.training: it runs without TensorFlow
+
+    import keras
+    import numpy as np
+
+    name = args.keras_worker
+    keras.utils.set_random_seed(0)
+    with dtype_policy(args.mixed_precision):
+        model = build_model(name, args.image_size, args.num_classes, unet_filters=args.unet_filters)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype(np.float32)
+    forward, prepare = _compiled_forward(model)
+    batch = prepare(images)
+    classes = np.argmax(np.asarray(forward(batch)), axis=-1)
+    fusion_layers = fusion_layer_names(model)
+
+    def explainer(case):
+        method, fused = (case[: -len(FUSED)], True) if case.endswith(FUSED) else (case, False)
+        options = dict(target_layer=fusion_layers) if fused else {}
+        return lambda: cams.explain(model, images, method, classes, **options)
+
+    measured = [case for case in args.methods if case != "scorecam"]
+    cases = {"forward": lambda: np.asarray(forward(batch))}
+    cases.update((case, explainer(case)) for case in measured)
+    result = dict(model=name, keras_backend=keras.backend.backend(), devices=_devices(), cases=measured,
+                  fusion_layers=fusion_layers)
+    result.update((case, _summary(samples)) for case, samples in _interleaved(cases, args.repeats).items())
+    if "scorecam" in args.methods:
+        result["scorecam"] = _measure_scorecam(args, cams, model, images, classes, forward, "kerascam", prepare)
+        result["cases"].append("scorecam")
+    print(json.dumps(result))
+
+
+def _devices():
+    """The accelerators the Keras backend in use computes on (["CPU"] if none)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        devices = [d.platform.upper() for d in jax.devices() if d.platform != "cpu"]
+    else:
+        import tensorflow as tf
+
+        devices = [d.device_type for d in tf.config.list_logical_devices() if d.device_type != "CPU"]
+    return devices or ["CPU"]
 
 
 # ----------------------------------------------------------------- parent
@@ -448,11 +552,68 @@ def _targets(results, args):
     return "\n".join(lines)
 
 
+def _run_keras_backend_worker(argv, name, keras_backend):
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--keras-worker", name]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": keras_backend})
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise RuntimeError(f"worker {name} on Keras' {keras_backend} backend failed with exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _format_keras_backends(results, args):
+    """One row per (model, case, Keras backend): time, and time over the unit of the same backend."""
+    lines = [_row(("model", "case", "keras", "N", "time (s)", "x unit", "x unit CPU", "peak RSS MiB"))]
+    for name in args.models:
+        for case in ("forward", *results[name][args.keras_backends[0]]["cases"]):
+            for keras_backend in args.keras_backends:
+                record = results[name][keras_backend]
+                if case == "forward":
+                    wall = cpu = 1.0
+                elif case == "scorecam":
+                    wall, cpu = (record[case][key] / record[case][f"passes_{key}"] for key in ("seconds", "cpu_seconds"))
+                else:
+                    wall, cpu = (record[case][key] / record["forward"][key] for key in ("seconds", "cpu_seconds"))
+                n = f"b={args.batch_size}"
+                if case == "scorecam":
+                    n = f"{record[case]['n']}/{record[case]['channels']}"
+                elif case.endswith(FUSED):
+                    n = f"b={args.batch_size},{len(record['fusion_layers'])}L"
+                cells = (name, case, keras_backend, n, f"{record[case]['seconds']:.3f}", f"{wall:.2f}", f"{cpu:.2f}")
+                lines.append(_row((*cells, _memory(record[case]))))
+    return "\n".join(lines)
+
+
+def main_keras_backends(args, argv):
+    """The kerascam engine on each Keras backend of --keras-backends, side by side."""
+    results = {}
+    started = time.perf_counter()
+    for name in args.models:
+        results[name] = {}
+        for keras_backend in args.keras_backends:
+            results[name][keras_backend] = _run_keras_backend_worker(argv, name, keras_backend)
+            devices = ", ".join(results[name][keras_backend]["devices"])
+            print(f"... {name} on {keras_backend} ({devices}) ({time.perf_counter() - started:.0f} s)", flush=True)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=1)
+    print()
+    print(_format_keras_backends(results, args))
+    print(
+        "x unit: time over the compiled forward pass of the batch on the same Keras backend (gradient\n"
+        "  methods), or over the N+1 forward passes in chunks (scorecam), in wall-clock and CPU time.\n"
+        "peak RSS: the process' peak resident memory during the case (+ its rise during the case)."
+    )
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.worker:
         run_worker(args)
+        return
+    if args.keras_worker:
+        run_keras_backend_worker(args)
         return
     print("$ python benchmarks/cams.py " + " ".join(shlex.quote(a) for a in argv), flush=True)
     print(
@@ -463,6 +624,9 @@ def main(argv=None):
         f"dtype policy {args.mixed_precision or 'float32'}, methods {','.join(args.methods)}",
         flush=True,
     )
+    if args.keras_backends:
+        main_keras_backends(args, argv)
+        return
     results, notes = {}, []
     started = time.perf_counter()
     for name in args.models:

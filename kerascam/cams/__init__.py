@@ -15,9 +15,10 @@ bilinear resize, normalisation, undefined maps, fusion) are described in
 `kerascam/cams/base.py`.
 
 `BACKENDS` are the two implementations: "kerascam" (the default), compiled
-graphs that are cached per model (`kerascam/cams/engine.py`), and
-"tf-keras-vis", the reference they reproduce, for the methods it has (all
-but hirescam).
+computations that are cached per model (`kerascam/cams/engine.py`), on Keras'
+TensorFlow backend (`tf.function`) or JAX (`jax.jit`, with TensorFlow not even
+installed), and "tf-keras-vis", the reference they reproduce, for the methods
+it has (all but hirescam), on TensorFlow only.
 """
 
 from kerascam.cams.base import (
@@ -35,24 +36,12 @@ from kerascam.cams.gradcam import GradCAM
 from kerascam.cams.gradcam_plus_plus import GradCAMPlusPlus
 from kerascam.cams.hirescam import HiResCAM
 from kerascam.cams.layercam import LayerCAM
+from kerascam.cams.registry import METHODS, available_methods, get_method, register
 from kerascam.cams.score_cam import ScoreCAM
 from kerascam.metrics import map_status
 
-# The one registry: name -> method class, in the order tables list them.
-METHODS = {cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, LayerCAM, HiResCAM, ScoreCAM)}
-
-
-def available_methods():
-    """The names accepted by `explain`, in registry order."""
-    return list(METHODS)
-
-
-def get_method(name):
-    """The `BaseCAM` subclass registered under `name` (case-insensitive)."""
-    key = name.lower() if isinstance(name, str) else name
-    if key not in METHODS:
-        raise ValueError(f"Unknown CAM method {name!r}. Valid methods: {available_methods()}")
-    return METHODS[key]
+# The one registry (`registry.METHODS`): name -> method class, in the order tables list them.
+register(GradCAM, GradCAMPlusPlus, LayerCAM, HiResCAM, ScoreCAM)
 
 
 def explain(
@@ -107,10 +96,11 @@ def explain(
             per forward pass (scorecam). Defaults to 32.
         return_native: also return the raw maps at the target layer.
         backend: "kerascam" (default): compiled graphs, cached per model and
-            reused across calls; "tf-keras-vis": the reference
+            reused across calls, on Keras' TensorFlow or JAX backend (the
+            same maps to float32 rounding); "tf-keras-vis": the reference
             implementation, which gives the same maps up to float32 rounding
-            (see `BACKENDS`); it has no hirescam, and fuses layers by calling
-            its method once per layer.
+            (see `BACKENDS`), on TensorFlow only; it has no hirescam, and
+            fuses layers by calling its method once per layer.
 
     Returns:
         float32 maps (N, H, W): the raw maps at the target layer (after the
@@ -131,8 +121,8 @@ def explain(
             max_N given to a gradient method or out of range, a target
             layer that is not a 4-D layer of the model or is listed twice,
             a list of layers given to scorecam, or backend="tf-keras-vis"
-            for a method tf-keras-vis does not have (hirescam) or for a
-            layer inside a nested model (tf-keras-vis cannot reach those),
+            under Keras' JAX backend, or for a method tf-keras-vis does not
+            have (hirescam) or for a layer inside a nested model (tf-keras-vis cannot reach those),
             or for a layer inside a nested model that the graph calls twice
             (a shared base: the error names both calls).
     """

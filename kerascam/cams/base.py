@@ -45,10 +45,13 @@ import importlib
 import warnings
 from typing import NamedTuple
 
+import keras
 import numpy as np
 
+from kerascam.cams.engine import get_engine
 from kerascam.cams.fusion import deepest_index, fuse_maps, unscaled_index
 from kerascam.cams.logits import logits_model
+from kerascam.cams.resize import resize_bilinear
 from kerascam.metrics import min_max_normalize
 from kerascam.models.layers import get_layer_by_path, is_nested_path, resolve_layer_path
 
@@ -68,13 +71,11 @@ def resize_maps(maps, size):
         interpolation=cv2.INTER_LINEAR)` map by map; an identity when (h, w)
         already equals (H, W).
     """
-    import tensorflow as tf
-
     maps = np.asarray(maps, dtype=np.float32)
     if maps.shape[1:] == tuple(size):
         return maps.copy()
-    resized = tf.image.resize(maps[..., np.newaxis], size, method="bilinear", antialias=False)
-    return resized.numpy()[..., 0]
+    # TensorFlow's tf.image.resize arithmetic, on any backend (`kerascam.cams.resize`).
+    return np.asarray(keras.ops.convert_to_numpy(resize_bilinear(maps, size)), dtype=np.float32)
 
 
 def normalize_maps(maps):
@@ -319,19 +320,27 @@ class BaseCAM:
         return path
 
     @classmethod
-    def make_engine(cls, model, target_layer):
-        """The kerascam engine of this method (an `engine.CAMEngine`).
+    def make_engine(cls, model, target_layer, engines):
+        """The kerascam engine of this method (an `engine_core.CAMEngine`).
 
         Called by `engine.get_engine`, which caches the result per model.
 
         Args:
             model: the model to explain, with logits as output.
             target_layer: a layer name, or a list or tuple of names (fused).
+            engines: the module of engines of the Keras backend in use
+                (`kerascam.cams.tf_engine` or `kerascam.cams.jax_engine`).
         """
         raise NotImplementedError
 
     def _reference_visualizer(self):
         """tf-keras-vis' object for this model, imported and built on first use."""
+        if keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"backend='tf-keras-vis' runs on Keras' TensorFlow backend only (tf-keras-vis is TensorFlow "
+                f"code), and Keras runs on {keras.backend.backend()!r} here; use backend='kerascam', or "
+                "KERAS_BACKEND=tensorflow."
+            )
         if self.reference is None:
             raise ValueError(
                 f"{self.name} exists only in kerascam: tf-keras-vis has no such method, "
@@ -427,8 +436,6 @@ class BaseCAM:
         max_N = self._check_max_N(max_N)
         batch_size = _check_batch_size(batch_size)
         if _check_backend(backend) == "kerascam":
-            from kerascam.cams.engine import get_engine
-
             # None lets the engine take the predicted class from its own forward pass.
             classes = None if class_index is None else resolve_class_index(self.model, images, class_index)
             engine = get_engine(self.model, self.target_layer, self.name)
@@ -539,6 +546,9 @@ class GradientCAM(BaseCAM):
     def weights(activations, gradients, class_scores):
         """The weights of the activations (the method's hook).
 
+        Written in `keras.ops`, so that the engines of both Keras backends
+        (TensorFlow and JAX) run the same arithmetic.
+
         Args:
             activations: A, float32 (n, h, w, k).
             gradients: d y^c / d A, float32, same shape.
@@ -550,7 +560,5 @@ class GradientCAM(BaseCAM):
         raise NotImplementedError
 
     @classmethod
-    def make_engine(cls, model, target_layer):
-        from kerascam.cams.engine import GradientEngine
-
-        return GradientEngine(model, target_layer, cls.name, cls.weights)
+    def make_engine(cls, model, target_layer, engines):
+        return engines.GradientEngine(model, target_layer, cls.name, cls.weights)

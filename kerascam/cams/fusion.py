@@ -31,16 +31,16 @@ detail wherever they respond.
 The order in which the layers are listed does not matter: the unscaled one is
 the coarsest, and among equally coarse layers the one nearest the model's
 output (last in the model's layer order). The
-fusion is written in TensorFlow ops on (n, H, W) maps so that the compiled
-engine fuses in its graph and the tf-keras-vis backend fuses eagerly with
-the same arithmetic.
+fusion is written in `keras.ops` on (n, H, W) maps so that the compiled
+engines (TensorFlow's and JAX's) fuse in their graphs and the tf-keras-vis
+backend fuses eagerly, all with the same arithmetic.
 
 Other libraries differ: torchcam's `LayerCAM.fuse_cams` applies the tanh to
 every layer's normalised map, deepest included; pytorch-grad-cam averages the
 layers' normalised maps instead of taking their maximum.
 """
 
-import tensorflow as tf
+import keras
 
 from kerascam.models.layers import get_layer_by_path, layer_order_key
 
@@ -102,19 +102,20 @@ def fuse_maps(maps, unscaled, gamma=GAMMA):
         gamma: the tanh's slope on the shallow maps. Default 2, the paper's.
 
     Returns:
-        float32 tensor (n, H, W): per pixel the maximum over the layers of
+        float32 tensor of the backend (n, H, W): per pixel the maximum over the layers of
         M / max(M) (the unscaled one) and tanh(gamma * M / max(M)) (the others). A map
         that is all zero contributes zeros; if any layer's map of an image is
         non-finite, the fused map of that image is NaN everywhere, so that
         `map_status` reports it as such instead of a partial fusion.
     """
+    ops = keras.ops
+    maps = [ops.cast(layer_map, "float32") for layer_map in maps]
     scaled = []
     for index, layer_map in enumerate(maps):
-        layer_map = tf.convert_to_tensor(layer_map, tf.float32)
-        peak = tf.reduce_max(layer_map, axis=(1, 2), keepdims=True)
+        peak = ops.max(layer_map, axis=(1, 2), keepdims=True)
         # All-zero maps stay zero instead of turning into 0 / 0.
-        relative = tf.math.divide_no_nan(layer_map, peak)
-        scaled.append(relative if index == unscaled else tf.tanh(gamma * relative))
-    fused = tf.reduce_max(tf.stack(scaled), axis=0)
-    finite = tf.reduce_all(tf.math.is_finite(tf.stack(maps)), axis=(0, 2, 3))
-    return tf.where(finite[:, tf.newaxis, tf.newaxis], fused, tf.constant(float("nan"), tf.float32))
+        relative = ops.divide_no_nan(layer_map, peak)
+        scaled.append(relative if index == unscaled else ops.tanh(gamma * relative))
+    fused = ops.max(ops.stack(scaled), axis=0)
+    finite = ops.all(ops.isfinite(ops.stack(maps)), axis=(0, 2, 3))
+    return ops.where(finite[:, None, None], fused, ops.cast(float("nan"), "float32"))

@@ -8,7 +8,7 @@ with y^c the class logit (the kerascam models output logits, so no
 reference is `tf_keras_vis.gradcam.Gradcam`.
 """
 
-import tensorflow as tf
+import keras
 
 from kerascam.cams.base import GradientCAM
 
@@ -21,4 +21,4 @@ class GradCAM(GradientCAM):
     def weights(activations, gradients, class_scores):
         """One weight per channel: the spatial mean of its gradient."""
         del activations, class_scores
-        return tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+        return keras.ops.mean(gradients, axis=(1, 2), keepdims=True)

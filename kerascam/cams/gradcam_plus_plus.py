@@ -17,7 +17,7 @@ float32, or below about -103, whose exp underflows to zero, still gives a
 finite map, the same once normalised.
 """
 
-import tensorflow as tf
+import keras
 
 from kerascam.cams.base import GradientCAM
 
@@ -40,12 +40,13 @@ class GradCAMPlusPlus(GradientCAM):
         over exp(y^c), a positive per-image scale. ``class_scores`` is unused.
         """
         del class_scores  # only the positive factor exp(y^c) depended on it
+        ops = keras.ops
         second = gradients * gradients
         third = second * gradients
-        activation_sums = tf.reduce_sum(activations, axis=(1, 2), keepdims=True)
+        activation_sums = ops.sum(activations, axis=(1, 2), keepdims=True)
         denominator = second * 2.0 + third * activation_sums
-        denominator = denominator + tf.cast(second == 0.0, denominator.dtype)
+        denominator = denominator + ops.cast(second == 0.0, denominator.dtype)
         alphas = second / denominator
-        alpha_sums = tf.reduce_sum(alphas, axis=(1, 2), keepdims=True)
-        alphas = alphas / (alpha_sums + tf.cast(alpha_sums == 0.0, alpha_sums.dtype))
-        return tf.reduce_sum(tf.nn.relu(gradients) * alphas, axis=(1, 2), keepdims=True)
+        alpha_sums = ops.sum(alphas, axis=(1, 2), keepdims=True)
+        alphas = alphas / (alpha_sums + ops.cast(alpha_sums == 0.0, alpha_sums.dtype))
+        return ops.sum(ops.relu(gradients) * alphas, axis=(1, 2), keepdims=True)

@@ -13,7 +13,7 @@ y^c is the class logit. The reference is `tf_keras_vis.layercam.Layercam`
 (one layer per call).
 """
 
-import tensorflow as tf
+import keras
 
 from kerascam.cams.base import GradientCAM
 
@@ -27,4 +27,4 @@ class LayerCAM(GradientCAM):
     def weights(activations, gradients, class_scores):
         """One weight per element: its gradient where positive, else 0."""
         del activations, class_scores
-        return tf.nn.relu(gradients)
+        return keras.ops.relu(gradients)

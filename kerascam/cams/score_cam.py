@@ -34,14 +34,17 @@ One channel rule for every model: `display_name` names what ran,
 "ScoreCAM" (all channels) or "Faster-ScoreCAM(N)"; the evaluation runs the
 same N on every model (`kerascam.evaluation.config.EvalConfig.max_N`).
 
-Both backends are here: `ScoreCAMEngine`, kerascam's compiled perturbation
-engine, and the binding to `tf_keras_vis.scorecam.Scorecam`, the reference.
-The engine follows tf-keras-vis 0.8.7's conventions so that both give the
-same raw maps: tf-keras-vis upsamples each channel with
-`scipy.ndimage.zoom(order=1)`, i.e. bilinear interpolation on a grid whose
-corner pixels coincide with the corner cells (align_corners); the engine uses
-TensorFlow's `ResizeBilinear` with `align_corners=True`, the same
-interpolation. Each upsampled channel is min-max normalised with Keras'
+The method's maths is here, in `keras.ops`, as static functions of
+`ScoreCAM` that the compiled perturbation engines of both Keras backends run
+(`ScoreCAMEngine` in `tf_engine.py` and `jax_engine.py`: chunks of masked
+images, peak memory bounded by the chunk size), with the binding to
+`tf_keras_vis.scorecam.Scorecam`, the reference. The engines follow
+tf-keras-vis 0.8.7's conventions so that both give the same raw maps:
+tf-keras-vis upsamples each channel with `scipy.ndimage.zoom(order=1)`, i.e.
+bilinear interpolation on a grid whose corner pixels coincide with the corner
+cells (align_corners); the engines do the same (TensorFlow's
+`ResizeBilinear` with `align_corners=True`, and its arithmetic in
+`kerascam.cams.resize` on JAX). Each upsampled channel is min-max normalised with Keras'
 epsilon (1e-7) in the denominator; the channel weight is
 softmax(logits)[class] of the masked image; Faster-ScoreCAM keeps the `max_N`
 channels of largest spatial standard deviation, in decreasing order of it.
@@ -56,10 +59,8 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerascam.cams.base import BaseCAM, _num_classes
-from kerascam.cams.engine import CLASS_SPEC, CAMEngine, resize_align_corners, resize_half_pixel
 from kerascam.models.preprocessing import input_baseline
 
 
@@ -87,97 +88,6 @@ def _silent_predict():
             keras.utils.enable_interactive_logging()
 
 
-class ScoreCAMEngine(CAMEngine):
-    """Score-CAM and Faster-ScoreCAM, compiled and in chunks.
-
-    Per image: one forward pass gives the activations (and the predicted
-    class); Faster-ScoreCAM keeps the `max_N` channels of largest spatial
-    standard deviation; then chunks of `batch_size` channels are each
-    upsampled to the input size (align-corners bilinear, as scipy's zoom),
-    min-max normalised, used to blend the image towards the model's
-    normalised zero (`input_baseline`) and passed through the model; a channel's weight is softmax(logits)[class] of its masked image.
-    The map is ReLU(sum_k w_k A^k). Peak memory depends on the chunk size, not
-    on the number of channels (tf-keras-vis holds every masked image at once).
-    """
-
-    def __init__(self, model, target_layer, method="scorecam"):
-        super().__init__(model, target_layer, method)
-        if self.fused:
-            raise ValueError(f"{method} explains one layer at a time. Received: target_layer={target_layer!r}")
-        height, width, _ = self.target_shapes[0]
-        # The raw pixel the model's preprocessing maps to zero: masked pixels go there.
-        self.mask_baseline = tf.constant(input_baseline(model), tf.float32)
-        self._compiled_forward = tf.function(self._forward_graph, input_signature=[self.images_spec, CLASS_SPEC])
-        self._compiled_chunk = tf.function(
-            self._chunk_graph,
-            input_signature=[
-                tf.TensorSpec(self.images_spec.shape[1:], tf.float32),
-                tf.TensorSpec((height, width, None), tf.float32),
-                tf.TensorSpec((), tf.int64),
-            ],
-        )
-        self._compiled_combine = tf.function(
-            self._combine_graph,
-            input_signature=[
-                tf.TensorSpec((height, width, None), tf.float32),
-                tf.TensorSpec((None,), tf.float32),
-                tf.TensorSpec((2,), tf.int32),
-            ],
-        )
-
-    def _compiled_functions(self):
-        return [self._compiled_forward, self._compiled_chunk, self._compiled_combine]
-
-    def _forward_graph(self, images, classes):
-        (activations,), logits = self._forward(images)
-        return tf.cast(activations, tf.float32), self._choose_classes(classes, logits)
-
-    def _chunk_graph(self, image, channel_maps, class_index):
-        """Softmax probability of `class_index` for the image masked by each channel."""
-        maps = tf.transpose(channel_maps, (2, 0, 1))[..., tf.newaxis]  # (k, h, w, 1)
-        upsampled = resize_align_corners(maps, tf.shape(image)[:2])
-        low = tf.reduce_min(upsampled, axis=(1, 2), keepdims=True)
-        high = tf.reduce_max(upsampled, axis=(1, 2), keepdims=True)
-        masks = (upsampled - low) / (high - low + keras.config.epsilon())
-        baseline = self.mask_baseline
-        masked = baseline + (image[tf.newaxis] - baseline) * masks  # (k, H, W, 3)
-        _, logits = self._forward(masked)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return tf.gather(probabilities, class_index, axis=-1)
-
-    def _combine_graph(self, channel_maps, weights, size):
-        native = tf.nn.relu(tf.reduce_sum(channel_maps * weights, axis=-1))[tf.newaxis]
-        return native[0], resize_half_pixel(native, size)[0]
-
-    @staticmethod
-    def select_channels(activations, max_N):
-        """Faster-ScoreCAM: the `max_N` channels of largest spatial standard
-        deviation of one image's (h, w, channels) activations, largest first
-        (ties: lower index first); all channels, in order, for None or
-        max_N >= channels."""
-        if max_N is None or max_N >= activations.shape[-1]:
-            return activations
-        spread = tf.math.reduce_std(activations[tf.newaxis], axis=(1, 2))[0]
-        _, indices = tf.math.top_k(spread, k=max_N)
-        return tf.gather(activations, indices, axis=-1)
-
-    def _explain_batch(self, images, classes, max_N, batch_size):
-        native, resized, explained = [], [], []
-        size = tf.constant(images.shape[1:3], tf.int32)
-        for image, class_index in zip(images, classes):
-            activations, chosen = self._compiled_forward(image[np.newaxis], class_index[np.newaxis])
-            channel_maps = self.select_channels(activations[0], max_N)
-            weights = [
-                self._compiled_chunk(image, channel_maps[..., start : start + batch_size], chosen[0])
-                for start in range(0, int(channel_maps.shape[-1]), batch_size)
-            ]
-            image_native, image_resized = self._compiled_combine(channel_maps, tf.concat(weights, 0), size)
-            native.append(image_native)
-            resized.append(image_resized)
-            explained.append(chosen[0])
-        return tf.stack(native), tf.stack(resized), tf.stack(explained)
-
-
 class ScoreCAM(BaseCAM):
     name = "scorecam"
     reference = ("tf_keras_vis.scorecam", "Scorecam")
@@ -198,8 +108,43 @@ class ScoreCAM(BaseCAM):
             )
 
     @classmethod
-    def make_engine(cls, model, target_layer):
-        return ScoreCAMEngine(model, target_layer, cls.name)
+    def make_engine(cls, model, target_layer, engines):
+        return engines.ScoreCAMEngine(model, target_layer, cls.name, cls)
+
+    @staticmethod
+    def mask_baseline(model):
+        """The raw pixel that `model`'s preprocessing maps to zero, where masked pixels go (float32 (3,))."""
+        return np.asarray(input_baseline(model), np.float32)
+
+    @staticmethod
+    def masks(upsampled):
+        """Each upsampled channel (k, H, W, 1) min-max normalised, with Keras' epsilon in the denominator."""
+        low = keras.ops.min(upsampled, axis=(1, 2), keepdims=True)
+        high = keras.ops.max(upsampled, axis=(1, 2), keepdims=True)
+        return (upsampled - low) / (high - low + keras.config.epsilon())
+
+    @staticmethod
+    def masked_images(image, masks, baseline):
+        """The image (H, W, 3) blended towards `baseline` by each mask: (k, H, W, 3)."""
+        return baseline + (image[None] - baseline) * masks
+
+    @staticmethod
+    def channel_weights(logits, class_index):
+        """softmax(logits)[class_index] of each masked image: the channels' weights (k,), float32."""
+        probabilities = keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)
+        return keras.ops.take(probabilities, class_index, axis=-1)
+
+    @staticmethod
+    def select_channels(activations, max_N):
+        """Faster-ScoreCAM: the `max_N` channels of largest spatial standard
+        deviation of one image's (h, w, channels) activations, largest first
+        (ties: lower index first); all channels, in order, for None or
+        max_N >= channels."""
+        if max_N is None or max_N >= activations.shape[-1]:
+            return activations
+        spread = keras.ops.std(activations[None], axis=(1, 2))[0]
+        _, indices = keras.ops.top_k(spread, k=max_N)
+        return keras.ops.take(activations, indices, axis=-1)
 
     def _compute_native(self, images, class_indices, *, layer, max_N, batch_size):
         # One image per tf-keras-vis call: with several images its Faster-ScoreCAM

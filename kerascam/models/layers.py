@@ -296,8 +296,28 @@ def _describe_call(args):
     return f"on the output of {', '.join(map(repr, sources))}" if sources else "on no tensor"
 
 
-def _run_tapped(model, inputs, taps):
+def _kept_outputs(taps, prefix=""):
+    """(path, the layer's output in its own model's graph) of every layer `taps` keeps, at any depth."""
+    for tap in taps.values():
+        if tap.keep:
+            yield prefix + tap.layer.name, tap.layer.output
+        yield from _kept_outputs(tap.inner, f"{prefix}{tap.layer.name}{SEPARATOR}")
+
+
+def _perturbation_inputs(taps):
+    """A fresh symbolic input per kept layer, shaped like its output, to be added to it (see `build_extractor`)."""
+    return {
+        path: keras.Input(batch_shape=tuple(output.shape), dtype=output.dtype)
+        for path, output in _kept_outputs(taps)
+    }
+
+
+def _run_tapped(model, inputs, taps, perturbations=None):
     """Calls `model`'s graph on the symbolic `inputs`, keeping what `taps` asks for.
+
+    `perturbations`, if given, maps the path of every layer `taps` keeps to
+    a symbolic input that is added to its output before the graph goes on
+    from it (`_perturbation_inputs`).
 
     Returns:
         (outputs, kept): `model`'s single output tensor on `inputs`, and a
@@ -329,23 +349,33 @@ def _run_tapped(model, inputs, taps):
             # what Keras requires of a model: the nested model may then sit anywhere,
             # after preprocessing, normalisation or augmentation layers.
             (inner_input,) = keras.tree.flatten(args[0])
-            tapped, inner_paths = _tapped_model(operation, tap.inner)
+            tapped, inner_paths = _tapped_model(operation, tap.inner, perturbed=perturbations is not None)
+            inner_paths = [f"{operation.name}{SEPARATOR}{path}" for path in inner_paths]
+            if perturbations is not None:
+                # The nested model's perturbations are inputs of this level.
+                inner_input = [inner_input, *(perturbations[path] for path in inner_paths)]
             outputs, *tensors = tapped(inner_input, *args[1:], **kwargs)
-            kept.update({f"{operation.name}{SEPARATOR}{path}": t for path, t in zip(inner_paths, tensors)})
+            kept.update(zip(inner_paths, tensors))
         else:
             outputs = operation(*args, **kwargs)
         if tap.keep:
+            if perturbations is not None:
+                outputs = keras.ops.add(outputs, perturbations[operation.name])
             kept[operation.name] = outputs
         return outputs
 
     # A functional view of the model's own graph (a Sequential has one too); its
     # "clone" reuses every layer and calls each through `call`.
     graph = keras.Model(model.inputs, model.outputs)
+    input_tensors = keras.tree.pack_sequence_as(graph.input, [inputs])
+    if perturbations is not None:
+        # The perturbations must be inputs of the re-run graph: the functional
+        # view gets stand-ins for them, which its graph does not use.
+        stand_ins = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in perturbations.values()]
+        graph = keras.Model([*model.inputs, *stand_ins], model.outputs)
+        input_tensors = [inputs, *perturbations.values()]
     rerun = keras.models.clone_model(
-        graph,
-        input_tensors=keras.tree.pack_sequence_as(graph.input, [inputs]),
-        clone_function=lambda layer: layer,
-        call_function=call,
+        graph, input_tensors=input_tensors, clone_function=lambda layer: layer, call_function=call
     )
     for tap in taps.values():
         if not tap.called:  # e.g. a layer outside the path from the input to the output
@@ -353,8 +383,11 @@ def _run_tapped(model, inputs, taps):
     return rerun.outputs[0], kept
 
 
-def _tapped_model(model, taps):
+def _tapped_model(model, taps, perturbed=False):
     """A model of `model`'s own layers from a fresh input to [its output, kept tensors...].
+
+    With `perturbed`, the model takes [input, perturbations of the kept
+    tensors...] (in the order of the kept paths), each added to its tensor.
 
     Returns:
         (tapped model, the kept layers' paths relative to `model`, in the
@@ -364,12 +397,15 @@ def _tapped_model(model, taps):
     # Named as the model's own input, so that errors name the layers the user knows.
     name = source._keras_history.operation.name
     inputs = keras.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=name)
-    outputs, kept = _run_tapped(model, inputs, taps)
+    perturbations = _perturbation_inputs(taps) if perturbed else None
+    outputs, kept = _run_tapped(model, inputs, taps, perturbations)
     paths = list(kept)
+    if perturbed:
+        inputs = [inputs, *(perturbations[path] for path in paths)]
     return keras.Model(inputs, [outputs, *(kept[path] for path in paths)], name=model.name), paths
 
 
-def build_extractor(model, target_layers, name=None):
+def build_extractor(model, target_layers, name=None, perturbed=False):
     """A model from `model`'s input to [activations of each target layer..., `model`'s output].
 
     Layers of nested models are reached by re-running the graph (see the
@@ -385,11 +421,19 @@ def build_extractor(model, target_layers, name=None):
         target_layers: names or paths of layers of `model` (see
             `resolve_layer_path`).
         name: the extractor's name; None for Keras' default.
+        perturbed: also take one input per target layer, shaped like its
+            activations, that is added to them before the graph goes on from
+            them: the gradient of the output with respect to that input is
+            its gradient with respect to the activations, which is how an
+            engine on Keras' JAX backend differentiates back to a layer
+            (`kerascam.cams.jax_engine`; ``jax.grad`` differentiates inputs,
+            not intermediate tensors). The graph is then always re-run.
 
     Returns:
         A functional `keras.Model` taking the single input tensor (not a
-        one-element list) and returning a list of len(target_layers) + 1
-        tensors.
+        one-element list), or with `perturbed` the list [input,
+        perturbation of each target layer...], and returning a list of
+        len(target_layers) + 1 tensors (the activations perturbed, if so).
 
     Raises:
         ValueError: in one line, for a path through a nested model that the
@@ -398,13 +442,18 @@ def build_extractor(model, target_layers, name=None):
     """
     _check_single_input_and_output(model, model.name)
     paths = [resolve_layer_path(model, layer) for layer in target_layers]
-    if not any(is_nested_path(path) for path in paths):
+    if not perturbed and not any(is_nested_path(path) for path in paths):
         activations = [model.get_layer(path).output for path in paths]
         return keras.Model(model.inputs[0], [*activations, model.outputs[0]], name=name)
-    tapped, kept_paths = _tapped_model(model, _taps(model, paths))
+    tapped, kept_paths = _tapped_model(model, _taps(model, paths), perturbed)
     outputs, *tensors = tapped.outputs
     kept = dict(zip(kept_paths, tensors))
-    return keras.Model(tapped.inputs[0], [*(kept[path] for path in paths), outputs], name=name)
+    activations = [kept[path] for path in paths]
+    if not perturbed:
+        return keras.Model(tapped.inputs[0], [*activations, outputs], name=name)
+    # The tapped model's perturbations come in the order of its kept paths.
+    perturbations = dict(zip(kept_paths, tapped.inputs[1:]))
+    return keras.Model([tapped.inputs[0], *(perturbations[path] for path in paths)], [*activations, outputs], name=name)
 
 
 __all__ = [
