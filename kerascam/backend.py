@@ -10,12 +10,22 @@ clear line instead of an ``ImportError`` deep in a stack.
 """
 
 import os
+import sys
 
 SUPPORTED = ("tensorflow", "jax")
 
 
 def name():
-    """The Keras backend this process runs on (read without importing Keras)."""
+    """The Keras backend this process runs on.
+
+    Keras' own answer once Keras is imported (it may come from
+    ``~/.keras/keras.json``); before that, ``KERAS_BACKEND``, which
+    ``import kerascam`` sets to ``tensorflow`` when it is unset, without
+    importing Keras.
+    """
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        return keras.backend.backend()
     return os.environ.get("KERAS_BACKEND", "tensorflow")
 
 
