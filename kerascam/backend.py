@@ -30,10 +30,15 @@ def name():
 
 
 def check_supported():
-    """Raises a one-line ``ValueError`` when ``KERAS_BACKEND`` names a backend kerascam does not run on."""
-    if name() not in SUPPORTED:
+    """Raises a one-line ``ValueError`` when ``KERAS_BACKEND`` names a backend kerascam does not run on.
+
+    Reads the user's request, the environment variable, so that a command
+    can refuse before anything imports Keras.
+    """
+    requested = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if requested not in SUPPORTED:
         raise ValueError(
-            f"kerascam runs on Keras' {' or '.join(SUPPORTED)} backend, but KERAS_BACKEND is {name()!r}; "
+            f"kerascam runs on Keras' {' or '.join(SUPPORTED)} backend, but KERAS_BACKEND is {requested!r}; "
             "set it to one of those"
         )
 
