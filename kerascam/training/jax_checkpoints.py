@@ -70,13 +70,13 @@ class KerasCheckpoint:
         io.write_json(prefix + ".json", {
             "format": FORMAT_VERSION,
             "scalars": {name: scalar.numpy().item() for name, scalar in self.scalars.items()},
-            "optimizer_variables": [v.path for v in self.optimizer.variables],
+            "optimizer_variables": _variable_names(self.optimizer),
         })
 
     def read(self, prefix):
         """Restores everything from ``prefix``; raises ``ValueError`` naming what does not match."""
         state = io.read_json(prefix + ".json")
-        paths = [v.path for v in self.optimizer.variables]
+        paths = _variable_names(self.optimizer)
         if state.get("format") != FORMAT_VERSION or state.get("optimizer_variables") != paths:
             raise ValueError("its optimizer variables are not this run's")
         self.model.load_weights(prefix + ".weights.h5")
@@ -90,6 +90,11 @@ class KerasCheckpoint:
             variable.assign(value)
         for name, scalar in self.scalars.items():
             scalar.assign(state["scalars"][name])
+
+
+def _variable_names(optimizer):
+    """The optimizer's variables by path without the optimizer's own name (``adam_1/...`` in a second run of a process)."""
+    return [v.path.split("/", 1)[-1] for v in optimizer.variables]
 
 
 class KerasCheckpointManager:
