@@ -47,7 +47,7 @@ def train(name, extra=(), signals=None):
 train("straight")
 train("resumed", signals="4:SIGTERM")
 train("resumed")
-train("target", ["--target-accuracy", "0.01"])
+train("target", ["--target-accuracy", "0.01", "--cam-summaries", "2"])
 # What the model predicts under JAX, for this process' parent to compare under TensorFlow.
 from kerascam.export import load_keras
 images = np.random.default_rng(%d).integers(0, 256, (4, 32, 32, 3)).astype("float32")
@@ -186,13 +186,15 @@ def test_the_jax_trained_model_loads_under_tensorflow_and_predicts_the_same(one_
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=0, atol=1e-5)
 
 
-def test_target_accuracy_stops_at_the_first_check(one_device):
+def test_target_accuracy_stops_at_the_first_check_and_cam_summaries_are_left_out(one_device):
     workdir, results = one_device
     assert [code for code, _ in results["target"]] == [0]
     summary = _run_json(os.path.join(workdir, "target", "unet"))
     # Three steps an epoch: checks after steps 1, 2 and 3; any accuracy >= 0.01 stops at the first.
     assert summary["stopped_early"] and summary["stopped_at"]["global_step"] == 1
     assert summary["epochs_completed"] == 0
+    # The demo preset's TensorBoard overlays are TensorFlow's: left out, and said so.
+    assert "TensorFlow" in summary["cam_summaries_skipped"]
 
 
 def test_data_parallel_over_two_devices_trains_as_one(one_device, two_devices):

@@ -81,8 +81,7 @@ class LocalDevices:
         Raises:
             ValueError: the global batch does not divide by the devices, or
                 ``mixed_float16`` (loss scaling is the TensorFlow path's; on
-                JAX train in mixed_bfloat16), or ``--cam-summaries``
-                (TensorBoard overlays through TensorFlow).
+                JAX train in mixed_bfloat16).
         """
         if config.batch_size % len(self.devices):
             raise ValueError(
@@ -93,9 +92,6 @@ class LocalDevices:
         if config.mixed_precision == "mixed_float16":
             raise ValueError("mixed_float16 (with loss scaling) trains on Keras' TensorFlow backend; "
                              "under KERAS_BACKEND=jax use --mixed-precision mixed_bfloat16 or auto")
-        if config.cam_summaries:
-            raise ValueError("--cam-summaries writes TensorBoard overlays on Keras' TensorFlow backend only; "
-                             "leave it out under KERAS_BACKEND=jax")
 
     def place(self, batch):
         """``batch`` (a dict of arrays) on the devices: split along the first axis, labels as int32."""

@@ -41,6 +41,10 @@ from kerascam.training.steps import is_chief, make_strategy, make_train_steps
 from kerascam.training.target import TargetAccuracy, target_check_steps
 from kerascam.training.validation import make_validation
 
+# Why a JAX run writes no CAM overlays: its log line and run.json's "cam_summaries_skipped".
+CAM_SUMMARIES_ON_JAX = ("no TensorBoard CAM overlays (--cam-summaries) on Keras' JAX backend: they are "
+                        "written through TensorFlow")
+
 # Kept importable from here: tests and older code name them through this module.
 _float32_copy = float32_copy
 __all__ = ["available_cpus", "target_check_steps", "train", "TrainingRun"]
@@ -71,9 +75,9 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             ``checkpoint_every`` or ``cam_summaries``, low-resolution epochs
             the run cannot use (``kerascam.progressive.check_config``);
             under Keras' JAX backend, a tf.distribute ``config.strategy``,
-            a global batch that does not divide by the local devices,
-            ``mixed_float16`` or ``cam_summaries``
-            (``kerascam.training.jax_steps.LocalDevices.check_config``).
+            a global batch that does not divide by the local devices or
+            ``mixed_float16`` (``kerascam.training.jax_steps.LocalDevices.check_config``;
+            ``cam_summaries`` are left out there, with a line saying so).
     """
     progressive.check_config(config)
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
@@ -95,7 +99,10 @@ def _train(config, workdir, strategy, verbose, stop_request):
     chief = is_chief(strategy)
     check_compatible(run_dir, config)
     write_cam_summaries = None
-    if config.cam_summaries:
+    if config.cam_summaries and backend.name() == "jax":
+        if verbose:  # the demo preset asks for them: a note, not an error
+            print(f"{config.model}: {CAM_SUMMARIES_ON_JAX}")
+    elif config.cam_summaries:
         # kerascam.summaries draws the overlays; imported before any step so
         # that a missing module fails at once, not after the first epoch.
         from kerascam.summaries import write_cam_summaries
@@ -383,5 +390,7 @@ class TrainingRun:
             "val_accuracy": float(self.val_accuracy),
             "val_loss": float(self.val_loss),
         }
+        if config.cam_summaries and backend.name() == "jax":
+            results["cam_summaries_skipped"] = CAM_SUMMARIES_ON_JAX
         return write_run_summary(self.run_dir, results, started=started, resumed=bool(self.resumed.checkpoint),
                                  replicas=replicas)
