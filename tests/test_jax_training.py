@@ -68,8 +68,12 @@ cases = {
     "odd_batch": ["--batch-size", "7"],
     "float16": ["--mixed-precision", "mixed_float16"],
     "folder": ["--dataset", "folder:" + workdir],
+    "tensorflow_run": [],
     "parallel": [],
 }
+# A run folder of the TensorFlow path (its checkpoint state file): never taken for a fresh start.
+os.makedirs(os.path.join(workdir, "tensorflow_run", "unet", "checkpoints"))
+open(os.path.join(workdir, "tensorflow_run", "unet", "checkpoints", "checkpoint"), "w").close()
 for name, extra in cases.items():
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -221,3 +225,15 @@ def test_what_jax_cannot_do_is_one_line_and_exit_2(two_devices, case, words):
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("train.py: error: ") and words in err
     assert not os.path.exists(os.path.join(workdir, case, "unet", "checkpoints"))
+
+
+def test_a_run_of_one_backend_is_not_resumed_by_the_other(one_device, two_devices):
+    from kerascam.training import TrainingError
+    from kerascam.training.checkpoints import restore_latest
+
+    code, err = two_devices[1]["tensorflow_run"]
+    assert code == 1 and err.count("\n") == 1
+    assert "holds TensorFlow checkpoints; resume that run with KERAS_BACKEND=tensorflow" in err
+    jax_checkpoints = os.path.join(one_device[0], "resumed", "unet", "checkpoints")
+    with pytest.raises(TrainingError, match="holds checkpoints of Keras' JAX backend"):
+        restore_latest(None, jax_checkpoints)

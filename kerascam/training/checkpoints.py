@@ -90,6 +90,8 @@ def default_checkpoint_every(config):
 def is_no_space(error):
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
+    if isinstance(error, OSError) and "No space left on device" in str(error):
+        return True  # h5py (the JAX path's weights files) puts the C library's error in its text
     # TensorFlow's file writers report the C library's error in their text
     # (only where TensorFlow is loaded: nothing else raises its errors).
     tf = sys.modules.get("tensorflow")
@@ -154,6 +156,11 @@ def restore_latest(checkpoint, directory):
 
     latest = tf.train.latest_checkpoint(directory)
     state = tf.train.get_checkpoint_state(directory)
+    if state is None and glob.glob(os.path.join(glob.escape(directory), "ckpt-*.json")):
+        raise TrainingError(
+            f"{directory} holds checkpoints of Keras' JAX backend (kerascam.training.jax_checkpoints); "
+            "resume that run with KERAS_BACKEND=jax, or use another --workdir"
+        )
     if latest is None and state is not None and state.model_checkpoint_path:
         # latest_checkpoint() answers None when the files it names are gone.
         raise TrainingError(

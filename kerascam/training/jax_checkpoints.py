@@ -143,10 +143,16 @@ def restore_latest(checkpoint, directory):
 
     Raises:
         TrainingError: the newest checkpoint misses a file, or cannot be
-            restored (damaged, or of another run); never taken for a fresh start.
+            restored (damaged, or of another run), or the folder holds the
+            TensorFlow path's checkpoints; never taken for a fresh start.
     """
     found = numbered_checkpoints(directory)
     if not found:
+        if os.path.exists(os.path.join(directory, "checkpoint")):  # tf.train.CheckpointManager's state file
+            raise TrainingError(
+                f"{directory} holds TensorFlow checkpoints; resume that run with KERAS_BACKEND=tensorflow, "
+                "or use another --workdir"
+            )
         return None
     latest = found[-1][1]
     missing = [latest + s for s in (".weights.h5", ".optimizer.npz") if not os.path.exists(latest + s)]
