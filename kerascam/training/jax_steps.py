@@ -143,6 +143,19 @@ def _assign(variables, values):
         variable.assign(value)
 
 
+def commit(variables):
+    """Places each variable's value explicitly where it already lies (a committed JAX array).
+
+    Keras creates (and restores) values uncommitted while ``jax.jit``
+    returns committed ones, and jit compiles a program for each kind: without
+    this the second step would compile the whole step again.
+    """
+    import jax
+
+    for variable in variables:
+        variable.assign(jax.device_put(variable.value, variable.value.sharding))
+
+
 def make_train_step(model, optimizer, *, num_classes, label_smoothing=0.0):
     """The training step of a JAX run: ``step(batch) -> (loss, correct)``, updating the model in place.
 
@@ -183,6 +196,7 @@ def make_train_step(model, optimizer, *, num_classes, label_smoothing=0.0):
         return (trainable, non_trainable, optimizer_values), loss, correct
 
     compiled = jax.jit(pure_step)
+    commit([*model.variables, *optimizer.variables])
 
     def step(batch):
         values, loss, correct = compiled(_variable_values(model, optimizer), batch["image"], batch["label"])
