@@ -65,16 +65,27 @@ def check_writable(folder, flag="--workdir"):
         raise UsageError(f"cannot write to {folder!r}: {e.strerror}; choose another {flag}") from None
 
 
+# The commands (by their program name) that run under Keras' JAX backend as well as TensorFlow's.
+JAX_READY_COMMANDS = ("train.py", "kerascam train")
+
+
 def run_cli(main, argv, prog):
     """Runs ``main(argv)`` and turns expected failures into one-line errors."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    if backend != "tensorflow":
-        # Training, the CAM engine and the exports are TensorFlow code; under
+    from kerascam import backend
+
+    try:
+        backend.check_supported()
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    if backend.name() != "tensorflow" and prog not in JAX_READY_COMMANDS:
+        # The CAM engine and the scores are TensorFlow code for now; under
         # another backend they would fail deep inside Keras.
-        print(f"{prog}: error: kerascam's commands run on Keras' TensorFlow backend, but KERAS_BACKEND is "
-              f"{backend!r}; unset it or set it to tensorflow", file=sys.stderr)
+        print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training runs on "
+              f"{backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
+              file=sys.stderr)
         return 2
     try:
         return main(argv) or 0
@@ -91,9 +102,10 @@ def run_cli(main, argv, prog):
             raise
 
         # A missing file or folder the user named (data, a trained model) is
-        # bad input too: exit code 2.
-        code = 2 if isinstance(e, (UsageError, ValueError, FileNotFoundError)) else 1
-        if not isinstance(e, (UsageError, ValueError, TrainingError, OSError)):
+        # bad input too: exit code 2; so is a TensorFlow-only feature asked
+        # for where TensorFlow is not installed (kerascam.backend.require_tensorflow).
+        code = 2 if isinstance(e, (UsageError, ValueError, FileNotFoundError, ImportError)) else 1
+        if not isinstance(e, (UsageError, ValueError, TrainingError, OSError, ImportError)):
             message = f"{type(e).__name__}: {e}"
         else:
             message = str(e)
@@ -279,6 +291,11 @@ def train_main(argv, prog="train.py"):
         except ValueError as e:
             raise UsageError(f"{config.model}: {e} (--low-res-epochs, --low-res-size, --epochs)") from None
 
+    from kerascam import backend
+
+    if (args.jobs or 1) > 1 and backend.name() == "jax":
+        raise UsageError(f"--jobs {args.jobs} runs on Keras' TensorFlow backend; under KERAS_BACKEND=jax "
+                         "train one model at a time (--jobs 1)")
     if (args.jobs or 1) > 1 and args.strategy in ("mirrored", "multiworker"):
         raise UsageError(f"--jobs {args.jobs} trains models side by side on one device; "
                          f"with --strategy {args.strategy} train them one at a time (--jobs 1)")

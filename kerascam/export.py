@@ -44,7 +44,6 @@ and it answers one object per image, keyed by the output names:
 import os
 
 import keras
-import tensorflow as tf
 
 from kerascam import io
 
@@ -116,6 +115,8 @@ def normalize_maps_in_graph(maps):
     Returns:
         float32 tensor of the same shape.
     """
+    import tensorflow as tf
+
     low = tf.reduce_min(maps, axis=[1, 2], keepdims=True)
     high = tf.reduce_max(maps, axis=[1, 2], keepdims=True)
     finite = tf.reduce_all(tf.math.is_finite(maps), axis=[1, 2], keepdims=True)
@@ -151,6 +152,8 @@ def _check_methods(methods):
 
 
 def _serve_outputs(logits):
+    import tensorflow as tf
+
     logits = tf.cast(logits, tf.float32)
     return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
@@ -171,6 +174,8 @@ def _explain_function(engine):
 
 def _from_uint8(function):
     """A function of uint8 images that calls the float32 ``function`` (traced once, shared)."""
+    import tensorflow as tf
+
     return lambda images: function(tf.cast(images, tf.float32))
 
 
@@ -213,6 +218,9 @@ def export_saved_model(model, path, methods=DEFAULT_METHODS, *, target_layer=Non
     from kerascam.cams.engine import get_engine
     from kerascam.cams.logits import logits_model
 
+    from kerascam import backend
+
+    tf = backend.require_tensorflow("SavedModel export")
     methods = _check_methods(methods)
     # Built (and the target layer checked) before anything is traced or written.
     cams = [get_method(method)(model, target_layer) for method in methods]

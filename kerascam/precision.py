@@ -89,7 +89,27 @@ def cpu_bfloat16_flags(cpuinfo_path="/proc/cpuinfo"):
 
 
 def gpu_compute_capabilities():
-    """``(name, (major, minor))`` of every GPU TensorFlow sees; capability None when unknown."""
+    """``(name, (major, minor))`` of every GPU the backend sees; capability None when unknown.
+
+    TensorFlow's devices, or under Keras' JAX backend JAX's (TensorFlow need
+    not be installed there).
+    """
+    from kerascam import backend
+
+    if backend.name() == "jax":
+        import jax
+
+        gpus = []
+        for device in jax.devices():
+            if device.platform != "gpu":
+                continue
+            capability = getattr(device, "compute_capability", None)  # "9.0" on CUDA devices
+            try:
+                capability = tuple(int(part) for part in str(capability).split(".")[:2])
+            except ValueError:
+                capability = None
+            gpus.append((device.device_kind, capability))
+        return gpus
     import tensorflow as tf
 
     gpus = []

@@ -23,7 +23,6 @@ the same flattened block5 output (48 and 64 both pool to 2x2).
 """
 
 import keras
-import tensorflow as tf
 
 
 def side_of_epoch(config, epoch):
@@ -79,9 +78,22 @@ def resized_twin(model, side):
 
 def downscale(batches, side):
     """``batches`` with each image resized to ``side`` x ``side`` (bilinear with antialiasing, floats in 0-255)."""
+    import tensorflow as tf
 
     def resize(batch):
         images = tf.image.resize(tf.cast(batch["image"], tf.float32), (side, side), antialias=True)
         return dict(batch, image=images)
 
     return batches.map(resize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def downscale_arrays(batches, side):
+    """:func:`downscale` for an iterable of NumPy batches (Keras' JAX backend, no tf.data).
+
+    ``keras.ops.image.resize``, bilinear with antialiasing as TensorFlow's
+    ``tf.image.resize``; floats in 0-255.
+    """
+    for batch in batches:
+        images = keras.ops.image.resize(keras.ops.cast(batch["image"], "float32"), (side, side),
+                                        interpolation="bilinear", antialias=True)
+        yield dict(batch, image=keras.ops.convert_to_numpy(images))

@@ -139,11 +139,19 @@ def test_another_keras_backend_is_one_line_and_exit_2(monkeypatch, capsys):
     from kerascam.cli import run_cli
 
     called = []
-    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
     assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 2
     err = capsys.readouterr().err
     assert not called and err.count("\n") == 1
-    assert err.startswith("train.py: error:") and "KERAS_BACKEND is 'jax'" in err
+    assert err.startswith("train.py: error:") and "KERAS_BACKEND is 'torch'" in err
+    assert "tensorflow or jax" in err
+    # JAX: train.py runs (tests/test_jax_training.py); evaluate.py not yet.
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert run_cli(lambda argv: called.append(argv), ["--cam", "all"], "evaluate.py") == 2
+    err = capsys.readouterr().err
+    assert not called and err.count("\n") == 1 and "KERAS_BACKEND is 'jax'" in err
+    assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0
+    assert called.pop() == ["--model", "unet"]
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0 and called == [["--model", "unet"]]
 

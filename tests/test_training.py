@@ -39,6 +39,7 @@ def test_a_few_steps_lower_the_loss(tmp_path):
     assert saved["val_accuracy"] == summary["val_accuracy"]
     assert saved["config"]["learning_rate"] == 1e-2
     assert saved["wall_seconds"] > 0
+    assert saved["backend"] == "tensorflow" and "tensorflow" in saved["versions"]
     for name in ("model.keras", "saved_model/saved_model.pb", "checkpoints/checkpoint", "logs"):
         assert (tmp_path / "unet" / name).exists(), name
 

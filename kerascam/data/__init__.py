@@ -22,6 +22,11 @@ from typing import Callable
 class Split:
     """One split of a dataset: unbatched examples and what is known of them.
 
+    ``examples`` is a ``tf.data.Dataset``, except for an embedded dataset
+    under Keras' JAX backend, where it is None (no TensorFlow needed):
+    ``arrays`` then holds the examples, the embedded datasets' NumPy arrays
+    by feature (`kerascam.data.numpy_pipeline` batches them); ``arrays`` is
+    None for ImageNet and folders.
     ``needs_crop`` is True for sources whose images have their own sizes
     (ImageNet, folders): the pipeline crops them to the model's input size.
     ``skipped`` names the files left out because they cannot be decoded or
@@ -29,12 +34,13 @@ class Split:
     sorted; they are not in ``examples`` nor counted in ``num_examples``.
     """
 
-    examples: "tf.data.Dataset"
+    examples: "tf.data.Dataset | None"
     num_examples: int
     num_classes: int
     class_names: tuple
     needs_crop: bool = False
     skipped: tuple = ()
+    arrays: dict | None = None
 
 
 def describe_skipped(skipped, limit=10):
@@ -57,15 +63,25 @@ def describe_skipped(skipped, limit=10):
 
 
 def _embedded_split(module, data_config, split):
-    """A `Split` of an embedded dataset: its arrays, from its cache or drawn once."""
-    import tensorflow as tf
+    """A `Split` of an embedded dataset: its arrays, from its cache or drawn once.
+
+    Under Keras' JAX backend the arrays alone (``examples`` None): no
+    TensorFlow is imported, and none need be installed.
+    """
+    from kerascam import backend
 
     arrays = module.load(data_config, split)
+    examples = None
+    if backend.name() != "jax":
+        import tensorflow as tf
+
+        examples = tf.data.Dataset.from_tensor_slices(arrays)
     return Split(
-        examples=tf.data.Dataset.from_tensor_slices(arrays),
+        examples=examples,
         num_examples=len(arrays["label"]),
         num_classes=data_config.num_classes,
         class_names=tuple(data_config.classes),
+        arrays=arrays,
     )
 
 
@@ -94,6 +110,9 @@ def _with_boxes(examples, boxes_dir):
 
 
 def _load_imagenet(config, split, boxes_dir=None):
+    from kerascam import backend
+
+    backend.require_tensorflow("--dataset imagenet2012 (tf.data over tensorflow-datasets)")
     from kerascam.data.imagenet import load_imagenet
 
     examples, n, num_classes, names = load_imagenet(split, config.data_dir, config.manual_dir)
@@ -101,6 +120,9 @@ def _load_imagenet(config, split, boxes_dir=None):
 
 
 def _load_folder(config, split, boxes_dir=None):
+    from kerascam import backend
+
+    backend.require_tensorflow("--dataset folder:PATH (tf.data decoding)")
     from kerascam.data.folder import load_folder
     from kerascam.data.images import MAX_PIXELS
 

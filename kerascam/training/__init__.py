@@ -37,6 +37,11 @@ The package, one concern per module:
 - ``history``: ``history.csv``, the TensorBoard scalars and CAM overlays.
 - ``record``: the exports and ``run.json``.
 - ``errors``: ``TrainingError`` and ``TrainingInterrupted``.
+- ``jax_steps``, ``jax_checkpoints``: under Keras' JAX backend
+  (``KERAS_BACKEND=jax``, no TensorFlow needed for the embedded datasets),
+  the local devices (data parallel), the jitted train step and validation,
+  and checkpoints as Keras weights files; the loop is the same, each step
+  choosing its counterpart by backend.
 """
 
 from kerascam.precision import dtype_policy

@@ -13,11 +13,10 @@ import glob
 import os
 import shutil
 import signal
+import sys
 import threading
 
-import tensorflow as tf
-
-from kerascam import io
+from kerascam import backend, io
 from kerascam.training.errors import TrainingError
 
 
@@ -91,8 +90,13 @@ def default_checkpoint_every(config):
 def is_no_space(error):
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
-    # TensorFlow's file writers report the C library's error in their text.
-    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
+    if isinstance(error, OSError) and "No space left on device" in str(error):
+        return True  # h5py (the JAX path's weights files) puts the C library's error in its text
+    # TensorFlow's file writers report the C library's error in their text
+    # (only where TensorFlow is loaded: nothing else raises its errors).
+    tf = sys.modules.get("tensorflow")
+    op_error = getattr(getattr(tf, "errors", None), "OpError", None)
+    return op_error is not None and isinstance(error, op_error) and "No space left on device" in str(error)
 
 
 @contextlib.contextmanager
@@ -141,9 +145,22 @@ def restore_latest(checkpoint, directory):
         TrainingError: the state file names a checkpoint whose files are gone
             (never taken for a fresh start), or the newest checkpoint cannot
             be restored (damaged, or of another run).
+
+    Under Keras' JAX backend: `kerascam.training.jax_checkpoints.restore_latest`.
     """
+    if backend.name() == "jax":
+        from kerascam.training.jax_checkpoints import restore_latest as restore_keras_checkpoint
+
+        return restore_keras_checkpoint(checkpoint, directory)
+    import tensorflow as tf
+
     latest = tf.train.latest_checkpoint(directory)
     state = tf.train.get_checkpoint_state(directory)
+    if state is None and glob.glob(os.path.join(glob.escape(directory), "ckpt-*.json")):
+        raise TrainingError(
+            f"{directory} holds checkpoints of Keras' JAX backend (kerascam.training.jax_checkpoints); "
+            "resume that run with KERAS_BACKEND=jax, or use another --workdir"
+        )
     if latest is None and state is not None and state.model_checkpoint_path:
         # latest_checkpoint() answers None when the files it names are gone.
         raise TrainingError(
@@ -231,6 +248,7 @@ def make_stop_agreement(strategy):
     """
     if not spans_workers(strategy):
         return lambda flag: flag
+    import tensorflow as tf
 
     @tf.function
     def total(flag):

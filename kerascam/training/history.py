@@ -7,10 +7,8 @@ import time
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kerascam import io
-from kerascam.data import pipeline
+from kerascam import backend, io
 from kerascam.training.checkpoints import no_space_is_one_line
 from kerascam.training.record import float32_copy
 
@@ -22,6 +20,9 @@ class History:
         run_dir: The run's folder (``WORKDIR/MODEL``).
         start_epoch: The epoch the run resumes at (0-based): rows of that
             epoch and later, past the checkpoint, are dropped.
+
+    Under Keras' JAX backend ``history.csv`` alone: TensorBoard's writer is
+    TensorFlow's, which need not be installed there (``writer`` is None).
     """
 
     FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
@@ -33,7 +34,11 @@ class History:
             with open(self.path, newline="", encoding="utf-8") as f:
                 # Rows past the checkpoint belong to epochs about to be redone.
                 self.rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < start_epoch]
-        self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
+        self.writer = None
+        if backend.name() != "jax":
+            import tensorflow as tf
+
+            self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "logs"))
 
     def add(self, row):
         self.rows.append(row)
@@ -42,6 +47,10 @@ class History:
         writer.writeheader()
         writer.writerows(self.rows)
         io.write_text(self.path, buffer.getvalue())
+        if self.writer is None:
+            return
+        import tensorflow as tf
+
         with self.writer.as_default(step=row["epoch"] + 1):
             for key in self.FIELDS[1:-1]:
                 tf.summary.scalar(key, row[key])
@@ -86,6 +95,8 @@ class CamSummaries:
         self.config = config
         self.num_classes = training_data.train.num_classes
         self.class_names = list(training_data.train.class_names)
+        from kerascam.data import pipeline
+
         first = next(iter(pipeline.evaluation_batches(training_data.validation.examples, config.cam_summaries,
                                                       crop_size=training_data.crop_size)))
         self.images, self.labels = first["image"].numpy(), first["label"].numpy()

@@ -21,8 +21,12 @@ def default_jobs(strategy):
     convolutions leave the second one idle much of the time); two at once use
     both (measured: ResNet50 and VGG16 together take 1.6x less wall time
     than one after the other). GPUs and multi-device strategies train one
-    model at a time.
+    model at a time; so does Keras' JAX backend (the pool is TensorFlow's).
     """
+    from kerascam import backend
+
+    if backend.name() == "jax":
+        return 1
     import tensorflow as tf
 
     if strategy in ("mirrored", "multiworker") or tf.config.list_physical_devices("GPU"):

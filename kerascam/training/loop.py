@@ -17,8 +17,7 @@ import time
 
 import keras
 
-from kerascam import io, progressive
-from kerascam.data import pipeline
+from kerascam import backend, io, progressive
 from kerascam.precision import dtype_policy
 from kerascam.training.checkpoints import (
     StopRequest,
@@ -29,7 +28,7 @@ from kerascam.training.checkpoints import (
 )
 from kerascam.training.errors import TrainingError, TrainingInterrupted
 from kerascam.training.history import CamSummaries, History
-from kerascam.training.record import available_cpus, export_model, float32_copy, write_run_summary
+from kerascam.training.record import SAVED_MODEL_ON_JAX, available_cpus, export_model, float32_copy, write_run_summary
 from kerascam.training.state import (
     CheckpointSaver,
     build_state,
@@ -40,7 +39,11 @@ from kerascam.training.state import (
 )
 from kerascam.training.steps import is_chief, make_strategy, make_train_steps
 from kerascam.training.target import TargetAccuracy, target_check_steps
-from kerascam.training.validation import Validation
+from kerascam.training.validation import make_validation
+
+# Why a JAX run writes no CAM overlays: its log line and run.json's "cam_summaries_skipped".
+CAM_SUMMARIES_ON_JAX = ("no TensorBoard CAM overlays (--cam-summaries) on Keras' JAX backend: they are "
+                        "written through TensorFlow")
 
 # Kept importable from here: tests and older code name them through this module.
 _float32_copy = float32_copy
@@ -53,7 +56,8 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
     Args:
         config: A ``kerascam.configs.TrainConfig``.
         workdir: Folder of all runs; this run lives in ``workdir/config.model``.
-        strategy: A ``tf.distribute.Strategy``; default
+        strategy: A ``tf.distribute.Strategy`` (under Keras' JAX backend a
+            ``kerascam.training.jax_steps.LocalDevices``); default
             ``make_strategy(config.strategy)``.
         verbose: 1 shows progress bars and an epoch line, 2 one line per
             epoch that names the model (for runs side by side), 0 is silent.
@@ -69,7 +73,11 @@ def train(config, workdir="runs", *, strategy=None, verbose=1):
             and exports are kept), or ``workdir`` holds an incompatible run.
         ValueError: ``target_accuracy`` outside (0, 1], a negative
             ``checkpoint_every`` or ``cam_summaries``, low-resolution epochs
-            the run cannot use (``kerascam.progressive.check_config``).
+            the run cannot use (``kerascam.progressive.check_config``);
+            under Keras' JAX backend, a tf.distribute ``config.strategy``,
+            a global batch that does not divide by the local devices or
+            ``mixed_float16`` (``kerascam.training.jax_steps.LocalDevices.check_config``;
+            ``cam_summaries`` are left out there, with a line saying so).
     """
     progressive.check_config(config)
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
@@ -86,10 +94,15 @@ def _train(config, workdir, strategy, verbose, stop_request):
     started = time.time()
     run_dir = os.path.join(workdir, config.model)
     strategy = strategy or make_strategy(config.strategy)
+    if backend.name() == "jax":
+        strategy.check_config(config)
     chief = is_chief(strategy)
     check_compatible(run_dir, config)
     write_cam_summaries = None
-    if config.cam_summaries:
+    if config.cam_summaries and backend.name() == "jax":
+        if verbose:  # the demo preset asks for them: a note, not an error
+            print(f"{config.model}: {CAM_SUMMARIES_ON_JAX}")
+    elif config.cam_summaries:
         # kerascam.summaries draws the overlays; imported before any step so
         # that a missing module fails at once, not after the first epoch.
         from kerascam.summaries import write_cam_summaries
@@ -133,6 +146,7 @@ def _announce(config, strategy, resumed, verbose):
         f"{config.model}: {strategy.num_replicas_in_sync} replica(s), global batch {config.batch_size}, "
         f"peak learning rate {config.effective_learning_rate:.3g} ({config.lr_scaling} scaling from "
         f"{config.learning_rate:g} per {config.reference_batch_size}){precision}{', XLA' if config.jit else ''}"
+        f"{', Keras JAX backend' if backend.name() == 'jax' else ''}"
     )
 
 
@@ -164,7 +178,7 @@ class TrainingRun:
         self.train_steps = make_train_steps(config, state.model, state.optimizer, strategy,
                                             num_classes=training_data.train.num_classes,
                                             global_batch=training_data.global_batch)
-        self.validate = Validation(state.model, strategy, training_data)
+        self.validate = make_validation(state.model, strategy, training_data)
         every = config.checkpoint_every
         self.checkpoint_every = every if every is not None else default_checkpoint_every(config)
         self.any_worker_stops = make_stop_agreement(strategy)
@@ -194,15 +208,29 @@ class TrainingRun:
         tf.data's iterator checkpointing: it would store the shuffle buffer,
         up to 10,000 decoded images (about 1 GB for ImageNet), in every
         checkpoint, and the order is already a function of seed and epoch.
+
+        Under Keras' JAX backend: NumPy batches, of the embedded datasets'
+        arrays (`kerascam.data.numpy_pipeline`, no TensorFlow) or of the
+        tf.data pipeline where the data needs it (ImageNet, folders).
         """
         config, data = self.config, self.data
+        if backend.name() == "jax" and data.train.arrays is not None:
+            from kerascam.data import numpy_pipeline
+
+            batches = numpy_pipeline.training_batches(
+                data.train.arrays, data.global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
+                skip_batches=first_step, num_batches=self.steps - first_step,
+            )
+            return progressive.downscale_arrays(batches, side) if side != config.image_size else batches
+        from kerascam.data import pipeline
+
         batches = pipeline.training_batches(
             data.train.examples, data.global_batch, epoch=epoch, seed=config.seed, augment=config.augment,
             crop_size=data.crop_size, num_examples=data.train.num_examples, skip_batches=first_step,
         ).take(self.steps - first_step)
         if side != config.image_size:
             batches = progressive.downscale(batches, side)
-        return batches
+        return batches.as_numpy_iterator() if backend.name() == "jax" else batches
 
     def run_epoch(self, epoch):
         """Trains ``epoch`` (its rest when resumed mid-epoch), then ``end_epoch``; True when the run stops."""
@@ -342,6 +370,8 @@ class TrainingRun:
             return {"model": config.model, "val_accuracy": float(self.val_accuracy), "chief": False,
                     "epochs_completed": epochs_completed, "replicas": replicas}
         model = export_model(state.model, config, data.train.num_classes, self.run_dir)
+        if backend.name() == "jax" and self.verbose:
+            print(f"{config.model}: wrote model.keras; no SavedModel ({SAVED_MODEL_ON_JAX})")
         results = {
             "model": config.model,
             "config": config.to_dict(),
@@ -360,5 +390,7 @@ class TrainingRun:
             "val_accuracy": float(self.val_accuracy),
             "val_loss": float(self.val_loss),
         }
+        if config.cam_summaries and backend.name() == "jax":
+            results["cam_summaries_skipped"] = CAM_SUMMARIES_ON_JAX
         return write_run_summary(self.run_dir, results, started=started, resumed=bool(self.resumed.checkpoint),
                                  replicas=replicas)

@@ -4,9 +4,8 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 
-from kerascam import export, io
+from kerascam import backend, export, io
 from kerascam.precision import dtype_policy
 from kerascam.training.checkpoints import no_space_is_one_line
 from kerascam.training.steps import build_model_for
@@ -32,8 +31,16 @@ def float32_copy(model, config, num_classes):
     return twin
 
 
+# Why a JAX run writes no SavedModel: run.json's "saved_model_skipped" and the run's log line.
+SAVED_MODEL_ON_JAX = ("the SavedModel export runs on Keras' TensorFlow backend: load model.keras there "
+                      "and call kerascam.export.export_saved_model")
+
+
 def export_model(model, config, num_classes, run_dir):
     """Writes ``model.keras`` and ``saved_model/`` (float32, whatever the training precision).
+
+    Under Keras' JAX backend ``model.keras`` alone (it loads under
+    TensorFlow too); the SavedModel is TensorFlow's (``SAVED_MODEL_ON_JAX``).
 
     Returns:
         The model exported.
@@ -42,9 +49,27 @@ def export_model(model, config, num_classes, run_dir):
         model = float32_copy(model, config, num_classes)
     with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
         export.save_keras(model, os.path.join(run_dir, "model.keras"))
+    if backend.name() == "jax":
+        return model
     with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
         export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
     return model
+
+
+def runtime_details():
+    """``(threads, versions)`` of ``run.json``: what the weights depend on besides the seed and the machine."""
+    if backend.name() == "jax":
+        import jax
+
+        return {"cpus": available_cpus()}, {"jax": jax.__version__, "keras": keras.__version__}
+    import tensorflow as tf
+
+    # TensorFlow's thread pools (0: TensorFlow's default, one thread per
+    # core): oneDNN sums in another order with another number of threads.
+    threads = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+               "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+               "cpus": available_cpus()}
+    return threads, {"tensorflow": tf.__version__, "keras": keras.__version__}
 
 
 def write_run_summary(run_dir, results, *, started, resumed, replicas):
@@ -65,18 +90,17 @@ def write_run_summary(run_dir, results, *, started, resumed, replicas):
     summary_path = os.path.join(run_dir, "run.json")
     if resumed and os.path.exists(summary_path):
         previous_seconds = io.read_json(summary_path).get("wall_seconds", 0.0)
+    threads, versions = runtime_details()
     summary = {
         **results,
+        "backend": backend.name(),
         "wall_seconds": previous_seconds + time.time() - started,
         "replicas": replicas,
-        # TensorFlow's thread pools (0: TensorFlow's default, one thread per
-        # core): with the seed and the machine, what the weights depend on
-        # (oneDNN sums in another order with another number of threads).
-        "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                    "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                    "cpus": available_cpus()},
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "threads": threads,
+        "versions": versions,
     }
+    if backend.name() == "jax":
+        summary["saved_model_skipped"] = SAVED_MODEL_ON_JAX
     with no_space_is_one_line(summary_path):
         io.write_json(summary_path, summary)
     return summary

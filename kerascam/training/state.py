@@ -12,9 +12,8 @@ import os
 import tempfile
 
 import keras
-import tensorflow as tf
 
-from kerascam import data, io
+from kerascam import backend, data, io
 from kerascam.training.checkpoints import restore_latest, save_checkpoint
 from kerascam.training.errors import TrainingError
 from kerascam.training.steps import build_model_for, make_optimizer
@@ -57,6 +56,21 @@ def prepare_data(config):
     return TrainingData(train_split, val_split, global_batch, crop_size, steps)
 
 
+def counter(value, dtype):
+    """A number a checkpoint saves: a ``tf.Variable`` of ``dtype`` (``"int64"``, ``"float64"``).
+
+    Under Keras' JAX backend a ``kerascam.training.jax_checkpoints.Scalar``
+    (a Python number, saved in the checkpoint's JSON), read and set the same way.
+    """
+    if backend.name() == "jax":
+        from kerascam.training.jax_checkpoints import Scalar
+
+        return Scalar(value)
+    import tensorflow as tf
+
+    return tf.Variable(value, dtype=dtype, trainable=False)
+
+
 def progress_variables():
     """Where the run stands within the epoch, saved with the weights.
 
@@ -66,26 +80,37 @@ def progress_variables():
     stopped).
     """
     return {
-        "step": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "loss_sum": tf.Variable(0.0, dtype=tf.float64, trainable=False),
-        "correct_sum": tf.Variable(0.0, dtype=tf.float64, trainable=False),
-        "stopped_at_step": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "stopped_accuracy": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+        "step": counter(0, "int64"),
+        "loss_sum": counter(0.0, "float64"),
+        "correct_sum": counter(0.0, "float64"),
+        "stopped_at_step": counter(0, "int64"),
+        "stopped_accuracy": counter(0.0, "float64"),
     }
 
 
 @dataclasses.dataclass
 class RunState:
-    """The variables a checkpoint holds: model, optimizer, epoch and ``progress_variables()``."""
+    """The variables a checkpoint holds: model, optimizer, epoch and ``progress_variables()``.
+
+    ``checkpoint`` saves them: a ``tf.train.Checkpoint``, or under Keras' JAX
+    backend a ``kerascam.training.jax_checkpoints.KerasCheckpoint``.
+    """
 
     model: object
     optimizer: object
-    epoch: tf.Variable
+    epoch: object
     progress: dict
-    checkpoint: tf.train.Checkpoint
+    checkpoint: object
 
     @classmethod
     def of(cls, model, optimizer, epoch, progress):
+        if backend.name() == "jax":
+            from kerascam.training.jax_checkpoints import KerasCheckpoint
+
+            return cls(model, optimizer, epoch, progress,
+                       KerasCheckpoint(model, optimizer, {"epoch": epoch, **progress}))
+        import tensorflow as tf
+
         return cls(model, optimizer, epoch, progress,
                    tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, **progress))
 
@@ -103,7 +128,7 @@ def build_state(config, strategy, num_classes, steps):
         optimizer = make_optimizer(config, steps)
         # Create the optimizer's slots now so a restore fills them directly.
         optimizer.build(model.trainable_variables)
-        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        epoch = counter(0, "int64")
         progress = progress_variables()
     return RunState.of(model, optimizer, epoch, progress)
 
@@ -123,10 +148,17 @@ def open_checkpoints(state, run_dir, chief):
     Every worker takes part in saving (the variables are read collectively),
     but only the chief's copy lands in ``run_dir/checkpoints``; the others
     write to a scratch folder of their own. All of them resume from the
-    chief's (``restore``).
+    chief's (``restore``). Under Keras' JAX backend a
+    ``kerascam.training.jax_checkpoints.KerasCheckpointManager``.
     """
     shared_dir = os.path.join(run_dir, "checkpoints")
     save_dir = shared_dir if chief else tempfile.mkdtemp(prefix="kerascam-worker-ckpt-")
+    if backend.name() == "jax":
+        from kerascam.training.jax_checkpoints import KerasCheckpointManager
+
+        return KerasCheckpointManager(state.checkpoint, save_dir, max_to_keep=3)
+    import tensorflow as tf
+
     return tf.train.CheckpointManager(state.checkpoint, save_dir, max_to_keep=3)
 
 

@@ -1,9 +1,13 @@
-"""What one training step is made of: strategy, model, optimizer and the step itself (the dtype policy: kerascam.precision)."""
+"""What one training step is made of: strategy, model, optimizer and the step itself (the dtype policy: kerascam.precision).
+
+The TensorFlow path; under Keras' JAX backend ``make_strategy`` and
+``make_train_steps`` hand over to `kerascam.training.jax_steps`, and
+TensorFlow is imported only where it serves.
+"""
 
 import keras
-import tensorflow as tf
 
-from kerascam import progressive
+from kerascam import backend, progressive
 from kerascam.models import build_model
 
 
@@ -20,7 +24,17 @@ def make_strategy(name="auto", devices=None):
             with ``tf.distribute.cluster_resolver.SlurmClusterResolver``
             and pass the strategy to ``train``).
         devices: Device names for ``"mirrored"``, e.g. two logical CPUs.
+
+    Under Keras' JAX backend: `kerascam.training.jax_steps.LocalDevices`
+    (``"auto"``/``"default"``; the tf.distribute strategies are refused in
+    one line).
     """
+    if backend.name() == "jax":
+        from kerascam.training.jax_steps import LocalDevices
+
+        return LocalDevices.for_strategy(name)
+    import tensorflow as tf
+
     if name == "multiworker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "auto":
@@ -82,6 +96,8 @@ def build_model_for(config, num_classes, weights=None):
 
 
 def reduce_sum(strategy, values):
+    import tensorflow as tf
+
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in values]
 
 
@@ -111,6 +127,8 @@ def make_train_step(
         ``step(batch)`` for a batch of ``{"image", "label"}``, returning
         ``[loss, correct]`` as scalar tensors.
     """
+    import tensorflow as tf
+
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing, reduction=None)
     scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
@@ -149,7 +167,12 @@ def make_train_steps(config, model, optimizer, strategy, *, num_classes, global_
     The model's own side, and with progressive resizing the low resolution,
     through a twin that shares all the model's layers
     (``kerascam.progressive.resized_twin``): both steps train ``model``.
+    Under Keras' JAX backend: `kerascam.training.jax_steps.make_train_steps`.
     """
+    if backend.name() == "jax":
+        from kerascam.training import jax_steps
+
+        return jax_steps.make_train_steps(config, model, optimizer, strategy, num_classes=num_classes)
     nets = {config.image_size: model}
     if config.low_resolution_epochs:
         with strategy.scope():

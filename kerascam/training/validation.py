@@ -2,10 +2,18 @@
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from kerascam.data import pipeline
+from kerascam import backend
 from kerascam.training.steps import reduce_sum
+
+
+def make_validation(model, strategy, training_data):
+    """The run's validation pass: `Validation`, or under Keras' JAX backend `kerascam.training.jax_steps.Validation`."""
+    if backend.name() == "jax":
+        from kerascam.training.jax_steps import Validation as JaxValidation
+
+        return JaxValidation(model, strategy, training_data)
+    return Validation(model, strategy, training_data)
 
 
 class Validation:
@@ -18,6 +26,8 @@ class Validation:
     """
 
     def __init__(self, model, strategy, training_data):
+        import tensorflow as tf
+
         self.strategy = strategy
         self.data = training_data
 
@@ -37,6 +47,8 @@ class Validation:
 
     def __call__(self):
         """``(val_loss, val_accuracy)``."""
+        from kerascam.data import pipeline
+
         totals = np.zeros(3)
         batches = pipeline.evaluation_batches(self.data.validation.examples, self.data.global_batch,
                                               crop_size=self.data.crop_size)
