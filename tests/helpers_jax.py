@@ -25,6 +25,15 @@ class _NoTensorFlow:
         return None
 
 sys.meta_path.insert(0, _NoTensorFlow())
+
+# Where a package is not installed, importlib.util.find_spec says None
+# (JAX's compilation cache asks it whether TensorFlow's file system is there);
+# the finder above would raise instead.
+import importlib.util
+
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] in {BLOCKED!r} else _find_spec(name, package))
 """
 
 

@@ -84,16 +84,6 @@ results["devices"] = len(jax.local_devices())
 print(json.dumps(results))
 """
 
-# On a machine without TensorFlow, importlib.util.find_spec("tensorflow") is
-# None; the blocker of helpers_jax raises there instead, which breaks JAX's
-# compilation cache (etils asks find_spec whether TensorFlow's file system is
-# there). This says None, as such a machine does.
-_ABSENT_AS_ON_A_MACHINE_WITHOUT_IT = """
-import importlib.util
-_find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, package=None: (
-    None if name.split(".")[0] == "tensorflow" else _find_spec(name, package))
-"""
 # Compiled programs are cached on disk across the runs of a child (each run
 # builds its model anew, so jax.jit's in-memory cache cannot serve them), and
 # compiled with XLA's cheap CPU settings: the tests are about behaviour, and
@@ -108,7 +98,7 @@ _FAST_COMPILES = {
 def _run(code, workdir, env):
     env = {**_FAST_COMPILES, "JAX_COMPILATION_CACHE_DIR": os.path.join(workdir, "jax-cache"), **env,
            "XLA_FLAGS": " ".join(filter(None, (_FAST_COMPILES["XLA_FLAGS"], env.get("XLA_FLAGS"))))}
-    result = run_without_tensorflow(_ABSENT_AS_ON_A_MACHINE_WITHOUT_IT + code, [workdir, json.dumps(ARGS)],
+    result = run_without_tensorflow(code, [workdir, json.dumps(ARGS)],
                                     timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
