@@ -16,10 +16,13 @@
 #    auto: bfloat16 from compute capability 8.0 on), the evaluation on 50
 #    images, and the size of each model's CAM (ResNet50's: 7x7, as in the paper).
 #
-# Where TensorFlow sees no GPU but JAX (with Keras) does, only the models'
-# train steps are timed, under Keras' JAX backend (benchmarks/backend_speed.py:
-# the paper224 rates and an estimate of its training, then U-Net and ResNet50
-# in three precisions); the steps above need TensorFlow's GPU build.
+# Where TensorFlow sees no GPU (or is not installed) but JAX (with Keras) does,
+# the paper's geometry runs end to end under Keras' JAX backend: the CAM
+# engine's ratios at 224 (batch 32), the models' train steps and MFU
+# (benchmarks/backend_speed.py), the four paper224 models trained and
+# evaluated (train.py, evaluate.py --cam all on 50 images), and the paper's
+# Table I layout beside its numbers (benchmarks/table1.py). If the deadline
+# stops the training, run the script again: it resumes from the checkpoints.
 #
 # Each step runs under `timeout`, within a deadline that keeps the whole under
 # 8 minutes (GPU_CHECK_SECONDS, default 470); a step that runs out is stopped
@@ -89,17 +92,23 @@ finish() {
 echo "gpu_check: $GPUS GPU(s): $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1); results in $RESULTS"
 
 if [ "$BACKEND" = jax ]; then
-    # TensorFlow sees no GPU, JAX does: the four models' train steps under
-    # Keras' JAX backend (benchmarks/backend_speed.py), the paper's geometry.
-    # kerascam's TensorFlow loop, CAM engine and input pipeline need
-    # TensorFlow's GPU build and are not run.
-    echo "gpu_check: TensorFlow sees no GPU; JAX does: train steps under Keras' JAX backend only"
+    # TensorFlow sees no GPU (or is absent), JAX does: the paper's geometry end
+    # to end under Keras' JAX backend, with no TensorFlow needed. Two runs of
+    # this script finish it where one runs out of time: training saves a
+    # checkpoint on the timeout's SIGTERM and the second run resumes it (a
+    # trained model is skipped), then evaluates.
+    echo "gpu_check: TensorFlow sees no GPU; JAX does: the paper224 run under Keras' JAX backend"
     export KERAS_BACKEND=jax
-    step paper224-steps 230 "$PY" benchmarks/backend_speed.py --preset paper224 --precision mixed_bfloat16 \
-        --batch-size 32 --estimate paper224 --deadline-s 170 --json "$RESULTS/backend_paper224.json"
-    step precisions 220 "$PY" benchmarks/backend_speed.py --preset paper224 --models unet,resnet50 \
-        --precision float32,mixed_bfloat16,mixed_float16 --batch-size 64 --deadline-s 160 \
-        --json "$RESULTS/backend_precisions.json"
+    RUNS="$RESULTS/runs-paper224"
+    step cams-jax 60 "$PY" benchmarks/cams.py --keras-backends jax --models resnet50,unet --batch-size 32 \
+        --methods gradcam,gradcam++,scorecam --scorecam-max-n 256 --repeats 2 --json "$RESULTS/cams_jax.json"
+    step paper224-steps 80 "$PY" benchmarks/backend_speed.py --preset paper224 --precision mixed_bfloat16 \
+        --batch-size 32 --estimate paper224 --deadline-s 60 --json "$RESULTS/backend_paper224.json"
+    step paper224-train 200 "$PY" train.py --model all --preset paper224 --workdir "$RUNS" --quiet
+    step paper224-evaluate 100 "$PY" evaluate.py --cam all --workdir "$RUNS" --num-images 50 \
+        --faithfulness-images 10 --road-images 5 --randomization-images 5 --grid-pointing-images 20 \
+        --figures 4 --quiet
+    step table1 10 "$PY" benchmarks/table1.py "$RUNS/eval/table.json"
     finish ", Keras' JAX backend"
 fi
 
