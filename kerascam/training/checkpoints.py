@@ -47,10 +47,10 @@ CHECKPOINT_SECONDS = 600
 # Training images per second each model is expected to reach, by dataset: each
 # model's spec holds its own (kerascam.specs, ``images_per_second``); where
 # they come from is said here. "shapes" (demo preset, 48x48, batch 32):
-# measured on this project's 2-core CPU, idle (U-Net 204, ResNet50 67, VGG16 with batch normalization 39
-# images/s; the ablated U-Net not measured, given the U-Net's rate); a demo
-# epoch then takes 30 s to 2.6 minutes, so the default is a checkpoint at
-# epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
+# measured on this project's 2-core CPU, idle (the rates are in the specs and
+# docs/manual.md, "Interruptions, preemption and a full disk"; the ablated
+# U-Net not measured, given the U-Net's rate): a demo epoch is short enough
+# that the default is a checkpoint at epoch ends only. "imagenet2012" (and folders, cropped to 224x224 the same
 # way): one H200 in bfloat16, the train steps measured under Keras' JAX
 # backend (benchmarks/README.md, backend_speed.py), rounded down, ResNet50's
 # capped at what a 16-core input pipeline decodes (benchmarks/README.md,
