@@ -36,10 +36,11 @@ saturate: each marker independently has 1-pixel cells (a 3x1 or 3x2 px
 marker) with probability ``small_marker_fraction`` (else 3-pixel cells at
 48x48, 27-36 px), and a colour only 24-40 RGB levels from its disk with
 probability ``faint_marker_fraction`` (else at least ``min_contrast``); a
-tenth each by default. Those sizes and shares are what the four models can
-learn at 48x48 in a CPU budget (`kerascam.configs.markers`): with 2-pixel
-cells and a quarter small and a quarter faint, a U-Net sat at chance for
-the epochs we could afford (``benchmarks/README.md``, ``recipe_curve.py``).
+tenth each by default, chosen so that the models learn it at 48x48 within
+a CPU budget (`kerascam.configs.markers`): with 2-pixel cells and a quarter
+small and a quarter faint, the U-Net was still at chance after 2.5 epochs
+(26.8 % after the demo's 4), where with these it leaves chance by then
+(``benchmarks/recipe_curve.py --data`` tries a design).
 
 Every image is drawn from its own seeded stream (seed, split, index), so any
 image can be drawn again with one part left out: the validation split carries
