@@ -3,6 +3,7 @@
     python benchmarks/recipe_curve.py vgg16 --set mixed_precision=mixed_bfloat16
     python benchmarks/recipe_curve.py resnet50 --set epochs=2 --set learning_rate=3e-4 --set warmup_epochs=0.2
     python benchmarks/recipe_curve.py unet --set epochs=3 --set low_resolution_epochs=2 --set low_resolution_size=32
+    python benchmarks/recipe_curve.py unet --preset markers --data cell_size=2 --threads 1
 
 How fast does a recipe reach a validation accuracy, in CPU seconds of train
 steps? The demo preset's config for MODEL, with ``--set FIELD=VALUE``
@@ -15,6 +16,11 @@ the side trained at, the running training loss and accuracy of the epoch,
 the validation accuracy and the CPU time (user + system of this process) of
 the train steps so far, validation excluded. Nothing is written but the
 optional ``--json`` file: a search over recipes, not a run to keep.
+``--data FIELD=VALUE`` changes a field of the markers dataset
+(``kerascam.data.markers.MarkersConfig``: ``cell_size``,
+``small_marker_fraction``, ...), to try a design of the testbed before it
+becomes the default; ``--threads`` caps TensorFlow's threads (one thread
+beside other work gives CPU times that compare).
 
 The numbers that chose the demo's recipe (and the levers that did not pay)
 are in ``benchmarks/README.md``.
@@ -37,6 +43,24 @@ def parse_value(text):
         return text
 
 
+def parse_assignment(item):
+    field, _, value = item.partition("=")
+    return field, parse_value(value)
+
+
+def load_splits(config, data_overrides):
+    """The train and validation splits of ``config``'s dataset, the markers' fields changed by ``data_overrides``."""
+    from kerascam import data
+
+    if not data_overrides:
+        return data.load_split(config, "train"), data.load_split(config, "validation")
+    from kerascam.data import markers
+
+    design = markers.MarkersConfig(image_size=config.image_size, train_examples=config.train_examples,
+                                   validation_examples=config.validation_examples, **data_overrides)
+    return tuple(data._embedded_split(markers, design, split) for split in ("train", "validation"))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +69,9 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a TrainConfig field")
     p.add_argument("--zero-residual-gamma", action="store_true",
                    help="ResNet50: start each residual branch's last batch-norm scale at 0 (Goyal et al. 2017)")
+    p.add_argument("--data", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a field of the markers dataset (kerascam.data.markers.MarkersConfig)")
+    p.add_argument("--threads", type=int, help="TensorFlow threads (default: TensorFlow's)")
     p.add_argument("--checks", type=int, default=4, help="validations per epoch (default 4)")
     p.add_argument("--json", help="write the curve here")
     args = p.parse_args(argv)
@@ -52,17 +79,19 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from kerascam import configs, data, progressive, training
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+
+    from kerascam import configs, progressive, training
     from kerascam.data import pipeline
 
-    overrides = {}
-    for item in args.set:
-        field, _, value = item.partition("=")
-        overrides[field] = parse_value(value)
+    overrides, data_overrides = (dict(parse_assignment(item) for item in items) for items in (args.set, args.data))
     config = configs.get_preset(args.preset).for_model(args.model, **overrides)
+    if data_overrides and config.dataset != "markers":
+        p.error(f"--data changes the markers dataset; this recipe trains on {config.dataset!r}")
     progressive.check_config(config)
-    train_split = data.load_split(config, "train")
-    val_split = data.load_split(config, "validation")
+    train_split, val_split = load_splits(config, data_overrides)
     steps = train_split.num_examples // config.batch_size
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
@@ -93,7 +122,8 @@ def main(argv=None):
 
     check_at = {round(steps * (i + 1) / args.checks) for i in range(args.checks)}
     curve, train_cpu = [], 0.0
-    print(f"{args.model}: {overrides or 'the preset'}, {steps} steps per epoch", flush=True)
+    print(f"{args.model}: {overrides or 'the preset'}{f', data {data_overrides}' if data_overrides else ''}, "
+          f"{steps} steps per epoch", flush=True)
     for epoch in range(config.epochs):
         side = progressive.side_of_epoch(config, epoch)
         batches = pipeline.training_batches(train_split.examples, config.batch_size, epoch=epoch, seed=config.seed,
@@ -117,7 +147,7 @@ def main(argv=None):
                 started = time.process_time()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "preset": args.preset, "overrides": overrides,
+            json.dump({"model": args.model, "preset": args.preset, "overrides": overrides, "data": data_overrides,
                        "zero_residual_gamma": args.zero_residual_gamma, "curve": curve}, f, indent=1)
 
 

@@ -147,7 +147,8 @@ class Flag:
 # TrainConfig field.
 TRAIN_FLAGS = (
     Flag("--model", None, default="unet", choices=(*MODEL_NAMES, "all"), help="model to train, or all four"),
-    Flag("--preset", None, default="demo", choices=tuple(configs.PRESETS), help="base settings (default: demo)"),
+    Flag("--preset", None, choices=tuple(configs.PRESETS),
+         help="base settings (default: demo; markers with --dataset markers)"),
     Flag("--dataset", help="shapes (embedded, the demo default), markers (embedded, evidence known), "
                            "imagenet2012 or folder:PATH"),
     Flag("--data-dir", help="tensorflow-datasets data folder (ImageNet's prepared TFRecords)"),
@@ -271,7 +272,8 @@ def train_main(argv, prog="train.py"):
     if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
         raise UsageError(f"--target-accuracy must lie in (0, 1], got {args.target_accuracy}")
     check_writable(args.workdir)
-    preset = configs.get_preset(args.preset)
+    preset_name = configs.preset_for(args.preset, args.dataset)
+    preset = configs.get_preset(preset_name)
     if args.dataset:
         from kerascam.data import check_dataset_name
 
@@ -299,10 +301,10 @@ def train_main(argv, prog="train.py"):
     if (args.jobs or 1) > 1 and args.strategy in ("mirrored", "multiworker"):
         raise UsageError(f"--jobs {args.jobs} trains models side by side on one device; "
                          f"with --strategy {args.strategy} train them one at a time (--jobs 1)")
-    requested = {c.model: args.mixed_precision or configs.default_mixed_precision(args.preset, c.model)
+    requested = {c.model: args.mixed_precision or configs.default_mixed_precision(preset_name, c.model)
                  for c in run_configs}
     run_configs, precisions = _resolve_precision(run_configs, requested, args.workdir,
-                                                 preset=None if args.mixed_precision else args.preset)
+                                                 preset=None if args.mixed_precision else preset_name)
     started = time.time()
     jobs = min(args.jobs or default_jobs(run_configs[0].strategy), len(run_configs))
     if jobs > 1:

@@ -47,9 +47,11 @@ def test_the_evidence_is_exactly_the_upright_marker_and_decoys_lie(data):
         for decoy in range(3, 2 * CONFIG.objects_per_image, 2):
             rows, cols = np.nonzero(parts == decoy)
             assert np.ptp(cols) > np.ptp(rows)  # lying: wider than tall
-    # Faint and small evidence occur, as designed.
+    # Small evidence occurs, as designed: a tenth (1-px cells, 3-4 px), the
+    # rest 3-px cells (27 px for a bar, 36 px for the others).
     area = data["evidence"].reshape(len(data["label"]), -1).sum(axis=1)
-    assert 0.1 < np.mean(area <= 4) < 0.4
+    assert set(np.unique(area)) == {3, 4, 27, 36}
+    assert 0.05 < np.mean(area <= 4) < 0.2
 
 
 def test_removing_the_marker_removes_the_class_and_nothing_else():

@@ -74,3 +74,41 @@ def test_the_views_read_from_the_specs_are_the_values_they_replaced():
         "imagenet2012": (224, {"unet": 1300, "unet_ablated": 1200, "resnet50": 3000, "vgg16": 2000}),
     }
     assert np.isclose(configs.demo().for_model("vgg16").learning_rate, 1e-4)
+
+
+def test_the_markers_dataset_trains_with_the_markers_recipe(monkeypatch, tmp_path):
+    from kerascam import precision, training
+    from kerascam.cli import run_cli, train_main
+
+    # No --preset: --dataset markers picks its own; an explicit preset wins; the rest keep the demo's.
+    assert configs.preset_for(None, "markers") == "markers"
+    assert [configs.preset_for(None, name) for name in (None, "shapes", "folder:/data")] == ["demo"] * 3
+    assert configs.preset_for("demo", "markers") == "demo"
+    expected = {  # model: (dataset, side, epochs, learning rate, VGG16 batch norm)
+        "unet": ("markers", 48, 12, 2e-3, False),
+        "unet_ablated": ("markers", 48, 12, 2e-3, False),
+        "resnet50": ("markers", 48, 12, 1e-3, False),
+        "vgg16": ("markers", 48, 12, 1e-4, True),
+    }
+    assert [configs.default_mixed_precision("markers", m) for m in MODEL_NAMES] == ["none", "none", "auto", "auto"]
+    # The shapes default is untouched.
+    assert (configs.demo().dataset, configs.demo().for_model("unet").epochs) == ("shapes", 4)
+
+    def fake_train(config, workdir, verbose=1):
+        trained.append(config)
+        return {"model": config.model, "val_accuracy": 0.5, "epochs_completed": 1, "wall_seconds": 1.0,
+                "parameters": 1}
+
+    trained = []
+    monkeypatch.setattr(precision, "cpu_bfloat16_flags", lambda: ())
+    monkeypatch.setattr(precision, "gpu_compute_capabilities", lambda: [])
+    monkeypatch.setattr(training, "train", fake_train)
+    assert run_cli(train_main, ["--model", "all", "--dataset", "markers", "--jobs", "1", "--quiet",
+                                "--workdir", str(tmp_path)], "train.py") == 0
+    assert {c.model: (c.dataset, c.image_size, c.epochs, c.effective_learning_rate, c.vgg_batch_norm)
+            for c in trained} == expected
+    # A flag still beats the recipe.
+    trained.clear()
+    assert run_cli(train_main, ["--model", "unet", "--dataset", "markers", "--epochs", "3", "--quiet",
+                                "--workdir", str(tmp_path)], "train.py") == 0
+    assert [(c.dataset, c.epochs, c.learning_rate) for c in trained] == [("markers", 3, 2e-3)]

@@ -33,9 +33,14 @@ noise map treats every pixel alike: in expectation such a map puts exactly
 
 Some evidence is faint or small, so that resolution matters and scores do not
 saturate: each marker independently has 1-pixel cells (a 3x1 or 3x2 px
-marker) with probability ``small_marker_fraction`` (else 2-pixel cells at
-48x48, 12-16 px), and a colour only 24-40 RGB levels from its disk with
-probability ``faint_marker_fraction`` (else at least ``min_contrast``).
+marker) with probability ``small_marker_fraction`` (else 3-pixel cells at
+48x48, 27-36 px), and a colour only 24-40 RGB levels from its disk with
+probability ``faint_marker_fraction`` (else at least ``min_contrast``); a
+tenth each by default, chosen so that the models learn it at 48x48 within
+a CPU budget (`kerascam.configs.markers`): with 2-pixel cells and a quarter
+small and a quarter faint, the U-Net was still at chance after 2.5 epochs
+(26.8 % after the demo's 4), where with these it leaves chance by then
+(``benchmarks/recipe_curve.py --data`` tries a design).
 
 Every image is drawn from its own seeded stream (seed, split, index), so any
 image can be drawn again with one part left out: the validation split carries
@@ -73,7 +78,7 @@ from kerascam.data import synthetic
 from kerascam.io import atomic_file
 
 # Bump whenever the drawing or the set of arrays changes, so stale caches are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 CLASS_NAMES: tuple[str, ...] = ("bar", "tee", "ell", "ess")
 SPLITS = synthetic.SPLITS
@@ -108,10 +113,11 @@ class MarkersConfig:
             others are decoys; at least 2.
         seed: Seed of the generator; each split and image has its own stream.
         radius_fraction: Range of the disks' radius as a fraction of
-            `image_size`; 6-9 px at 48x48 (larger where the largest marker
-            needs it).
+            `image_size`; 6-9 px at 48x48, raised to the smallest disk
+            that holds the largest marker (8-9 px with 3-pixel cells).
         cell_size: Side in pixels of a marker's cells, unless the marker is
-            small (1 px); None for 2 px at 48x48, scaled with `image_size`.
+            small (1 px); None for 3 px at 48x48, scaled with `image_size`
+            (2 px at 32x32, 4 px at 64x64).
         small_marker_fraction: Probability that a marker has 1-pixel cells.
         faint_marker_fraction: Probability that a marker's colour is only
             24-40 levels from its disk's.
@@ -129,8 +135,8 @@ class MarkersConfig:
     seed: int = 0
     radius_fraction: tuple[float, float] = (0.125, 0.1875)
     cell_size: int | None = None
-    small_marker_fraction: float = 0.25
-    faint_marker_fraction: float = 0.25
+    small_marker_fraction: float = 0.1
+    faint_marker_fraction: float = 0.1
     background_gradient: float = 24.0
     background_noise: float = 4.0
     background_range: tuple[int, int] = (0, 96)
@@ -299,10 +305,10 @@ def _faint_colour(rng, body):
 
 
 def _normal_cell(config):
-    """The cell side of a marker that is not small: 2 px at 48x48, scaled with the image."""
+    """The cell side of a marker that is not small: 3 px at 48x48, scaled with the image (at least 2)."""
     if config.cell_size is not None:
         return config.cell_size
-    return max(2, round(2 * config.image_size / 48))
+    return max(2, round(3 * config.image_size / 48))
 
 
 def _smallest_radius(config):
