@@ -66,7 +66,7 @@ def check_writable(folder, flag="--workdir"):
 
 
 # The commands (by their program name) that run under Keras' JAX backend as well as TensorFlow's.
-JAX_READY_COMMANDS = ("train.py", "kerascam train")
+JAX_READY_COMMANDS = ("train.py", "kerascam train", "evaluate.py", "kerascam evaluate", "kerascam explain")
 
 
 def run_cli(main, argv, prog):
@@ -83,8 +83,8 @@ def run_cli(main, argv, prog):
     if backend.name() != "tensorflow" and prog not in JAX_READY_COMMANDS:
         # The CAM engine and the scores are TensorFlow code for now; under
         # another backend they would fail deep inside Keras.
-        print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training runs on "
-              f"{backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
+        print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training, evaluate and "
+              f"explain run on {backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
               file=sys.stderr)
         return 2
     try:
@@ -429,6 +429,12 @@ def evaluate_main(argv, prog="evaluate.py"):
                      args.num_images * 4 * len(fields["methods"]) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
     config = EvalConfig(**fields)
+    from kerascam import backend
+
+    if args.backend == "tf-keras-vis" and backend.name() != "tensorflow":
+        raise UsageError(f"--backend tf-keras-vis runs on Keras' TensorFlow backend only, but KERAS_BACKEND is "
+                         f"{backend.name()!r}; leave --backend out (the compiled engine gives the same maps)")
+    print(f"backend: Keras on {backend.name()}, CAMs by {args.backend}", flush=True)
     if args.merge:
         from kerascam.evaluation import merge_shards
 
@@ -521,7 +527,9 @@ def explain_main(argv, prog="kerascam explain"):
     paths = explain.find_images(args.images)
     check_writable(args.out, "--out")
     source = explain.load_model(args.model, workdir=args.workdir, weights=args.weights, image_size=args.image_size)
-    print(f"model: {source.description}", flush=True)
+    from kerascam import backend
+
+    print(f"model: {source.description} (Keras backend: {backend.name()})", flush=True)
     summary = explain.explain_files(
         source,
         paths,
