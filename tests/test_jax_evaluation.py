@@ -80,7 +80,12 @@ def both_backends(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("jax-evaluation")
     model_file = root / "unet.keras"
-    save_keras(build_model("unet", SIZE, len(CLASSES), unet_filters=4), model_file)
+    model = build_model("unet", SIZE, len(CLASSES), unet_filters=4)
+    head = model.get_layer("predictions")
+    # Sharper logits than a fresh head's (probabilities all near 1/5), so
+    # that deleting pixels moves the scored probabilities.
+    head.kernel.assign(head.kernel * 40.0)
+    save_keras(model, model_file)
     pixels = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     pixels[8:16, 10:20] = 255  # a bright patch, so the maps are not flat
     image = root / "image.png"
@@ -127,11 +132,30 @@ def test_evaluate_gives_tensorflows_records_and_names_the_backend(both_backends)
             assert got == pytest.approx(expected, abs=1e-4), (field, tf_record["image_id"], tf_record["method"])
             compared += 1
     assert compared > 8 * 10  # the scores' fields, not only ids and labels
-    fields = set(tf_records[0])
-    assert {"deletion_auc", "insertion_auc"} <= fields or any("road" in f for f in fields), sorted(fields)
+    assert {"score_ground_truth", "deletion_auc", "insertion_auc", "road_combined"} <= set(tf_records[0])
+    spread = np.ptp([float(r["deletion_auc"]) for r in tf_records if r["deletion_auc"]])
+    assert spread > 1e-3  # the maps and images give different curves: the comparison can fail
+    tables = {}
     for folder, name in ((tf_dir, "tensorflow"), (jax_dir, "jax")):
         with open(folder / "runs" / "eval" / "table.json", encoding="utf-8") as f:
-            assert json.load(f)["settings"]["keras_backend"] == name
+            tables[name] = json.load(f)
+        assert tables[name]["settings"]["keras_backend"] == name
+    summaries = [_numbers({k: v for k, v in tables[name].items() if k not in ("settings", "seconds", "seconds_by_stage")})
+                 for name in ("tensorflow", "jax")]
+    assert summaries[0].keys() == summaries[1].keys() and len(summaries[0]) > 50
+    for key, expected in summaries[0].items():
+        assert summaries[1][key] == pytest.approx(expected, abs=1e-4, nan_ok=True), key
+
+
+def _numbers(tree, prefix=""):
+    """The numbers of a JSON tree by their path (``"deletion_auc/unet/gradcam/mean"``)."""
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = enumerate(tree)
+    else:
+        return {prefix: float(tree)} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
+    return {k: v for key, value in items for k, v in _numbers(value, f"{prefix}/{key}").items()}
 
 
 def test_explain_writes_tensorflows_maps(both_backends):
