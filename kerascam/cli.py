@@ -66,7 +66,8 @@ def check_writable(folder, flag="--workdir"):
 
 
 # The commands (by their program name) that run under Keras' JAX backend as well as TensorFlow's.
-JAX_READY_COMMANDS = ("train.py", "kerascam train", "evaluate.py", "kerascam evaluate", "kerascam explain")
+JAX_READY_COMMANDS = ("train.py", "kerascam train", "evaluate.py", "kerascam evaluate", "kerascam explain",
+                      "kerascam")  # the last: --help and --version
 
 
 def run_cli(main, argv, prog):
