@@ -10,7 +10,6 @@ to 1e-4, the CI's precision for scores of two backends.
 
 import csv
 import json
-import os
 import shutil
 
 import cv2
@@ -23,7 +22,7 @@ SIZE = 32
 RUN_CONFIG = {"dataset": "shapes", "image_size": SIZE, "train_examples": 8, "validation_examples": 8}
 EVALUATE = ["--cam", "gradcam", "gradcam++", "--scores", "reference", "ground_truth", "faithfulness", "road",
             "--num-images", "4", "--faithfulness-images", "2", "--road-images", "2", "--faithfulness-steps", "4",
-            "--batch-size", "4", "--figures", "0", "--quiet"]
+            "--batch-size", "4", "--figures", "2", "--quiet"]
 CLASSES = ["disk", "square", "triangle", "cross", "disk_sticker"]  # the shapes data
 EXPLAIN = ["--model", "unet", "--method", "gradcam", "--method", "gradcam++", "--quiet"]
 
@@ -135,6 +134,8 @@ def test_evaluate_gives_tensorflows_records_and_names_the_backend(both_backends)
     assert {"score_ground_truth", "deletion_auc", "insertion_auc", "road_combined"} <= set(tf_records[0])
     spread = np.ptp([float(r["deletion_auc"]) for r in tf_records if r["deletion_auc"]])
     assert spread > 1e-3  # the maps and images give different curves: the comparison can fail
+    figures = [sorted(p.name for p in (folder / "runs" / "eval" / "figures").rglob("*.png")) for folder in (tf_dir, jax_dir)]
+    assert figures[0] and figures[1] == figures[0]  # drawn without TensorFlow too
     tables = {}
     for folder, name in ((tf_dir, "tensorflow"), (jax_dir, "jax")):
         with open(folder / "runs" / "eval" / "table.json", encoding="utf-8") as f:
@@ -178,3 +179,30 @@ def test_tensorflow_only_requests_are_one_line_errors_under_jax(both_backends):
                        ("saved_model", "a SavedModel is explained on Keras' TensorFlow backend only")):
         assert results[name]["code"] == 2, results[name]
         assert len(results[name]["err"]) == 1 and says in results[name]["err"][0], results[name]
+
+
+@pytest.mark.parametrize("shard, skip", [(0, 0), (1, 1)])
+def test_array_batches_are_tf_datas_batches(shard, skip):
+    """Under JAX the split's arrays are batched with NumPy: the same ids, images and features as tf.data's."""
+    import tensorflow as tf
+
+    from kerascam.data import Split
+    from kerascam.evaluation import EvalConfig
+    from kerascam.evaluation.experiment import _batches
+
+    rng = np.random.default_rng(3)
+    arrays = {"image": rng.integers(0, 256, (9, 4, 4, 3), dtype=np.uint8), "label": np.arange(9) % 3,
+              "mask": rng.integers(0, 2, (9, 4, 4), dtype=np.uint8),
+              "parts": rng.integers(0, 5, (9, 4, 4), dtype=np.uint8),
+              "interventions": rng.integers(0, 256, (9, 2, 4, 4, 3), dtype=np.uint8)}
+    config = EvalConfig(num_images=8, batch_size=2, num_shards=2, shard=shard)
+    with_tf_data = Split(tf.data.Dataset.from_tensor_slices(arrays), 9, 3, ("a", "b", "c"), arrays=arrays)
+    with_arrays = Split(None, 9, 3, ("a", "b", "c"), arrays=arrays)
+    expected = list(_batches(config, with_tf_data, None, skip=skip))
+    got = list(_batches(config, with_arrays, None, skip=skip))
+    assert [b.ids.tolist() for b in got] == [b.ids.tolist() for b in expected]
+    assert got[0].ids.tolist() == [shard + 2 * skip, shard + 2 * skip + 2]  # this shard's images, after the skipped
+    for mine, theirs in zip(got, expected):
+        for field in ("images", "labels", "masks", "evidence", "parts", "interventions"):
+            a, b = getattr(mine, field), getattr(theirs, field)
+            assert (a is None and b is None) or (a.dtype == b.dtype and np.array_equal(a, b)), field

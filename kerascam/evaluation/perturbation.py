@@ -278,8 +278,22 @@ class PerturbedForward:
             return ([v.value for v in network.trainable_variables],
                     [v.value for v in network.non_trainable_variables])
 
-        self._compiled = lambda *arrays: np.asarray(graph(variables(), *arrays))
-        self._compiled_probabilities = lambda *arrays: np.asarray(probabilities(variables(), *arrays))
+        def run_graph(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+            # jax.jit traces once per shape: the images and the jobs are
+            # padded to powers of two, so that a run's varying batch sizes
+            # compile a few programs rather than one per size.
+            images, ranks, classes = (_pad_to_bucket(a) for a in (images, ranks, classes))
+            jobs = len(job_image)
+            job_image, job_changed, job_insert = (_pad_to_bucket(a) for a in (job_image, job_changed, job_insert))
+            out = graph(variables(), images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+            return np.asarray(out)[:jobs]
+
+        def run_probabilities(images, classes):
+            count = len(images)
+            return np.asarray(probabilities(variables(), _pad_to_bucket(images), _pad_to_bucket(classes)))[:count]
+
+        self._compiled = run_graph
+        self._compiled_probabilities = run_probabilities
 
     def _counted(self, function):
         def traced(*args, **kwargs):
@@ -320,6 +334,14 @@ class PerturbedForward:
 
 # The dtypes of `PerturbedForward`'s arguments, in order (its TensorFlow signature's).
 _ARGUMENT_DTYPES = (np.float32, np.int32, np.int64, np.int32, np.int32, bool, np.float32, np.float32)
+
+
+def _pad_to_bucket(array):
+    """``array`` with zeros appended along its first axis up to the next power of two."""
+    size = 1 << max(0, len(array) - 1).bit_length()
+    if size == len(array):
+        return array
+    return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
 
 
 _FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward
