@@ -82,8 +82,8 @@ def run_cli(main, argv, prog):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if backend.name() != "tensorflow" and prog not in JAX_READY_COMMANDS:
-        # The CAM engine and the scores are TensorFlow code for now; under
-        # another backend they would fail deep inside Keras.
+        # A command not declared ready has not been made to run without
+        # TensorFlow; under another backend it would fail deep inside Keras.
         print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training, evaluate and "
               f"explain run on {backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
               file=sys.stderr)
@@ -408,6 +408,11 @@ def evaluate_main(argv, prog="evaluate.py"):
 
     flags = evaluate_flags()
     args = evaluate_parser(prog, flags).parse_args(argv)
+    from kerascam import backend
+
+    if args.backend == "tf-keras-vis" and backend.name() != "tensorflow":
+        raise UsageError(f"--backend tf-keras-vis runs on Keras' TensorFlow backend only, but KERAS_BACKEND is "
+                         f"{backend.name()!r}; leave --backend out (the compiled engine gives the same maps)")
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
     if not 0 <= args.shard < args.num_shards:
@@ -430,11 +435,6 @@ def evaluate_main(argv, prog="evaluate.py"):
                      args.num_images * 4 * len(fields["methods"]) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
     config = EvalConfig(**fields)
-    from kerascam import backend
-
-    if args.backend == "tf-keras-vis" and backend.name() != "tensorflow":
-        raise UsageError(f"--backend tf-keras-vis runs on Keras' TensorFlow backend only, but KERAS_BACKEND is "
-                         f"{backend.name()!r}; leave --backend out (the compiled engine gives the same maps)")
     print(f"backend: Keras on {backend.name()}, CAMs by {args.backend}", flush=True)
     if args.merge:
         from kerascam.evaluation import merge_shards
