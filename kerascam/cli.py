@@ -66,7 +66,8 @@ def check_writable(folder, flag="--workdir"):
 
 
 # The commands (by their program name) that run under Keras' JAX backend as well as TensorFlow's.
-JAX_READY_COMMANDS = ("train.py", "kerascam train")
+JAX_READY_COMMANDS = ("train.py", "kerascam train", "evaluate.py", "kerascam evaluate", "kerascam explain",
+                      "kerascam")  # the last: --help and --version
 
 
 def run_cli(main, argv, prog):
@@ -81,10 +82,10 @@ def run_cli(main, argv, prog):
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     if backend.name() != "tensorflow" and prog not in JAX_READY_COMMANDS:
-        # The CAM engine and the scores are TensorFlow code for now; under
-        # another backend they would fail deep inside Keras.
-        print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training runs on "
-              f"{backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
+        # A command not declared ready has not been made to run without
+        # TensorFlow; under another backend it would fail deep inside Keras.
+        print(f"{prog}: error: {prog} runs on Keras' TensorFlow backend for now (training, evaluate and "
+              f"explain run on {backend.name()} too), but KERAS_BACKEND is {backend.name()!r}; unset it or set it to tensorflow",
               file=sys.stderr)
         return 2
     try:
@@ -409,6 +410,11 @@ def evaluate_main(argv, prog="evaluate.py"):
 
     flags = evaluate_flags()
     args = evaluate_parser(prog, flags).parse_args(argv)
+    from kerascam import backend
+
+    if args.backend == "tf-keras-vis" and backend.name() != "tensorflow":
+        raise UsageError(f"--backend tf-keras-vis runs on Keras' TensorFlow backend only, but KERAS_BACKEND is "
+                         f"{backend.name()!r}; leave --backend out (the compiled engine gives the same maps)")
     if not 0.0 < args.mask_threshold < 1.0:
         raise UsageError(f"--mask-threshold must lie in (0, 1), got {args.mask_threshold}")
     if not 0 <= args.shard < args.num_shards:
@@ -431,6 +437,7 @@ def evaluate_main(argv, prog="evaluate.py"):
                      args.num_images * 4 * len(fields["methods"]) * 1200 + 32 * 2**20,
                      "the evaluation's records, tables and figures")
     config = EvalConfig(**fields)
+    print(f"backend: Keras on {backend.name()}, CAMs by {args.backend}", flush=True)
     if args.merge:
         from kerascam.evaluation import merge_shards
 
@@ -523,7 +530,9 @@ def explain_main(argv, prog="kerascam explain"):
     paths = explain.find_images(args.images)
     check_writable(args.out, "--out")
     source = explain.load_model(args.model, workdir=args.workdir, weights=args.weights, image_size=args.image_size)
-    print(f"model: {source.description}", flush=True)
+    from kerascam import backend
+
+    print(f"model: {source.description} (Keras backend: {backend.name()})", flush=True)
     summary = explain.explain_files(
         source,
         paths,

@@ -363,6 +363,11 @@ def load_saved_model(path):
         ValueError: one line when the folder has no ``explain_*`` signatures
             (exported without them) or cannot be loaded.
     """
+    from kerascam import backend
+
+    if backend.name() != "tensorflow":
+        raise ValueError(f"{path}: a SavedModel is explained on Keras' TensorFlow backend only, but KERAS_BACKEND "
+                         f"is {backend.name()!r}; pass the run's .keras file instead")
     import tensorflow as tf
 
     from kerascam.cams import available_methods

@@ -145,14 +145,20 @@ def test_another_keras_backend_is_one_line_and_exit_2(monkeypatch, capsys):
     assert not called and err.count("\n") == 1
     assert err.startswith("train.py: error:") and "KERAS_BACKEND is 'torch'" in err
     assert "tensorflow or jax" in err
-    # JAX: train.py runs (tests/test_jax_training.py); evaluate.py not yet.
+    # JAX: train.py, evaluate.py and explain run (tests/test_jax_training.py,
+    # tests/test_jax_evaluation.py); a command not declared ready is refused.
+    from kerascam import backend
+
     monkeypatch.setenv("KERAS_BACKEND", "jax")
-    assert run_cli(lambda argv: called.append(argv), ["--cam", "all"], "evaluate.py") == 2
+    monkeypatch.setattr(backend, "name", lambda: "jax")  # Keras, imported here, answers tensorflow
+    assert run_cli(lambda argv: called.append(argv), ["--cam", "all"], "not_ready.py") == 2
     err = capsys.readouterr().err
     assert not called and err.count("\n") == 1 and "KERAS_BACKEND is 'jax'" in err
-    assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0
-    assert called.pop() == ["--model", "unet"]
-    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    for prog, argv in (("train.py", ["--model", "unet"]), ("evaluate.py", ["--cam", "all"]),
+                       ("kerascam explain", ["x.png", "--model", "unet"])):
+        assert run_cli(lambda argv: called.append(argv), argv, prog) == 0
+        assert called.pop() == argv
+    monkeypatch.undo()  # KERAS_BACKEND and backend.name() as they were
     assert run_cli(lambda argv: called.append(argv), ["--model", "unet"], "train.py") == 0 and called == [["--model", "unet"]]
 
 

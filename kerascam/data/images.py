@@ -53,6 +53,8 @@ import struct
 import typing
 import zlib
 
+import numpy as np
+
 # Pillow's default limit (PIL.Image.MAX_IMAGE_PIXELS): a quarter of a GiB
 # of 3-byte pixels, int(1024 * 1024 * 1024 // 4 // 3). A 9,459 x 9,459
 # image passes; its uint8 RGB array takes 256 MiB.
@@ -205,10 +207,6 @@ def read_image(path, max_pixels=MAX_PIXELS):
             decoded"`` or ``"not a decodable image: ..."``.
         ValueError: ``max_pixels`` is negative or not an integer.
     """
-    import tensorflow as tf
-
-    from kerascam.data import folder  # folder imports this module: import here
-
     check_max_pixels(max_pixels)
     try:
         mode = os.stat(path).st_mode
@@ -225,10 +223,36 @@ def read_image(path, max_pixels=MAX_PIXELS):
         raise ImageError(f"cannot be read: {error.strerror or error}", path) from None
     if not contents:
         raise ImageError("empty file", path)
-    try:
-        return folder.decode_image(contents).numpy()
-    except tf.errors.OpError as error:
-        raise ImageError(f"not a decodable image: {_decode_error(error)}", path) from None
+    from kerascam import backend
+
+    if backend.name() == "tensorflow":
+        import tensorflow as tf
+
+        from kerascam.data import folder  # folder imports this module: import here
+
+        try:
+            return folder.decode_image(contents).numpy()
+        except tf.errors.OpError as error:
+            raise ImageError(f"not a decodable image: {_decode_error(error)}", path) from None
+    return _decode_without_tensorflow(contents, path)
+
+
+def _decode_without_tensorflow(contents, path):
+    """OpenCV's decoder, on a backend that need not have TensorFlow (JAX).
+
+    The same conventions as ``tf.io.decode_image(channels=3)``: grey repeated
+    on three channels, alpha dropped, 16-bit samples scaled to 8 bits, the
+    first frame of an animation. OpenCV has its own JPEG decoder settings, so
+    a JPEG may differ from TensorFlow's decoding by a grey level here and
+    there; PNG, BMP and GIF give the same pixels.
+    """
+    import cv2
+
+    # IMREAD_COLOR: 3 channels and 8 bits whatever the file holds.
+    decoded = cv2.imdecode(np.frombuffer(contents, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ImageError("not a decodable image: OpenCV cannot decode it", path)
+    return np.ascontiguousarray(decoded[:, :, ::-1])  # OpenCV's BGR to RGB
 
 
 def _decode_error(error):

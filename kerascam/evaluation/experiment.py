@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from kerascam import io
+from kerascam import backend, io
 from kerascam.evaluation import parts
 from kerascam.evaluation.maps import available_columns, check_columns, explain_batch
 from kerascam.evaluation.scorer import Batch, ScoreResult, get_scorers
@@ -123,6 +123,9 @@ def _batches(config, split, crop_size, skip=0):
         `Batch`es; ``skip`` drops examples before they are cropped or
         batched, so resuming costs no explaining.
     """
+    if split.examples is None:  # an embedded dataset under JAX: its arrays, no tf.data
+        yield from _array_batches(config, split.arrays, skip)
+        return
     from kerascam.data.pipeline import evaluation_batches
 
     examples = split.examples.take(config.num_images).enumerate()
@@ -132,8 +135,23 @@ def _batches(config, split, crop_size, skip=0):
     if skip:
         examples = examples.skip(skip)
     for batch in evaluation_batches(examples, config.batch_size, crop_size=crop_size).as_numpy_iterator():
-        yield Batch(batch["image_id"], batch["image"], batch["label"], batch.get("mask"), batch.get("evidence"),
-                    batch.get("parts"), batch.get("interventions"))
+        yield _batch(batch)
+
+
+def _array_batches(config, arrays, skip):
+    """`_batches` over a split's NumPy arrays: the same images, ids and features as tf.data gives."""
+    ids = np.arange(min(config.num_images, len(arrays["label"])))
+    ids = ids[ids % config.num_shards == config.shard][skip:]
+    features = {k: v for k, v in arrays.items() if k != "file_name"}
+    for start in range(0, len(ids), config.batch_size):
+        window = ids[start:start + config.batch_size]
+        batch = {k: v[window] for k, v in features.items()}
+        yield _batch(dict(batch, image_id=window.astype(np.int64), label=batch["label"].astype(np.int64)))
+
+
+def _batch(batch):
+    return Batch(batch["image_id"], batch["image"], batch["label"], batch.get("mask"), batch.get("evidence"),
+                 batch.get("parts"), batch.get("interventions"))
 
 
 def _available(need, batch, models):
@@ -214,7 +232,7 @@ def _settings(config, setup, total):
         "images": total, "split": config.split, "dataset": data_config.dataset, "image_size": data_config.image_size,
         "class": config.class_index, "scorecam_max_N": config.max_N, "mask_threshold": config.mask_threshold,
         "reference": "+".join(REFERENCE) if REFERENCE[0] in models else "none (resnet50 not evaluated)",
-        "backend": config.backend, "scores": "+".join(s.name for s in scorers),
+        "backend": config.backend, "keras_backend": backend.name(), "scores": "+".join(s.name for s in scorers),
     }
     for scorer in scorers:
         settings.update({k: v for k, v in scorer.settings().items() if k not in settings})

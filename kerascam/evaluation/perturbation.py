@@ -22,13 +22,16 @@ class probability. What they share lives here:
 * **The forward pass** (`PerturbedForward`): one compiled function per model
   that makes deletion and insertion images in the graph, or takes images
   made elsewhere (ROAD's imputations), and returns ``softmax(logits)[class]``.
+  The graph is written once in ``keras.ops`` and compiled by the backend:
+  `tf.function` with a fixed input signature under TensorFlow, `jax.jit`
+  under JAX (with the model's variables as arguments, so that a copy with
+  randomized weights is never served the weights baked into a trace).
 """
 
 import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerascam.cams.logits import logits_model
 
@@ -165,9 +168,26 @@ def gaussian_blur(images, kernel):
     Returns:
         float32 tensor like `images`.
     """
+    if keras.backend.backend() == "tensorflow":
+        # The kernel's length is a graph value there (one trace serves every
+        # blur), which keras.ops.pad cannot take as a padding.
+        return _gaussian_blur_tf(images, kernel)
+    radius = (kernel.shape[0] - 1) // 2  # static: jax.jit traces once per kernel length
+    height, width, channels = images.shape[1:]
+    # Channels go into the batch so that one single-channel filter serves all.
+    planes = keras.ops.reshape(keras.ops.transpose(images, (0, 3, 1, 2)), (-1, height, width, 1))
+    planes = keras.ops.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="symmetric")
+    planes = keras.ops.conv(planes, keras.ops.reshape(kernel, (-1, 1, 1, 1)), padding="valid")
+    planes = keras.ops.conv(planes, keras.ops.reshape(kernel, (1, -1, 1, 1)), padding="valid")
+    blurred = keras.ops.reshape(planes, (-1, channels, height, width))
+    return keras.ops.transpose(blurred, (0, 2, 3, 1))
+
+
+def _gaussian_blur_tf(images, kernel):
+    import tensorflow as tf
+
     radius = (tf.size(kernel) - 1) // 2
     shape = tf.shape(images)
-    # Channels go into the batch so that one single-channel filter serves all.
     planes = tf.reshape(tf.transpose(images, (0, 3, 1, 2)), (-1, shape[1], shape[2], 1))
     planes = tf.pad(planes, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="SYMMETRIC")
     planes = tf.nn.conv2d(planes, tf.reshape(kernel, (-1, 1, 1, 1)), strides=1, padding="VALID")
@@ -200,9 +220,18 @@ class PerturbedForward:
         self.network = keras.Model(logits.inputs[0], logits.outputs[0], name=f"{model.name}_faithfulness")
         self.input_dtype = model.inputs[0].dtype
         self.image_shape = tuple(model.inputs[0].shape[1:])
+        self._traces = 0
+        if keras.backend.backend() == "tensorflow":
+            self._compile_tf()
+        else:
+            self._compile_jax()
+
+    def _compile_tf(self):
+        import tensorflow as tf
+
         height, width, channels = self.image_shape
-        self._compiled = tf.function(
-            self._graph,
+        graph = tf.function(
+            self._counted(self._graph),
             input_signature=[
                 tf.TensorSpec((None, height, width, channels), tf.float32),  # images
                 tf.TensorSpec((None, height, width), tf.int32),  # pixel ranks
@@ -214,44 +243,105 @@ class PerturbedForward:
                 tf.TensorSpec((None,), tf.float32),  # blur kernel
             ],
         )
-
         # Images made elsewhere (ROAD's imputations) go through this one.
-        self._compiled_probabilities = tf.function(
-            self._probabilities_graph,
+        probabilities = tf.function(
+            self._counted(self._class_probabilities),
             input_signature=[
                 tf.TensorSpec((None, height, width, channels), tf.float32),
                 tf.TensorSpec((None,), tf.int64),
             ],
         )
+        self._compiled = lambda *arrays: graph(*arrays).numpy()
+        self._compiled_probabilities = lambda *arrays: probabilities(*arrays).numpy()
+
+    def _compile_jax(self):
+        import jax
+
+        network = self.network
+
+        def stateless(function):
+            # The network's weights enter as arguments, read by its stateless
+            # call, instead of constants baked into the trace: a model whose
+            # weights were changed (randomized) is never served stale ones.
+            def with_variables(variables, *arrays):
+                def forward(images):
+                    outputs, _ = network.stateless_call(*variables, images, training=False)
+                    return outputs
+
+                return function(*arrays, forward=forward)
+
+            return jax.jit(self._counted(with_variables))
+
+        graph, probabilities = stateless(self._graph), stateless(self._class_probabilities)
+
+        def variables():
+            return ([v.value for v in network.trainable_variables],
+                    [v.value for v in network.non_trainable_variables])
+
+        def run_graph(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
+            # jax.jit traces once per shape: the images and the jobs are
+            # padded to powers of two, so that a run's varying batch sizes
+            # compile a few programs rather than one per size.
+            images, ranks, classes = (_pad_to_bucket(a) for a in (images, ranks, classes))
+            jobs = len(job_image)
+            job_image, job_changed, job_insert = (_pad_to_bucket(a) for a in (job_image, job_changed, job_insert))
+            out = graph(variables(), images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+            return np.asarray(out)[:jobs]
+
+        def run_probabilities(images, classes):
+            count = len(images)
+            return np.asarray(probabilities(variables(), _pad_to_bucket(images), _pad_to_bucket(classes)))[:count]
+
+        self._compiled = run_graph
+        self._compiled_probabilities = run_probabilities
+
+    def _counted(self, function):
+        def traced(*args, **kwargs):
+            self._traces += 1  # runs only while tf.function or jax.jit traces
+            return function(*args, **kwargs)
+
+        return traced
 
     @property
     def tracing_count(self):
         """How many times the functions have been traced (for tests)."""
-        return sum(f.experimental_get_tracing_count() for f in (self._compiled, self._compiled_probabilities))
+        return self._traces
 
-    def _class_probabilities(self, images, classes):
-        logits = self.network(tf.cast(images, self.input_dtype), training=False)
-        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        return tf.gather(probabilities, classes, axis=1, batch_dims=1)
+    def _class_probabilities(self, images, classes, forward=None):
+        images = keras.ops.cast(images, self.input_dtype)
+        logits = self.network(images, training=False) if forward is None else forward(images)
+        probabilities = keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)
+        return keras.ops.take_along_axis(probabilities, keras.ops.expand_dims(classes, 1), axis=1)[:, 0]
 
-    def _probabilities_graph(self, images, classes):
-        return self._class_probabilities(images, classes)
-
-    def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
-        image = tf.gather(images, job_image)
-        changed = (tf.gather(ranks, job_image) < job_changed[:, tf.newaxis, tf.newaxis])[..., tf.newaxis]
-        deleted = tf.where(changed, baseline, image)
-        inserted = tf.where(changed, image, tf.gather(gaussian_blur(images, kernel), job_image))
-        perturbed = tf.where(job_insert[:, tf.newaxis, tf.newaxis, tf.newaxis], inserted, deleted)
-        return self._class_probabilities(perturbed, tf.gather(classes, job_image))
+    def _graph(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel, forward=None):
+        ops = keras.ops
+        image = ops.take(images, job_image, axis=0)
+        changed = ops.expand_dims(ops.take(ranks, job_image, axis=0) < job_changed[:, None, None], -1)
+        deleted = ops.where(changed, baseline, image)
+        inserted = ops.where(changed, image, ops.take(gaussian_blur(images, kernel), job_image, axis=0))
+        perturbed = ops.where(job_insert[:, None, None, None], inserted, deleted)
+        return self._class_probabilities(perturbed, ops.take(classes, job_image, axis=0), forward)
 
     def __call__(self, images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel):
-        """Class probabilities (b,) of the b jobs; arguments as `_graph`'s signature."""
-        return self._compiled(images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+        """Class probabilities, a NumPy array (b,), of the b jobs; arguments as `_graph`'s signature."""
+        arrays = (images, ranks, classes, job_image, job_changed, job_insert, baseline, kernel)
+        return self._compiled(*(np.asarray(a, dtype) for a, dtype in zip(arrays, _ARGUMENT_DTYPES)))
 
     def probabilities(self, images, classes):
-        """``softmax(logits)[class]`` (b,) of b images (b, H, W, C) as they are."""
+        """``softmax(logits)[class]``, a NumPy array (b,), of b images (b, H, W, C) as they are."""
         return self._compiled_probabilities(np.asarray(images, np.float32), np.asarray(classes, np.int64))
+
+
+# The dtypes of `PerturbedForward`'s arguments, in order (its TensorFlow signature's).
+_ARGUMENT_DTYPES = (np.float32, np.int32, np.int64, np.int32, np.int32, bool, np.float32, np.float32)
+
+
+def _pad_to_bucket(array):
+    """``array`` with zeros appended along its first axis up to the next power of two."""
+    size = 1 << max(0, len(array) - 1).bit_length()
+    if size == len(array):
+        return array
+    return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
 
 
 _FORWARDS = weakref.WeakKeyDictionary()  # model -> PerturbedForward

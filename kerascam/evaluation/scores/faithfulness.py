@@ -145,7 +145,7 @@ def _run_jobs(forward, images, ranks, classes, job_entry, job_changed, job_inser
         out[rows] = forward(
             images[entries], ranks[entries], classes[entries], local.astype(np.int32),
             job_changed[rows].astype(np.int32), job_insert[rows], baseline, kernel,
-        ).numpy()
+        )
     return out
 
 

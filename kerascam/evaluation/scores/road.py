@@ -202,7 +202,7 @@ def road_curves(model, images, maps, classes, *, fractions=DEFAULT_FRACTIONS, no
     def flush():
         batch = np.stack(pending_images)
         where = np.asarray(pending_slots)
-        probabilities = forward.probabilities(batch, classes[where[:, 0]]).numpy()
+        probabilities = forward.probabilities(batch, classes[where[:, 0]])
         np.add.at(total, (where[:, 0], where[:, 1]), probabilities)
         np.add.at(drawn, (where[:, 0], where[:, 1]), 1)
         pending_images.clear()
