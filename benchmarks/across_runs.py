@@ -3,6 +3,7 @@
     python train.py --model all --seed 1 --workdir runs-seed1
     python evaluate.py --cam all --workdir runs-seed1
     python benchmarks/across_runs.py seed0=runs seed1=runs-seed1 [...] [--json FILE]
+    python benchmarks/across_runs.py docs/runs/seed0 docs/runs/seed1 docs/runs/seed2   # the committed runs
 
 Each argument is a workdir (optionally ``LABEL=DIR``) holding the four
 trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
@@ -59,7 +60,10 @@ def load_run(spec):
     """``(label, {"table": table.json, "accuracy": {model: val_accuracy}})`` of ``LABEL=DIR`` or ``DIR``."""
     label, _, path = spec.rpartition("=")
     label = label or os.path.basename(os.path.normpath(path))
+    # A workdir (its evaluation in eval/) or a folder of docs/runs/ (table.json beside the models' run.json).
     table_path = os.path.join(path, "eval", "table.json")
+    if not os.path.isfile(table_path) and os.path.isfile(os.path.join(path, "table.json")):
+        table_path = os.path.join(path, "table.json")
     if not os.path.isfile(table_path):
         raise RunError(f"{path}: no eval/table.json (run `python evaluate.py --cam all --workdir {path}` first)")
     with open(table_path) as f:

@@ -76,3 +76,12 @@ def test_a_workdir_without_evaluation_is_one_line_and_exit_2(tmp_path, capsys):
     assert _module().main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no eval/table.json" in err and "evaluate.py --cam all" in err
+
+
+def test_the_committed_seeds_table_is_what_the_script_writes_from_the_committed_runs(capsys):
+    runs = [os.path.join(ROOT, "docs", "runs", f"seed{seed}") for seed in range(3)]
+    assert _module().main(runs) == 0
+    with open(os.path.join(ROOT, "docs", "runs", "across_seeds.md")) as f:
+        assert capsys.readouterr().out == f.read(), (
+            "docs/runs/across_seeds.md is stale: python benchmarks/across_runs.py "
+            "docs/runs/seed0 docs/runs/seed1 docs/runs/seed2 > docs/runs/across_seeds.md")
