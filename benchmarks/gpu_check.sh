@@ -99,6 +99,9 @@ if [ "$BACKEND" = jax ]; then
     # trained model is skipped), then evaluates.
     echo "gpu_check: TensorFlow sees no GPU; JAX does: the paper224 run under Keras' JAX backend"
     export KERAS_BACKEND=jax
+    # What the JAX path imports beyond JAX itself; a missing one must be
+    # carried (sizes in benchmarks/README.md, gpu_check.sh).
+    "$PY" -c 'import importlib.util as u; m = [n for n in ("keras", "h5py", "optree", "rich", "cv2", "matplotlib", "scipy") if u.find_spec(n) is None]; print("gpu_check: missing here:", ", ".join(m) or "nothing")' 2>&1 | tee "$RESULTS/missing.txt"
     RUNS="$RESULTS/runs-paper224"
     step cams-jax 60 "$PY" benchmarks/cams.py --keras-backends jax --models resnet50,unet --batch-size 32 \
         --methods gradcam,gradcam++,scorecam --scorecam-max-n 256 --repeats 2 --json "$RESULTS/cams_jax.json"
