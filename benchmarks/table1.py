@@ -17,6 +17,7 @@ ours on the embedded data: the layout is the paper's, the data is not.
 
 import argparse
 import json
+import math
 import sys
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
@@ -43,8 +44,12 @@ def rows(table):
         cells = []
         for method in METHODS:
             cell = scores.get(model, {}).get(method)
-            if cell is None or cell.get("mean") is None:
+            if cell is None:
                 cells.append(("—", paper[method]))
+                continue
+            if cell.get("mean") is None or not math.isfinite(cell["mean"]):
+                # No image had a defined score (e.g. the reference map was empty everywhere).
+                cells.append((f"undefined on all {cell.get('undefined', '?')} images", paper[method]))
                 continue
             cells.append((f"{100 * cell['mean']:.2f} [{100 * cell['low']:.2f}, {100 * cell['high']:.2f}]",
                           paper[method]))

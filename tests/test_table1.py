@@ -20,7 +20,9 @@ def test_each_cell_is_ours_with_its_interval_beside_the_papers(tmp_path, capsys)
         "score_reference": {
             "unet": {"gradcam": {"mean": 0.5, "low": 0.45, "high": 0.55},
                      "gradcam++": {"mean": 0.7247, "low": 0.7, "high": 0.75}},
-            "unet_ablated": {"scorecam": {"mean": 0.1, "low": 0.0512, "high": 0.15}},
+            "unet_ablated": {"scorecam": {"mean": 0.1, "low": 0.0512, "high": 0.15},
+                             "gradcam": {"mean": float("nan"), "low": float("nan"), "high": float("nan"),
+                                         "n": 0, "undefined": 8}},
         },
     }
     path = tmp_path / "table.json"
@@ -30,7 +32,8 @@ def test_each_cell_is_ours_with_its_interval_beside_the_papers(tmp_path, capsys)
     assert lines[0] == ("Table I layout, s = sum(A*M)/sum(A) in % "
                         "(224 px, 50 images, reference map resnet50+gradcam++, Keras backend jax)")
     assert lines[4] == "| U-Net | 50.00 [45.00, 55.00] / 53.55 | 72.47 [70.00, 75.00] / 72.47 | — / 71.52 |"
-    assert lines[5] == "| U-Net, skips removed | — / 47.81 | — / 63.04 | 10.00 [5.12, 15.00] / 64.36 |"
+    assert lines[5] == ("| U-Net, skips removed | undefined on all 8 images / 47.81 | — / 63.04 "
+                        "| 10.00 [5.12, 15.00] / 64.36 |")
 
 
 def test_a_table_without_the_papers_score_is_one_line_and_exit_2(tmp_path, capsys):
