@@ -17,7 +17,7 @@ import sys
 import threading
 
 from kerascam import backend, io
-from kerascam.training.errors import TrainingError, first_line
+from kerascam.training.errors import TrainingError, unrestorable_checkpoint
 
 
 # Fields that change the model's variables: a checkpoint of another setting
@@ -171,11 +171,7 @@ def restore_latest(checkpoint, directory):
         try:
             checkpoint.restore(latest).assert_existing_objects_matched()
         except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds of errors)
-            reason = first_line(e)
-            raise TrainingError(
-                f"cannot restore checkpoint {latest} ({reason}); it is damaged or from "
-                "another run: remove it to resume from the previous one, or use another --workdir"
-            ) from e
+            raise unrestorable_checkpoint(latest, e) from e
     return latest
 
 

@@ -29,3 +29,11 @@ def first_line(error, message=None):
     """
     text = str(error if message is None else message).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def unrestorable_checkpoint(path, error):
+    """The `TrainingError` for a checkpoint that exists but cannot be read back (either backend's)."""
+    return TrainingError(
+        f"cannot restore checkpoint {path} ({first_line(error)}); it is damaged or from another run: "
+        "remove it to resume from the previous one, or use another --workdir"
+    )

@@ -26,7 +26,7 @@ import re
 import numpy as np
 
 from kerascam import io
-from kerascam.training.errors import TrainingError, first_line
+from kerascam.training.errors import TrainingError, unrestorable_checkpoint
 
 FORMAT_VERSION = 1
 _NUMBERED = re.compile(r"ckpt-(\d+)\.json$")
@@ -164,9 +164,5 @@ def restore_latest(checkpoint, directory):
     try:
         checkpoint.read(latest)
     except Exception as e:  # noqa: BLE001  (a damaged file raises many kinds of errors)
-        reason = first_line(e)
-        raise TrainingError(
-            f"cannot restore checkpoint {latest} ({reason}); it is damaged or from another run: remove it "
-            "to resume from the previous one, or use another --workdir"
-        ) from e
+        raise unrestorable_checkpoint(latest, e) from e
     return latest
