@@ -107,10 +107,7 @@ class GradientEngine(_TFEngine):
 
         Args:
             model, target_layer, method: as `CAMEngine`.
-            weights: the method's hook, a function of (activations, gradients,
-                class_scores) as float32 tensors, (n, h, w, k), (n, h, w, k)
-                and (n,), returning weights that broadcast against the
-                activations.
+            weights: the method's hook, `GradientCAM.weights` of its class.
         """
         super().__init__(model, target_layer, method)
         self.weights = weights
