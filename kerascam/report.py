@@ -2,6 +2,7 @@
 
     python -m kerascam.report runs/eval/table.json README.md docs/results.md
     python -m kerascam.report runs/eval/table.json README.md --check   # exit 1 if a block is stale
+    python -m kerascam.report runs_markers/eval/table.json docs/results.md --scope markers
 
 A document marks each generated table with a pair of HTML comments, which
 Markdown does not show::
@@ -15,6 +16,11 @@ table (the same ``table.json`` that ``evaluate.py`` writes, see
 `kerascam.evaluation.tables`), so that a re-run re-writes the figures
 instead of leaving typed copies to go stale. Blocks of other names are left
 alone.
+
+One document can hold tables of several evaluations (the ``shapes`` and the
+``markers`` testbeds): a block named ``SCOPE/NAME`` (``markers/field:decoy_share``)
+is rewritten only by a run with ``--scope SCOPE``, and a block without a
+scope only by a run without one, so each table.json rewrites its own blocks.
 """
 
 import argparse
@@ -32,7 +38,7 @@ def _row(cells):
     return "|" + "|".join(f" {c} " if c else " " for c in cells) + "|"
 
 
-_BLOCK = re.compile(r"(<!-- generated:([\w:+-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
+_BLOCK = re.compile(r"(<!-- generated:([\w:+/-]+) -->\n)(.*?)(<!-- /generated:\2 -->)", re.DOTALL)
 
 
 def percent_cell(cell):
@@ -144,11 +150,21 @@ def field_table(table, field):
 BLOCKS = {"headline": headline_table}
 
 
-def render(text, table):
-    """``text`` with every known generated block rewritten from ``table``; other text unchanged."""
+def render(text, table, scope=None):
+    """``text`` with every known generated block of ``scope`` rewritten from ``table``; other text unchanged.
+
+    Args:
+        text: A Markdown document.
+        table: The dict of an evaluation's ``table.json``.
+        scope: None rewrites the blocks named without a scope; ``"markers"``
+            only the blocks named ``markers/NAME``.
+    """
 
     def replace(match):
         opening, name, closing = match.group(1), match.group(2), match.group(4)
+        block_scope, _, name = name.rpartition("/")
+        if (block_scope or None) != scope:
+            return match.group(0)
         if name.startswith("field:"):
             return opening + field_table(table, name[len("field:"):]) + closing
         if name not in BLOCKS:
@@ -163,6 +179,7 @@ def main(argv=None):
     parser.add_argument("table", help="an evaluation's table.json (evaluate.py writes WORKDIR/eval/table.json)")
     parser.add_argument("documents", nargs="+", help="Markdown files with <!-- generated:NAME --> blocks")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a block differs")
+    parser.add_argument("--scope", help="rewrite only the blocks named SCOPE/NAME (default: those without a scope)")
     args = parser.parse_args(argv)
     try:
         with open(args.table) as f:
@@ -173,7 +190,7 @@ def main(argv=None):
                 text = f.read()
             if not _BLOCK.search(text):
                 raise ValueError(f"{path} has no <!-- generated:NAME --> block")
-            new = render(text, table)
+            new = render(text, table, args.scope)
             if new != text:
                 stale.append(path)
                 if not args.check:

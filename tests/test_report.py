@@ -119,3 +119,19 @@ def test_the_docs_tables_are_the_committed_runs():
     table = os.path.join(ROOT, "docs", "runs", "seed0", "table.json")
     documents = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "results.md")]
     assert report.main([table, *documents, "--check"]) == 0
+
+
+def test_a_scoped_block_is_rewritten_only_by_its_scopes_table(tmp_path):
+    shapes = {"road_combined": {"unet": {"gradcam": tables.cell([0.1, 0.3])}}}
+    markers = {"road_combined": {"unet": {"gradcam": tables.cell([0.5, 0.7])}}}
+    doc = tmp_path / "doc.md"
+    doc.write_text("<!-- generated:field:road_combined -->\nold\n<!-- /generated:field:road_combined -->\n"
+                   "<!-- generated:markers/field:road_combined -->\nold\n<!-- /generated:markers/field:road_combined -->\n")
+    for scope, table in ((None, shapes), ("markers", markers)):
+        path = tmp_path / f"{scope}.json"
+        path.write_text(json.dumps(table))
+        assert report.main([str(path), str(doc)] + (["--scope", scope] if scope else [])) == 0
+    blocks = doc.read_text().split("<!-- generated:markers/")
+    # Each table wrote its own block and left the other's alone.
+    assert "| unet | 0.200 [-1.071, 1.471] |" in blocks[0] and "0.600" not in blocks[0]
+    assert "| unet | 0.600 [-0.671, 1.871] |" in blocks[1] and "0.200" not in blocks[1]
