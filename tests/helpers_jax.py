@@ -4,7 +4,9 @@ The GPU machines kerascam must run on have JAX and no TensorFlow. Leaving
 TensorFlow unused in a process where it is installed proves nothing (any
 module may import it on the way), so the child installs a `sys.meta_path`
 finder first that makes every import of ``tensorflow``, ``tf_keras_vis`` and
-``tensorflow_datasets`` fail, as on such a machine.
+``tensorflow_datasets`` fail, as on such a machine. `run_under_jax` leaves
+TensorFlow importable, for the tf.data input that JAX training takes where
+TensorFlow is installed.
 """
 
 import os
@@ -37,8 +39,11 @@ importlib.util.find_spec = lambda name, package=None: (
 """
 
 
-def run_without_tensorflow(code, args=(), timeout=300, env=None):
-    """Runs ``code`` (a Python source string) under ``KERAS_BACKEND=jax`` with TensorFlow unimportable.
+def run_under_jax(code, args=(), timeout=300, env=None):
+    """Runs ``code`` (a Python source string) in a child process under ``KERAS_BACKEND=jax``, on the CPU.
+
+    TensorFlow stays importable: for what only it serves under JAX (tf.data
+    over folders and ImageNet). `run_without_tensorflow` blocks it.
 
     Args:
         code: Python source; ``sys.argv[1:]`` is ``args``.
@@ -51,11 +56,25 @@ def run_without_tensorflow(code, args=(), timeout=300, env=None):
     """
     child_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     child_env.update({"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", **(env or {})})
-    source = _PRELUDE + textwrap.dedent(code)
     return subprocess.run(
-        [sys.executable, "-c", source, *map(str, args)],
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=child_env,
     )
+
+
+def run_without_tensorflow(code, args=(), timeout=300, env=None):
+    """Runs ``code`` as `run_under_jax` does, with TensorFlow unimportable.
+
+    Args:
+        code: Python source; ``sys.argv[1:]`` is ``args``.
+        args: Command-line arguments for the child.
+        timeout: Seconds before the child is killed.
+        env: Extra environment variables.
+
+    Returns:
+        The `subprocess.CompletedProcess` (text stdout and stderr).
+    """
+    return run_under_jax(_PRELUDE + textwrap.dedent(code), args, timeout, env)
 
 
 def run_script_without_tensorflow(script, args=(), timeout=300, env=None):

@@ -2,8 +2,13 @@
 
 Imported by the TensorFlow parent and by the JAX child process, so both build
 the same architectures; the parent builds them with random weights and saves
-them, the child loads those weights.
+them, the child loads those weights (`explain_all`) and the parent compares
+its maps with the child's (`differences`). `benchmarks/backend_parity.py`
+runs the same functions on the whole matrix (`calls(..., full=True)`).
 """
+
+import os
+import time
 
 import keras
 import numpy as np
@@ -12,17 +17,18 @@ from kerascam.models import build_model, fusion_layer_names
 
 METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam")
 SIZES = {"unet": 32, "unet_ablated": 32, "resnet50": 64, "vgg16": 64, "nested": 16, "gap_dense": 8}
-# Every method on the paper's U-Net (ScoreCAM on all its channels), on the
-# ablated U-Net GradCAM++ and ScoreCAM, on ResNet50 and VGG16 one gradient
-# method each: the engines' code is the same for every model, and every
-# (model, method) is a compilation of its own on both backends (seconds each
-# for ResNet50 and VGG16; the test's CPU budget is about 40 s).
+# Every method and fused LayerCAM on the two U-Nets (ScoreCAM on all their
+# channels), on ResNet50 and VGG16 one gradient method each: the engines' code
+# is the same for every model, and every (model, method) is a compilation of
+# its own on both backends (1.3 to 7 s of CPU each for ResNet50 and VGG16, 40 s
+# for the rest of their matrix). `benchmarks/backend_parity.py` runs all of it.
 METHODS_COMPARED = {
     "unet": METHODS,
-    "unet_ablated": ("gradcam++", "scorecam"),
+    "unet_ablated": METHODS,
     "resnet50": ("gradcam++",),
     "vgg16": ("layercam",),
 }
+FUSED_COMPARED = ("unet", "unet_ablated")  # fused LayerCAM, outside the full matrix
 
 
 def _nested_model():
@@ -77,8 +83,21 @@ def images(name, n=2):
     return np.random.default_rng(7).uniform(0, 255, (n, size, size, 3)).astype(np.float32)
 
 
-def calls(name, model):
-    """(label, method, keyword arguments of `kerascam.cams.explain`) of every CAM compared on `name`."""
+# Faster-ScoreCAM's channel count on ResNet50 and VGG16 in the full matrix:
+# their target layers have 2048 and 512 channels, a forward pass each per
+# image; the U-Nets' ScoreCAM runs on all channels.
+SCORECAM_CHANNELS = 8
+
+
+def calls(name, model, full=False):
+    """(label, method, keyword arguments of `kerascam.cams.explain`) of every CAM compared on `name`.
+
+    Args:
+        name: a key of `SIZES`.
+        model: the model built by `build(name)`.
+        full: every method and fused LayerCAM on each of the four models
+            (`benchmarks/backend_parity.py`), instead of `METHODS_COMPARED`.
+    """
     if name == "gap_dense":
         return [("gradcam", "gradcam", dict(target_layer="feat")), ("hirescam", "hirescam", dict(target_layer="feat"))]
     if name == "nested":
@@ -88,9 +107,86 @@ def calls(name, model):
             ("layercam fused", "layercam", dict(target_layer=["backbone/stem/relu1", "backbone/relu2"])),
             ("scorecam deep", "scorecam", dict(target_layer="backbone/stem/relu1", class_index=[2, 0])),
         ]
-    found = [(method, method, {}) for method in METHODS_COMPARED[name]]
-    if name == "unet":
+    fewer_channels = dict(max_N=SCORECAM_CHANNELS) if name in ("resnet50", "vgg16") else {}
+    methods = METHODS if full else METHODS_COMPARED[name]
+    found = [(method, method, fewer_channels if method == "scorecam" else {}) for method in methods]
+    if full or name in FUSED_COMPARED:
         found.append(("layercam fused", "layercam", dict(target_layer=fusion_layer_names(model))))
+    if name == "unet":
         # 4 channels in chunks of 3 masked images: JAX pads the last chunk to 3.
         found.append(("scorecam in chunks", "scorecam", dict(batch_size=3)))
+    return found
+
+
+def draw_zero_initial_weights():
+    """Makes Keras' random initializers draw zeros, in a process that loads every weight afterwards.
+
+    Under JAX every initializer is compiled once per weight shape (20 s of
+    CPU for the U-Net alone) for weights that the parent's replace.
+    """
+    from keras.src.backend import random as initializer_random
+
+    for draw in ("normal", "truncated_normal", "uniform"):
+        setattr(initializer_random, draw, lambda shape, *args, dtype=None, **kwargs: np.zeros(shape, dtype or "float32"))
+
+
+def explain_all(names, weights_folder, full=False):
+    """Loads each model's weights from `weights_folder` and computes every CAM of `calls`.
+
+    Returns:
+        (arrays, models, seconds, engines): arrays keyed "name|label|field"
+        (the fields of `kerascam.cams.CAMResult`), the models by name, the
+        CPU seconds of each "name|label" (its first call: compilation
+        included), and the set of modules of the engines that computed them.
+    """
+    from kerascam import cams
+    from kerascam.cams.engine import get_engine
+
+    arrays, models, seconds, engines = {}, {}, {}, set()
+    for name in names:
+        model = build(name)
+        model.load_weights(os.path.join(weights_folder, name + ".weights.h5"))
+        models[name] = model
+        for label, method, options in calls(name, model, full):
+            options = dict(options)
+            start = time.process_time()
+            cam = cams.get_method(method)(model, options.pop("target_layer", None))
+            result = cam.compute(images(name), **options)
+            seconds[f"{name}|{label}"] = time.process_time() - start
+            engines.add(type(get_engine(cam.model, cam.target_layer, cam.name)).__module__)
+            for field in result._fields:
+                arrays[f"{name}|{label}|{field}"] = getattr(result, field)
+    return arrays, models, seconds, engines
+
+
+def differences(name, model, arrays, full=False):
+    """This process' maps of `name` against `arrays` (another backend's, from `explain_all`).
+
+    Returns:
+        A list of dicts, one per CAM of `calls`: "label"; "expected" and
+        "received", the `kerascam.cams.CAMResult` of this process and the
+        other; "map_diff", the largest absolute difference of the normalised
+        maps; "native_diff", that of the raw maps divided by this process'
+        peak |raw map|; "peak"; "where", the (image, row, column) of the
+        largest raw difference; and "seconds", the CPU seconds of this
+        process' first call.
+    """
+    from kerascam import cams
+
+    found = []
+    for label, method, options in calls(name, model, full):
+        options = dict(options)
+        start = time.process_time()
+        cam = cams.get_method(method)(model, options.pop("target_layer", None))
+        expected = cam.compute(images(name), **options)
+        seconds = time.process_time() - start
+        received = cams.CAMResult(*(arrays[f"{name}|{label}|{field}"] for field in expected._fields))
+        peak = float(np.abs(expected.native).max())
+        native_gap = np.abs(received.native.astype(np.float64) - expected.native)
+        found.append(dict(
+            label=label, expected=expected, received=received, peak=peak, seconds=seconds,
+            map_diff=float(np.abs(received.maps.astype(np.float64) - expected.maps).max()),
+            native_diff=float(native_gap.max() / peak) if peak > 0 else float("inf"),
+            where=tuple(int(i) for i in np.unravel_index(np.argmax(native_gap), native_gap.shape)),
+        ))
     return found

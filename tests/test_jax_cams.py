@@ -4,9 +4,10 @@ This process (TensorFlow) builds the four models small, a model with nested
 sub-models and a pooled head whose GradCAM has a closed form
 (`helpers_parity`), with random weights, and saves them. One child process
 (`helpers_jax.run_without_tensorflow`: KERAS_BACKEND=jax, importing
-tensorflow fails) loads them and explains the same images (every method on
-the U-Net, fused LayerCAM included; fewer on the others, see
-`helpers_parity.METHODS_COMPARED`; layers of nested models). The maps must equal this process' to 1e-5 (float32;
+tensorflow fails) loads them and explains the same images (every method and fused LayerCAM on
+the two U-Nets, one method on ResNet50 and on VGG16: see
+`helpers_parity.METHODS_COMPARED`; `benchmarks/backend_parity.py` runs the
+whole matrix; layers of nested models). The maps must equal this process' to 1e-5 (float32;
 the normalised maps absolutely, the raw maps relative to their peak).
 """
 
@@ -32,27 +33,14 @@ import helpers_parity as parity
 from kerascam import cams
 from kerascam.cams.engine import get_engine
 
-from keras.src.backend import random as initializer_random
-
-# The initial weights are replaced by the parent's, and JAX would compile
-# every random initializer once per weight shape (20 s of CPU for the U-Net
-# alone): the initializers draw zeros here instead.
-for draw in ("normal", "truncated_normal", "uniform"):
-    setattr(initializer_random, draw, lambda shape, *args, dtype=None, **kwargs: np.zeros(shape, dtype or "float32"))
+# The initial weights are replaced by the parent's (JAX would compile every
+# random initializer once per weight shape).
+parity.draw_zero_initial_weights()
 
 out = sys.argv[1]
-report = {"backend": keras.backend.backend(), "engines": set()}
-arrays, models = {}, {}
-for name in sys.argv[2:]:
-    model = parity.build(name)
-    model.load_weights(os.path.join(out, name + ".weights.h5"))
-    models[name] = model
-    for label, method, options in parity.calls(name, model):
-        cam = cams.get_method(method)(model, options.pop("target_layer", None))
-        result = cam.compute(parity.images(name), **options)
-        for field in result._fields:
-            arrays[f"{name}|{label}|{field}"] = getattr(result, field)
-        report["engines"].add(type(get_engine(cam.model, cam.target_layer, cam.name)).__module__)
+report = {"backend": keras.backend.backend()}
+arrays, models, _, engines = parity.explain_all(sys.argv[2:], out)
+report["engines"] = sorted(engines)
 
 # The same call again reuses the compiled functions.
 model = models["gap_dense"]
@@ -68,7 +56,6 @@ try:
 except ValueError as error:
     report["tf_keras_vis_error"] = str(error)
 report["tensorflow_modules"] = sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow")
-report["engines"] = sorted(report["engines"])
 np.savez(os.path.join(out, "maps.npz"), **arrays)
 print(json.dumps(report))
 """
@@ -117,18 +104,15 @@ def test_tf_keras_vis_under_jax_is_a_one_line_error_naming_tensorflow(jax_run):
 @pytest.mark.parametrize("name", CASES)
 def test_jax_maps_equal_tensorflow_maps(jax_run, tf_models, name):
     _, arrays = jax_run
-    model = tf_models[name]
     compared = 0
-    for label, method, options in parity.calls(name, model):
-        expected = cams.get_method(method)(model, options.pop("target_layer", None)).compute(parity.images(name), **options)
-        maps, native, classes = (arrays[f"{name}|{label}|{field}"] for field in expected._fields)
-        np.testing.assert_array_equal(classes, expected.classes, err_msg=label)
+    for found in parity.differences(name, tf_models[name], arrays):
+        label, expected, received = found["label"], found["expected"], found["received"]
+        np.testing.assert_array_equal(received.classes, expected.classes, err_msg=label)
         status = cams.map_status(expected.native)
-        np.testing.assert_array_equal(cams.map_status(native), status, err_msg=label)
-        peak = np.abs(expected.native).max()
-        assert peak > 0, label  # a comparison of all-zero maps would prove nothing
-        np.testing.assert_allclose(native, expected.native, rtol=0, atol=TOLERANCE * peak, err_msg=label)
-        np.testing.assert_allclose(maps, expected.maps, rtol=0, atol=TOLERANCE, err_msg=label)
+        np.testing.assert_array_equal(cams.map_status(received.native), status, err_msg=label)
+        assert found["peak"] > 0, label  # a comparison of all-zero maps would prove nothing
+        np.testing.assert_allclose(received.native, expected.native, rtol=0, atol=TOLERANCE * found["peak"], err_msg=label)
+        np.testing.assert_allclose(received.maps, expected.maps, rtol=0, atol=TOLERANCE, err_msg=label)
         compared += int(np.any(status == "ok"))
     assert compared >= 1
 

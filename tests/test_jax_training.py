@@ -4,9 +4,11 @@ Two child processes (``tests/helpers_jax.py``), each started once for the
 module: one trains the smoke U-Net straight through, interrupted by SIGTERM
 mid-epoch and resumed, and up to a target accuracy; the other runs on two
 CPU devices (``XLA_FLAGS``), data parallel, and meets the one-line errors of
-what JAX cannot do. This process (TensorFlow's backend) then checks what they
-wrote: the resumed weights equal the straight ones, the ``.keras`` file loads
-here and predicts what it predicted under JAX.
+what JAX cannot do. A third child, under JAX with TensorFlow importable
+(``helpers_jax.run_under_jax``), trains from an image folder through tf.data.
+This process (TensorFlow's backend) then checks what they wrote: the resumed
+weights equal the straight ones, the ``.keras`` file loads here and predicts
+what it predicted under JAX.
 """
 
 import csv
@@ -16,7 +18,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers_jax import run_without_tensorflow
+from helpers_jax import run_under_jax, run_without_tensorflow
 
 # Two epochs of three steps, a checkpoint every two steps of an epoch and at its end:
 # global steps 2, 3, 5, 6.
@@ -84,6 +86,21 @@ results["devices"] = len(jax.local_devices())
 print(json.dumps(results))
 """
 
+# Where TensorFlow is installed, tf.data feeds JAX training (folders, ImageNet):
+# the batches come to the JAX train step as NumPy arrays.
+_TF_DATA = """
+import contextlib, io, json, os, sys
+import keras
+from kerascam.cli import run_cli, train_main
+
+workdir, args = sys.argv[1], json.loads(sys.argv[2])
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    code = run_cli(train_main, [*args, "--workdir", os.path.join(workdir, "runs")], "train.py")
+print(json.dumps({"code": code, "stderr": err.getvalue(), "backend": keras.backend.backend(),
+                  "tensorflow_loaded": "tensorflow" in sys.modules}))
+"""
+
 # Compiled programs are cached on disk across the runs of a child (each run
 # builds its model anew, so jax.jit's in-memory cache cannot serve them), and
 # compiled with XLA's cheap CPU settings: the tests are about behaviour, and
@@ -95,11 +112,10 @@ _FAST_COMPILES = {
 }
 
 
-def _run(code, workdir, env):
+def _run(code, workdir, env, args=ARGS, run=run_without_tensorflow):
     env = {**_FAST_COMPILES, "JAX_COMPILATION_CACHE_DIR": os.path.join(workdir, "jax-cache"), **env,
            "XLA_FLAGS": " ".join(filter(None, (_FAST_COMPILES["XLA_FLAGS"], env.get("XLA_FLAGS"))))}
-    result = run_without_tensorflow(code, [workdir, json.dumps(ARGS)],
-                                    timeout=600, env=env)
+    result = run(code, [workdir, json.dumps(args)], timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -114,6 +130,23 @@ def one_device(tmp_path_factory):
 def two_devices(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("jax-two-devices"))
     return workdir, _run(_TWO_DEVICES, workdir, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+
+
+@pytest.fixture(scope="module")
+def tf_data_run(tmp_path_factory):
+    """The smoke U-Net trained under JAX for one epoch of two steps from a folder of 2 x 8 images, via tf.data."""
+    from helpers_ilsvrc import solid_image, write_image_folder
+
+    workdir = str(tmp_path_factory.mktemp("jax-tf-data"))
+    rng = np.random.default_rng(0)
+    # Dark "a" and bright "b" images of their own sizes (random-resized-cropped to 32x32).
+    write_image_folder(os.path.join(workdir, "data"), {
+        split: {name: [solid_image(int(rng.integers(34, 48)), int(rng.integers(34, 48)), level + i)
+                       for i in range(count)] for name, level in (("a", 40), ("b", 200))}
+        for split, count in (("train", 8), ("validation", 2))
+    })
+    args = ["--model", "unet", "--preset", "smoke", "--dataset", f"folder:{os.path.join(workdir, 'data')}", "--quiet"]
+    return workdir, _run(_TF_DATA, workdir, {}, args=args, run=run_under_jax)
 
 
 def _model_weights(path):
@@ -227,3 +260,34 @@ def test_a_run_of_one_backend_is_not_resumed_by_the_other(one_device, two_device
     jax_checkpoints = os.path.join(one_device[0], "resumed", "unet", "checkpoints")
     with pytest.raises(TrainingError, match="holds checkpoints of Keras' JAX backend"):
         restore_latest(None, jax_checkpoints)
+
+
+def test_tf_data_from_a_folder_feeds_jax_training_where_tensorflow_is_installed(tf_data_run):
+    from kerascam.export import load_keras
+
+    workdir, result = tf_data_run
+    assert (result["code"], result["stderr"]) == (0, "")
+    assert result["backend"] == "jax" and result["tensorflow_loaded"]  # the folder is read by tf.data
+    run_dir = os.path.join(workdir, "runs", "unet")
+    summary = _run_json(run_dir)
+    assert summary["backend"] == "jax" and summary["epochs_completed"] == 1
+    assert summary["class_names"] == ["a", "b"] and summary["skipped_files"] == []
+    # The smoke preset's epoch: 2 steps of 8 of the 16 images; the checkpoint at its end is step 2.
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    assert sorted(os.listdir(checkpoints)) == [f"ckpt-2.{suffix}" for suffix in ("json", "optimizer.npz", "weights.h5")]
+    with open(os.path.join(checkpoints, "ckpt-2.json")) as f:
+        names = json.load(f)["optimizer_variables"]
+    with np.load(os.path.join(checkpoints, "ckpt-2.optimizer.npz")) as optimizer:
+        assert int(optimizer[f"arr_{names.index('iteration')}"]) == 2
+    (row,) = _history(run_dir)
+    assert all(np.isfinite(float(row[key])) for key in ("loss", "val_loss"))
+    assert 0 < float(row["loss"]) < 10
+    # The exported model loads here (TensorFlow) and holds the weights of step 2, which trained them.
+    import keras
+
+    model = load_keras(os.path.join(run_dir, "model.keras"))
+    assert model.output_shape == (None, 2)
+    step_2 = keras.models.clone_model(model)
+    step_2.load_weights(os.path.join(checkpoints, "ckpt-2.weights.h5"))
+    for trained, saved in zip(model.get_weights(), step_2.get_weights(), strict=True):
+        np.testing.assert_array_equal(trained, saved)
