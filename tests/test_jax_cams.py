@@ -13,7 +13,6 @@ the normalised maps absolutely, the raw maps relative to their peak).
 
 import json
 
-import keras
 import numpy as np
 import pytest
 
