@@ -14,6 +14,13 @@ same images, and this process compares. ResNet50's and VGG16's ScoreCAM keeps
 `helpers_parity.SCORECAM_CHANNELS` channels (Faster-ScoreCAM); the U-Nets'
 uses all of them.
 
+The random weights are `helpers_parity.randomized`'s: seed 0, VGG16 seed 9.
+At seed 0 VGG16's fused LayerCAM differed by 1.9e-2: one block4_pool window
+whose two largest inputs were 6e-7 of the layer's peak apart, nearer than the
+backends' float32 rounding (2.3e-6), routed the gradient to different cells
+(in float64 the backends agreed to 2e-15). The script prints each model's
+`edge_margins`, the smallest such gap of its max-poolings and dense ReLUs.
+
 Per pair it prints the largest absolute difference of the normalised maps,
 the largest difference of the raw maps divided by their peak |map|, where
 (image, row, column) that raw difference is, how many of the maps min-max
@@ -73,9 +80,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as folder:
         models = {}
         for name in names:
-            keras.utils.set_random_seed(0)
-            models[name] = parity.build(name)
-            parity.randomize(models[name])
+            models[name] = parity.randomized(name)
             models[name].save_weights(os.path.join(folder, f"{name}.weights.h5"))
         child = run_without_tensorflow(_CHILD, [folder, *names], timeout=3600)
         if child.returncode:
@@ -84,9 +89,14 @@ def main(argv=None):
         with np.load(os.path.join(folder, "maps.npz")) as maps:
             arrays = dict(maps)
 
+    margins = {name: parity.edge_margins(models[name], parity.images(name)) for name in names}
+    nearest = {name: min(found.items(), key=lambda item: item[1]) for name, found in margins.items() if found}
     print(f"JAX side: backend {report['backend']}, engines {report['engines']}, TensorFlow unimportable")
     print(f"images: 2 per model, sides {', '.join(f'{n} {parity.SIZES[n]}' for n in names)}; U-Net filters 4; "
           f"ScoreCAM on ResNet50/VGG16 with max_N={parity.SCORECAM_CHANNELS}; tolerance {TOLERANCE:g}")
+    print("weight seeds " + ", ".join(f"{n} {parity.WEIGHT_SEEDS.get(n, 0)}" for n in names)
+          + "; smallest gap to a max-pool tie or dense ReLU edge / layer peak: "
+          + ", ".join(f"{n} {m:.1e} ({layer})" for n, (layer, m) in nearest.items()))
     header = f"{'model':<13} {'method':<18} {'maps |diff|':>12} {'raw |diff|/peak':>16} {'at (n,y,x)':>12} " \
              f"{'classes':>8} {'ok maps':>7} {'pass':>5} {'tf s':>6} {'jax s':>6}"
     print(header)
