@@ -167,9 +167,9 @@ def _application_size_check(name):
 
 
 # Demo recipes: the shortest tried that cleared 95 % on three seeds (configs.demo).
-# Markers recipes (configs.markers): the U-Net's 12 epochs at 2e-3 measured
-# (recipe_curve.py: 95.2 % at epoch 10 of 12, seed 0); the others' epochs are
-# the U-Net's, not yet measured on three seeds (see configs.markers).
+# Markers recipes (configs.markers): 12 epochs each, the U-Nets at 2e-3; what
+# they reach (and that ResNet50 and VGG16 do not generalise on it) is in
+# docs/results.md, "The markers testbed".
 # Speeds: "shapes" at 48x48 on this project's 2-core CPU, "imagenet2012" at 224x224
 # on one H200 (where they come from: kerascam.training.checkpoints).
 register(ModelSpec(
