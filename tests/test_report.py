@@ -119,6 +119,9 @@ def test_the_docs_tables_are_the_committed_runs():
     table = os.path.join(ROOT, "docs", "runs", "seed0", "table.json")
     documents = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "docs", "results.md")]
     assert report.main([table, *documents, "--check"]) == 0
+    # The markers testbed's tables in docs/results.md, from its own committed run.
+    markers = os.path.join(ROOT, "docs", "runs", "markers-seed0", "table.json")
+    assert report.main([markers, os.path.join(ROOT, "docs", "results.md"), "--scope", "markers", "--check"]) == 0
 
 
 def test_a_scoped_block_is_rewritten_only_by_its_scopes_table(tmp_path):
