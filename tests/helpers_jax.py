@@ -63,17 +63,7 @@ def run_under_jax(code, args=(), timeout=300, env=None):
 
 
 def run_without_tensorflow(code, args=(), timeout=300, env=None):
-    """Runs ``code`` as `run_under_jax` does, with TensorFlow unimportable.
-
-    Args:
-        code: Python source; ``sys.argv[1:]`` is ``args``.
-        args: Command-line arguments for the child.
-        timeout: Seconds before the child is killed.
-        env: Extra environment variables.
-
-    Returns:
-        The `subprocess.CompletedProcess` (text stdout and stderr).
-    """
+    """Runs ``code`` as `run_under_jax` does (the same arguments and result), with TensorFlow unimportable."""
     return run_under_jax(_PRELUDE + textwrap.dedent(code), args, timeout, env)
 
 
