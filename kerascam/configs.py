@@ -245,7 +245,8 @@ def markers():
     at its demo settings (each model's recipe is in its spec,
     ``recipes["markers"]``). Where this recipe ends (seed 0: the U-Net
     between 71 and 96 % from run to run, ResNet50 and VGG16 fitting the
-    training images at chance on validation, four times the data no cure)
+    training images at chance on validation; with four times the data
+    VGG16 generalises to 54 %, ResNet50 still not)
     is in docs/results.md, "The markers testbed". At 48x48 the U-Nets' maps
     are 48x48, VGG16's 3x3 and ResNet50's 2x2.
     """
