@@ -188,8 +188,10 @@ def main(argv=None):
         for path in args.documents:
             with open(path) as f:
                 text = f.read()
-            if not _BLOCK.search(text):
-                raise ValueError(f"{path} has no <!-- generated:NAME --> block")
+            scopes = {name.rpartition("/")[0] or None for _, name, _, _ in _BLOCK.findall(text)}
+            if args.scope not in scopes:
+                named = f"{args.scope}/NAME" if args.scope else "NAME"
+                raise ValueError(f"{path} has no <!-- generated:{named} --> block")
             new = render(text, table, args.scope)
             if new != text:
                 stale.append(path)

@@ -138,3 +138,7 @@ def test_a_scoped_block_is_rewritten_only_by_its_scopes_table(tmp_path):
     # Each table wrote its own block and left the other's alone.
     assert "| unet | 0.200 [-1.071, 1.471] |" in blocks[0] and "0.600" not in blocks[0]
     assert "| unet | 0.600 [-0.671, 1.871] |" in blocks[1] and "0.200" not in blocks[1]
+    # A scope the document has no block of is an error, not a check that passes with nothing checked.
+    with pytest.raises(SystemExit) as raised:
+        report.main([str(path), str(doc), "--scope", "other", "--check"])
+    assert raised.value.code == 2
