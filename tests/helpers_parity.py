@@ -30,15 +30,12 @@ METHODS_COMPARED = {
 }
 FUSED_COMPARED = ("unet", "unet_ablated")  # fused LayerCAM, outside the full matrix
 # The seed of each model's random weights (`randomized`), 0 unless listed.
-# VGG16's 2x2 max-poolings hold 123,000 windows per image at 64x64; the
-# backends' float32 activations differ by up to 6.6e-7 (block1) to 2.3e-6
-# (block4) of each layer's peak, and at seed 0 one block4_pool window's two
-# largest inputs were 6e-7 apart (`edge_margins`): TensorFlow routed its
-# gradient to one cell, JAX to the other, and every LayerCAM map below block4
-# differed by 2-3 % (fused: 1.9e-2), while in float64 both backends agreed to
-# 2e-15. Seed 9 is the first of 0-27 whose every margin exceeds the backends'
-# difference measured in that layer at seed 0 by 1.8x or more (seed 2 by
-# 1.04x, the others not at all): there its fused LayerCAM pair agrees to 1.2e-6.
+# Where a max-pooling window's two largest inputs are closer than the two
+# backends' float32 rounding, they route the gradient to different cells and
+# the maps below differ: a test of rounding, not of the engines. VGG16's
+# 123,000 windows per image make such a tie likely; seed 9 is the first whose
+# every margin (`edge_margins`) clears the measured rounding. The measurements:
+# benchmarks/README.md, "backend_parity.py".
 WEIGHT_SEEDS = {"vgg16": 9}
 
 
@@ -83,18 +80,11 @@ def randomize(model, seed=0):
     away from the identity, so that inference mode matters.
 
     The classifier's kernel is drawn with standard deviation 0.5, or LeCun's
-    1 / sqrt(fan_in) where that is smaller (VGG16: 4096 features, 0.016;
-    ResNet50: 2048, 0.022). At 0.5 on VGG16's 4096 features the logits reach
-    about 300 and the gradients at block5 cross GradCAM++'s pole: with
-    g = d y^c / d A and S the channel's sum of A, alpha = 1 / (2 + S g) turns
-    negative where g < -2 / S, a channel's alphas of both signs nearly cancel
-    in their sum, which the method divides by (up to 900 times the terms'
-    size, image 0 channel 154 at 64x64), and a float32 difference of 6e-7 in
-    the gradients became 8.6e-5 of the map's peak between the backends (the
-    same formula in float64 on each backend's float32 inputs: 8.2e-5; both
-    backends in float64: 8e-14). The smaller scale alone brought VGG16 at
-    seed 0 to 4.9e-5; at seed 9 (`WEIGHT_SEEDS`) the logits are below 5, every
-    alpha is positive and the pair agrees to 3.2e-6.
+    1 / sqrt(fan_in) where that is smaller (VGG16: 4096 features, 0.016):
+    at 0.5 VGG16's logits reach hundreds and its gradients cross GradCAM++'s
+    pole, alpha = 1 / (2 + S g), where a channel's alphas of both signs
+    cancel in their sum and magnify float32 rounding a hundredfold
+    (benchmarks/README.md, "backend_parity.py").
     """
     rng = np.random.default_rng(seed)
     if model.name == "nested":
