@@ -18,7 +18,11 @@ ours on the embedded data: the layout is the paper's, the data is not.
 import argparse
 import json
 import math
+import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's kerascam, installed or not
+from kerascam.report import percent_cell  # noqa: E402
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 METHOD_LABELS = {"gradcam": "GradCAM", "gradcam++": "GradCAM++", "scorecam": "ScoreCAM"}
@@ -51,8 +55,7 @@ def rows(table):
                 # No image had a defined score (e.g. the reference map was empty everywhere).
                 cells.append((f"undefined on all {cell.get('undefined', '?')} images", paper[method]))
                 continue
-            cells.append((f"{100 * cell['mean']:.2f} [{100 * cell['low']:.2f}, {100 * cell['high']:.2f}]",
-                          paper[method]))
+            cells.append((percent_cell(cell), paper[method]))
         out.append((MODEL_LABELS[model], cells))
     return out
 

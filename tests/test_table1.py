@@ -18,9 +18,9 @@ def test_each_cell_is_ours_with_its_interval_beside_the_papers(tmp_path, capsys)
     table = {
         "settings": {"image_size": 224, "images": 50, "reference": "resnet50+gradcam++", "keras_backend": "jax"},
         "score_reference": {
-            "unet": {"gradcam": {"mean": 0.5, "low": 0.45, "high": 0.55},
-                     "gradcam++": {"mean": 0.7247, "low": 0.7, "high": 0.75}},
-            "unet_ablated": {"scorecam": {"mean": 0.1, "low": 0.0512, "high": 0.15},
+            "unet": {"gradcam": {"mean": 0.5, "low": 0.45, "high": 0.55, "n": 50},
+                     "gradcam++": {"mean": 0.7247, "low": 0.7, "high": 0.75, "n": 50}},
+            "unet_ablated": {"scorecam": {"mean": 0.1, "low": 0.0512, "high": 0.15, "n": 50},
                              "gradcam": {"mean": float("nan"), "low": float("nan"), "high": float("nan"),
                                          "n": 0, "undefined": 8}},
         },
