@@ -13,6 +13,7 @@ import json
 import shutil
 
 import cv2
+import keras
 import numpy as np
 import pytest
 
@@ -79,6 +80,8 @@ def both_backends(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("jax-evaluation")
     model_file = root / "unet.keras"
+    # Fixed weights: the spread of the deletion curves checked below depends on them.
+    keras.utils.set_random_seed(0)
     model = build_model("unet", SIZE, len(CLASSES), unet_filters=4)
     head = model.get_layer("predictions")
     # Sharper logits than a fresh head's (probabilities all near 1/5), so
