@@ -4,6 +4,7 @@
     python evaluate.py --cam all --workdir runs-seed1
     python benchmarks/across_runs.py seed0=runs seed1=runs-seed1 [...] [--json FILE]
     python benchmarks/across_runs.py docs/runs/seed0 docs/runs/seed1 docs/runs/seed2   # the committed runs
+    python benchmarks/across_runs.py docs/runs/markers-seed0 docs/runs/markers-seed1 docs/runs/markers-seed2
 
 Each argument is a workdir (optionally ``LABEL=DIR``) holding the four
 trained models (``MODEL/run.json``) and their evaluation (``eval/table.json``,
@@ -14,16 +15,22 @@ and p), the U-Net's pointing games (strict, Zhang's against the twin, the
 2x2 grid against chance), randomization and sticker preference within its
 disk, whether any CAM beats the image's edge map on the ground truth, and the
 best map (any model and method) on the ground truth, by insertion and on
-the sticker. The last column counts the
+the sticker. Runs on the ``markers`` testbed add its rows: the paired lead
+in the evidence's share of the markers' mass, how often each model's map
+names the evidence marker first, whether the edge and noise maps score
+chance there, and how often each model's decision follows the evidence (by
+intervention). The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
 p < 0.05, Holm-adjusted over the run's paired tests where its table has
 the adjustment; the U-Net's sticker preference the highest of the four models;
-intervals that do not overlap for the pointing games),
+intervals that do not overlap for the pointing games and the evidence
+marker named first),
 so that a conclusion is read off several runs instead of one.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -41,6 +48,8 @@ MAPS = ("gradcam", "gradcam++", "layercam", "hirescam", "scorecam", "layercam-fu
 PAIRED = (
     ("score_reference", "paper's score s (points)", +1, 100),
     ("score_ground_truth", "ground truth s (points)", +1, 100),
+    # The markers testbed: the evidence marker's share of the three markers' mass.
+    ("decoy_share", "evidence's share of the markers' mass (points)", +1, 100),
     # Perturbation scores minus each model's own noise-map score: models differ in
     # how fragile they are under black or imputed pixels, whatever the map.
     ("insertion_auc_vs_noise", "insertion AUC - noise map's", +1, 1),
@@ -81,6 +90,42 @@ def _mean(table, key, model, method):
     return table.get(key, {}).get(model, {}).get(method, {}).get("mean")
 
 
+def _defined(cell):
+    """``cell`` where it holds a number (tables of ``shapes`` carry the markers' scores as nan)."""
+    return cell if cell and math.isfinite(cell.get("mean", math.nan)) else None
+
+
+def _percents(cells):
+    return " / ".join("—" if c is None else f"{100 * c['mean']:.1f}" for c in cells)
+
+
+def _marker_rows(table):
+    """The rows of the markers testbed (none where the scores are absent or nan, as on ``shapes``)."""
+    rows = {}
+    first = table.get("decoy_first", {})
+    chance = table.get("chance", {}).get("decoy_first", {}).get("mean", 1 / 3)
+    for method in PAPER_METHODS:
+        cells = [_defined(first.get(m, {}).get(method)) for m in MODELS]
+        if cells[0] is None:
+            continue
+        # Holds where the U-Net's Wilson interval lies above chance and above every other model's.
+        others = [c["high"] for c in cells[1:] if c is not None]
+        rows[f"evidence marker first, {method}: U-Net / ablated / ResNet50 / VGG16 (%, chance {100 * chance:.0f})"] = (
+            _percents(cells), cells[0]["low"] > max([chance] + others))
+    # A class-blind map must score chance on the decoy scores: holds where the
+    # edge and noise maps' intervals all hold the uniform map's mean.
+    share_chance = table.get("chance", {}).get("decoy_share", {}).get("mean", 1 / 3)
+    blind = [_defined(table.get("decoy_share", {}).get("unet", {}).get(c)) for c in MODEL_FREE]
+    if all(blind):
+        rows[f"edge / noise map, evidence's share (%, chance {100 * share_chance:.0f})"] = (
+            _percents(blind), all(c["low"] <= share_chance <= c["high"] for c in blind))
+    # Whether removing the evidence marker moves the logit most (one value per model).
+    follows = [_defined(next(iter(table.get("follows_evidence", {}).get(m, {}).values()), None)) for m in MODELS]
+    if any(follows):
+        rows["decision follows the evidence, U-Net / ablated / ResNet50 / VGG16 (%)"] = (_percents(follows), None)
+    return rows
+
+
 def rows_of(run):
     """The headline rows of one run: ``{row label: (text, holds or None)}``."""
     table, rows = run["table"], {}
@@ -93,7 +138,7 @@ def rows_of(run):
     for key, label, sign, scale in PAIRED:
         for method in PAPER_METHODS:
             cell = paired.get(key, {}).get(method)
-            if not cell:
+            if not cell or not math.isfinite(cell["mean_difference"]):
                 continue
             # Holm-adjusted over the table's family where the table has it
             # (tables written before the adjustment carry the raw p only).
@@ -101,6 +146,7 @@ def rows_of(run):
             holds = sign * cell["mean_difference"] > 0 and p_value < SIGNIFICANT
             rows[f"U-Net − ablated, {label}, {method}"] = (
                 f"{scale * cell['mean_difference']:+.2f} (p {format_p_value(p_value)})", holds)
+    rows.update(_marker_rows(table))
     for method in PAPER_METHODS:
         hit = _mean(table, "pointing_hit", "unet", method)
         if hit is not None:

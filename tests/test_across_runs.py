@@ -85,3 +85,45 @@ def test_the_committed_seeds_table_is_what_the_script_writes_from_the_committed_
         assert capsys.readouterr().out == f.read(), (
             "docs/runs/across_seeds.md is stale: python benchmarks/across_runs.py "
             "docs/runs/seed0 docs/runs/seed1 docs/runs/seed2 > docs/runs/across_seeds.md")
+
+
+def test_markers_rows_hold_where_the_unet_leads_and_class_blind_maps_score_chance(tmp_path, capsys):
+    def workdir(name, unet_low, edges_high):
+        first = {"unet": {"gradcam": {**_cell(0.9), "low": unet_low}},
+                 "unet_ablated": {"gradcam": {**_cell(0.35), "high": 0.42}},
+                 "resnet50": {"gradcam": _cell(float("nan"))}}  # not evaluated: shown as —
+        table = {
+            "decoy_first": first,
+            "decoy_share": {"unet": {"edges": {**_cell(0.33), "low": 0.30, "high": edges_high},
+                                     "noise": {**_cell(0.32), "low": 0.31, "high": 0.35}}},
+            "chance": {"decoy_first": _cell(1 / 3), "decoy_share": _cell(0.3278)},
+            "follows_evidence": {"unet": {"gradcam": _cell(0.67)}, "vgg16": {"gradcam": _cell(0.05)}},
+            "paired_unet_minus_ablated": {"decoy_share": {"gradcam": {
+                "mean_difference": 0.25, "p_value": 1e-3, "p_holm": 0.2, "low": 0, "high": 0, "n": 10}}},
+        }
+        os.makedirs(os.path.join(tmp_path, name, "eval"))
+        with open(os.path.join(tmp_path, name, "eval", "table.json"), "w") as f:
+            json.dump(table, f)
+        return os.path.join(tmp_path, name)
+
+    # The U-Net's interval must clear both chance (33.3) and the twin's top (42).
+    assert _module().main([workdir("a", 0.5, 0.36), workdir("b", 0.40, 0.32)]) == 0
+    row = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert row["evidence marker first, gradcam: U-Net / ablated / ResNet50 / VGG16 (%, chance 33)"].endswith(
+        "| 90.0 / 35.0 / — / — | 90.0 / 35.0 / — / — | 1 of 2 |")
+    # Chance 32.78 inside [30, 36] and [31, 35]; the second run's edge interval tops out at 32.
+    assert row["edge / noise map, evidence's share (%, chance 33)"].endswith("| 33.0 / 32.0 | 33.0 / 32.0 | 1 of 2 |")
+    assert row["decision follows the evidence, U-Net / ablated / ResNet50 / VGG16 (%)"].endswith(
+        "| 67.0 / — / — / 5.0 | 67.0 / — / — / 5.0 |  |")
+    # Significant unadjusted, not after Holm: does not hold.
+    assert row["U-Net − ablated, evidence's share of the markers' mass (points), gradcam"].endswith(
+        "| +25.00 (p 0.2) | +25.00 (p 0.2) | 0 of 2 |")
+
+
+def test_the_committed_markers_seeds_table_is_what_the_script_writes(capsys):
+    runs = [os.path.join(ROOT, "docs", "runs", f"markers-seed{seed}") for seed in range(3)]
+    assert _module().main(runs) == 0
+    with open(os.path.join(ROOT, "docs", "runs", "markers_across_seeds.md")) as f:
+        assert capsys.readouterr().out == f.read(), (
+            "docs/runs/markers_across_seeds.md is stale: python benchmarks/across_runs.py "
+            "docs/runs/markers-seed0 docs/runs/markers-seed1 docs/runs/markers-seed2 > docs/runs/markers_across_seeds.md")
