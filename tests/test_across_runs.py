@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import pytest
 from conftest import ROOT
 
 
@@ -78,15 +79,6 @@ def test_a_workdir_without_evaluation_is_one_line_and_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "no eval/table.json" in err and "evaluate.py --cam all" in err
 
 
-def test_the_committed_seeds_table_is_what_the_script_writes_from_the_committed_runs(capsys):
-    runs = [os.path.join(ROOT, "docs", "runs", f"seed{seed}") for seed in range(3)]
-    assert _module().main(runs) == 0
-    with open(os.path.join(ROOT, "docs", "runs", "across_seeds.md")) as f:
-        assert capsys.readouterr().out == f.read(), (
-            "docs/runs/across_seeds.md is stale: python benchmarks/across_runs.py "
-            "docs/runs/seed0 docs/runs/seed1 docs/runs/seed2 > docs/runs/across_seeds.md")
-
-
 def test_markers_rows_hold_where_the_unet_leads_and_class_blind_maps_score_chance(tmp_path, capsys):
     def workdir(name, unet_low, edges_high):
         first = {"unet": {"gradcam": {**_cell(0.9), "low": unet_low}},
@@ -120,10 +112,10 @@ def test_markers_rows_hold_where_the_unet_leads_and_class_blind_maps_score_chanc
         "| +25.00 (p 0.2) | +25.00 (p 0.2) | 0 of 2 |")
 
 
-def test_the_committed_markers_seeds_table_is_what_the_script_writes(capsys):
-    runs = [os.path.join(ROOT, "docs", "runs", f"markers-seed{seed}") for seed in range(3)]
-    assert _module().main(runs) == 0
-    with open(os.path.join(ROOT, "docs", "runs", "markers_across_seeds.md")) as f:
+@pytest.mark.parametrize("prefix, written", [("seed", "across_seeds.md"), ("markers-seed", "markers_across_seeds.md")])
+def test_the_committed_seeds_tables_are_what_the_script_writes_from_the_committed_runs(prefix, written, capsys):
+    runs = [os.path.join("docs", "runs", f"{prefix}{seed}") for seed in range(3)]
+    assert _module().main([os.path.join(ROOT, run) for run in runs]) == 0
+    with open(os.path.join(ROOT, "docs", "runs", written)) as f:
         assert capsys.readouterr().out == f.read(), (
-            "docs/runs/markers_across_seeds.md is stale: python benchmarks/across_runs.py "
-            "docs/runs/markers-seed0 docs/runs/markers-seed1 docs/runs/markers-seed2 > docs/runs/markers_across_seeds.md")
+            f"docs/runs/{written} is stale: python benchmarks/across_runs.py {' '.join(runs)} > docs/runs/{written}")
