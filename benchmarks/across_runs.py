@@ -104,7 +104,7 @@ def _marker_rows(table):
     rows = {}
     first = table.get("decoy_first", {})
     chance = table.get("chance", {}).get("decoy_first", {}).get("mean", 1 / 3)
-    for method in PAPER_METHODS:
+    for method in PAPER_METHODS + ("layercam-fused",):  # with and without fusion, for the coarse models
         cells = [_defined(first.get(m, {}).get(method)) for m in MODELS]
         if cells[0] is None:
             continue

@@ -84,11 +84,11 @@ def test_the_markers_dataset_trains_with_the_markers_recipe(monkeypatch, tmp_pat
     assert configs.preset_for(None, "markers") == "markers"
     assert [configs.preset_for(None, name) for name in (None, "shapes", "folder:/data")] == ["demo"] * 3
     assert configs.preset_for("demo", "markers") == "demo"
-    expected = {  # model: (dataset, side, epochs, learning rate, VGG16 batch norm)
-        "unet": ("markers", 48, 12, 2e-3, False),
-        "unet_ablated": ("markers", 48, 12, 2e-3, False),
-        "resnet50": ("markers", 48, 12, 1e-3, False),
-        "vgg16": ("markers", 48, 12, 1e-4, True),
+    expected = {  # model: (dataset, side, epochs, learning rate, VGG16 batch norm, training images)
+        "unet": ("markers", 48, 12, 2e-3, False, 6000),
+        "unet_ablated": ("markers", 48, 12, 2e-3, False, 6000),
+        "resnet50": ("markers", 48, 12, 1e-3, False, 6000),
+        "vgg16": ("markers", 48, 6, 1e-4, True, 24000),
     }
     assert [configs.default_mixed_precision("markers", m) for m in MODEL_NAMES] == ["none", "none", "auto", "auto"]
     # The shapes default is untouched.
@@ -105,8 +105,8 @@ def test_the_markers_dataset_trains_with_the_markers_recipe(monkeypatch, tmp_pat
     monkeypatch.setattr(training, "train", fake_train)
     assert run_cli(train_main, ["--model", "all", "--dataset", "markers", "--jobs", "1", "--quiet",
                                 "--workdir", str(tmp_path)], "train.py") == 0
-    assert {c.model: (c.dataset, c.image_size, c.epochs, c.effective_learning_rate, c.vgg_batch_norm)
-            for c in trained} == expected
+    assert {c.model: (c.dataset, c.image_size, c.epochs, c.effective_learning_rate, c.vgg_batch_norm,
+                      c.train_examples) for c in trained} == expected
     # A flag still beats the recipe.
     trained.clear()
     assert run_cli(train_main, ["--model", "unet", "--dataset", "markers", "--epochs", "3", "--quiet",
