@@ -95,8 +95,10 @@ def _defined(cell):
     return cell if cell and math.isfinite(cell.get("mean", math.nan)) else None
 
 
-def _percents(cells):
-    return " / ".join("—" if c is None else f"{100 * c['mean']:.1f}" for c in cells)
+def _percents(values):
+    """Fractions as percent joined by " / ", "—" for None; a cell (a dict) stands for its mean."""
+    values = [v["mean"] if isinstance(v, dict) else v for v in values]
+    return " / ".join("—" if v is None else f"{100 * v:.1f}" for v in values)
 
 
 def _marker_rows(table):
@@ -131,7 +133,7 @@ def rows_of(run):
     table, rows = run["table"], {}
     acc = run["accuracy"]
     rows["validation accuracy, U-Net / ablated / ResNet50 / VGG16 (%)"] = (
-        " / ".join("—" if acc.get(m) is None else f"{100 * acc[m]:.1f}" for m in MODELS),
+        _percents([acc.get(m) for m in MODELS]),
         all(acc.get(m) is not None and acc[m] >= 0.95 for m in MODELS),
     )
     paired = table.get("paired_unet_minus_ablated", {})
