@@ -243,7 +243,7 @@ def markers():
     2.5 epochs before they find the markers, then climb; the demo's 4-6
     epochs stop on the plateau. So the U-Net and ResNet50 train 12 epochs
     of 6,000 images, the ablated twin and VGG16 6 epochs of 24,000 (on
-    6,000 the twin stayed at chance on two seeds of three and VGG16 fitted
+    6,000 the twin learned on one seed of three and VGG16 fitted
     the training images at chance on validation), otherwise at their demo
     settings (each model's recipe is in its spec, ``recipes["markers"]``).
     Where this recipe ends (the U-Net between 71 and 96 % from run to run,

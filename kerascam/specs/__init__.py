@@ -168,8 +168,8 @@ def _application_size_check(name):
 
 # Demo recipes: the shortest tried that cleared 95 % on three seeds (configs.demo).
 # Markers recipes (configs.markers): 12 epochs of 6,000 images, the U-Net at
-# 2e-3; the twin and VGG16 6 epochs of 24,000 (on 6,000 the twin sat at
-# chance on two seeds of three, VGG16 memorised them). What each reaches
+# 2e-3; the twin and VGG16 6 epochs of 24,000 (on 6,000 the twin learned on
+# one seed of three, VGG16 memorised them). What each reaches
 # (ResNet50 does not generalise on it) is in docs/results.md, "The markers
 # testbed".
 # Speeds: "shapes" at 48x48 on this project's 2-core CPU, "imagenet2012" at 224x224
