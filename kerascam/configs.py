@@ -246,10 +246,9 @@ def markers():
     6,000 the twin learned on one seed of three and VGG16 fitted
     the training images at chance on validation), otherwise at their demo
     settings (each model's recipe is in its spec, ``recipes["markers"]``).
-    Where this recipe ends (the U-Net between 71 and 96 % from run to run,
-    the twin 93-98 %, VGG16 89-92 %, ResNet50 at chance, also with 24,000
-    images or at 96x96) is in docs/results.md, "The markers testbed". At
-    48x48 the U-Nets' maps are 48x48, VGG16's 3x3 and ResNet50's 2x2.
+    What each model reaches on it, per seed (ResNet50 stays at chance), is
+    in docs/results.md, "The markers testbed". At 48x48 the U-Nets' maps
+    are 48x48, VGG16's 3x3 and ResNet50's 2x2.
     """
     return dataclasses.replace(demo(), dataset="markers", model_overrides=model_recipes("markers"))
 
