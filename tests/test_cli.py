@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import run_python
+from conftest import ROOT, run_python
 
 
 @pytest.mark.parametrize(
@@ -23,35 +23,51 @@ from conftest import run_python
          "needs /no/such/manual/ILSVRC2012_img_train.tar"),
     ],
 )
-def test_train_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
+def test_train_bad_input_is_one_line_and_exit_2(args, expected, tmp_path, monkeypatch, capsys):
+    # In-process: the code path of the command line (run_cli around train_main)
+    # without a fresh process per case; the next test runs train.py itself.
+    from kerascam.cli import run_cli, train_main
+
+    monkeypatch.chdir(ROOT)  # the relative paths above are the repository's
     # (a --workdir in args comes last and wins)
-    result = run_python(["train.py", "--workdir", str(tmp_path / "runs"), *args], timeout=120)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    code = run_cli(train_main, ["--workdir", str(tmp_path / "runs"), *args], "train.py")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("train.py: error:")
     assert expected in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # nothing written
 
 
-def test_debug_shows_the_traceback():
-    result = run_python(["train.py", "--model", "unet", "--image-size", "40", "--debug"], timeout=120)
-    assert result.returncode != 0
-    assert "Traceback" in result.stderr
-
-
-def test_empty_folder_dataset_and_too_few_images_fail_before_training(tmp_path):
-    (tmp_path / "images" / "train" / "cat").mkdir(parents=True)
-    result = run_python(["train.py", "--dataset", f"folder:{tmp_path / 'images'}", "--workdir", str(tmp_path / "runs")],
-                        timeout=120)
+def test_train_py_itself_gives_one_line_exit_2_and_a_traceback_with_debug(tmp_path):
+    result = run_python(["train.py", "--model", "unet", "--image-size", "40", "--workdir", str(tmp_path)], timeout=120)
     assert result.returncode == 2, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "train.py: error:" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train.py: error:") and "multiple of 16" in lines[0], result.stderr
+    debug = run_python(["train.py", "--model", "unet", "--image-size", "40", "--debug", "--workdir", str(tmp_path)],
+                       timeout=120)
+    assert debug.returncode != 0
+    assert "Traceback" in debug.stderr and "multiple of 16" in debug.stderr
+
+
+def test_empty_folder_dataset_and_too_few_images_fail_before_training(tmp_path, capsys):
+    from kerascam.cli import run_cli, train_main
+
+    (tmp_path / "images" / "train" / "cat").mkdir(parents=True)
+    code = run_cli(train_main, ["--dataset", f"folder:{tmp_path / 'images'}", "--workdir", str(tmp_path / "runs")],
+                   "train.py")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "train.py: error:" in err
     assert not (tmp_path / "runs" / "unet").exists()  # nothing written for a run that never started
 
-    few = run_python(["train.py", "--preset", "smoke", "--train-examples", "5", "--batch-size", "8",
-                      "--workdir", str(tmp_path / "runs")], timeout=120)
-    assert few.returncode == 1, few.stderr
-    assert "fewer than one batch" in few.stderr and "Traceback" not in few.stderr
+    code = run_cli(train_main, ["--preset", "smoke", "--train-examples", "5", "--batch-size", "8", "--quiet",
+                                "--workdir", str(tmp_path / "runs")], "train.py")
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "fewer than one batch" in err and "Traceback" not in err
 
 
 def test_evaluate_reports_a_full_disk_before_any_work(tmp_path, monkeypatch, capsys):
