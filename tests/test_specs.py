@@ -85,7 +85,7 @@ def test_the_markers_dataset_trains_with_the_markers_recipe(monkeypatch, tmp_pat
     assert [configs.preset_for(None, name) for name in (None, "shapes", "folder:/data")] == ["demo"] * 3
     assert configs.preset_for("demo", "markers") == "demo"
     expected = {  # model: (dataset, side, epochs, learning rate, VGG16 batch norm, training images)
-        "unet": ("markers", 48, 12, 2e-3, False, 6000),
+        "unet": ("markers", 48, 6, 2e-3, False, 24000),
         "unet_ablated": ("markers", 48, 6, 2e-3, False, 24000),
         "resnet50": ("markers", 48, 12, 1e-3, False, 6000),
         "vgg16": ("markers", 48, 6, 1e-4, True, 24000),
