@@ -9,6 +9,19 @@ import kerascam  # noqa: F401  (quiets TensorFlow before the tests import it)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The files that take longest (pytest --durations=0), started first. With
+# --dist loadfile (setup.cfg) each file runs whole on one xdist worker, in
+# the order collected; a long file collected late would run while the other
+# worker sits idle. The rest keep their order.
+LONGEST_FIRST = ("test_evaluation.py", "test_training.py", "test_multiworker.py", "test_preemption.py",
+                 "test_progressive.py", "test_jax_training.py", "test_engine.py", "test_jax_cams.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.basename(str(item.fspath)), len(rank)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
     """Datasets built by the tests go to a temporary cache, never ~/.cache."""

@@ -18,14 +18,15 @@ from kerascam.models import MODEL_NAMES
 from kerascam.training import available_cpus, train
 
 
-SMOKE_64 = dict(image_size=64, steps_per_epoch=1)  # ResNet50's map is 2x2 at 64x64
+SIZE = 48  # the demo's size: ResNet50's map is 2x2 (as at 64x64), VGG16's 3x3
+SMOKE_48 = dict(image_size=SIZE, steps_per_epoch=1)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """The four smoke models, one step each at 64x64, trained two at a time by train.py --jobs 2."""
+    """The four smoke models, one step each at 48x48, trained two at a time by train.py --jobs 2."""
     path = tmp_path_factory.mktemp("runs")
-    result = run_python(["train.py", "--model", "all", "--preset", "smoke", "--image-size", "64", "--steps-per-epoch", "1",
+    result = run_python(["train.py", "--model", "all", "--preset", "smoke", "--image-size", str(SIZE), "--steps-per-epoch", "1",
                          "--jobs", "2", "--workdir", str(path)])
     assert result.returncode == 0, result.stderr
     threads = threads_per_job(2)  # 1 on this project's 2 cores
@@ -39,7 +40,7 @@ def workdir(tmp_path_factory):
 def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path):
     from kerascam.export import load_keras
 
-    config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_64)
+    config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_48)
     train(config, tmp_path, verbose=0)
     alone = load_keras(str(tmp_path / "unet_ablated" / "model.keras")).get_weights()
     assert io.read_json(str(tmp_path / "unet_ablated" / "run.json"))["threads"]["intra_op"] == 0  # the default pools
@@ -103,7 +104,7 @@ def test_records_hold_the_scores_that_the_metrics_give(evaluated):
     path, _ = evaluated
     records = {(int(r["image_id"]), r["model"], r["method"]): r for r in read_records(path)}
     models = {name: model for name, (model, _) in find_models(str(path)).items()}
-    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation")
+    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=SIZE), "validation")
                  .examples.batch(4).as_numpy_iterator())
     reference = metrics.reference_mask(explain(models["resnet50"], batch["image"], "gradcam++"), 0.5)
     for name in ("unet", "vgg16"):
@@ -139,7 +140,7 @@ def test_table_equals_what_the_records_give(evaluated):
     # The chance row: a uniform map scores the mask's share of the image.
     from kerascam.data import load_split
 
-    masks = np.stack([ex["mask"] for ex in load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation")
+    masks = np.stack([ex["mask"] for ex in load_split(dataclasses.replace(configs.smoke(), image_size=SIZE), "validation")
                       .examples.take(6).as_numpy_iterator()])
     assert on_disk["chance"]["score_ground_truth"]["mean"] == pytest.approx(masks.reshape(6, -1).mean(axis=1).mean())
     text = (path / "eval" / "table.md").read_text()
@@ -183,7 +184,7 @@ def test_both_backends_give_the_same_maps_for_trained_models(workdir):
     from kerascam.evaluation import explain_batch, find_models
 
     models = {name: model for name, (model, _) in find_models(str(workdir), ["unet", "resnet50"]).items()}
-    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=64), "validation").examples.batch(3).as_numpy_iterator())
+    batch = next(load_split(dataclasses.replace(configs.smoke(), image_size=SIZE), "validation").examples.batch(3).as_numpy_iterator())
     args = (models, ("gradcam", "gradcam++", "scorecam"), batch["image"], batch["label"], "predicted", 3)
     ours, predicted = explain_batch(*args, backend="kerascam")
     reference, predicted_ref = explain_batch(*args, backend="tf-keras-vis")
