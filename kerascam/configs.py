@@ -247,7 +247,8 @@ def markers():
     the training images at chance on validation), ResNet50 12 epochs of
     6,000, otherwise at their demo
     settings (each model's recipe is in its spec, ``recipes["markers"]``).
-    What each model reaches on it, per seed (ResNet50 stays at chance), is
+    What each model reaches on it, per seed (no finished ResNet50 run has
+    learned it), is
     in docs/results.md, "The markers testbed". At 48x48 the U-Nets' maps
     are 48x48, VGG16's 3x3 and ResNet50's 2x2.
     """

@@ -170,8 +170,8 @@ def _application_size_check(name):
 # Markers recipes (configs.markers): the U-Nets and VGG16 6 epochs of 24,000
 # images (on 12 epochs of 6,000 the U-Net ended at 71 % on one seed of three,
 # the twin learned on one seed of three, VGG16 memorised them), the U-Nets at
-# 2e-3; ResNet50 12 epochs of 6,000. What each reaches (ResNet50 does not
-# generalise on it) is in docs/results.md, "The markers testbed".
+# 2e-3; ResNet50 12 epochs of 6,000. What each reaches (no finished ResNet50
+# run has learned it) is in docs/results.md, "The markers testbed".
 # Speeds: "shapes" at 48x48 on this project's 2-core CPU, "imagenet2012" at 224x224
 # on one H200 (where they come from: kerascam.training.checkpoints).
 register(ModelSpec(
