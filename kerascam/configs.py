@@ -241,16 +241,11 @@ def markers():
     1-2 % of the image, so a classifier with a global-average-pooling head
     sees almost nothing of it at first: the U-Nets sit at chance for about
     2.5 epochs before they find the markers, then climb; the demo's 4-6
-    epochs stop on the plateau. So the U-Nets and VGG16 train 6 epochs of
-    24,000 images (on 12 epochs of 6,000 the U-Net stopped at 71 % on one
-    seed of three, the twin learned on one seed of three and VGG16 fitted
-    the training images at chance on validation), ResNet50 12 epochs of
-    6,000, otherwise at their demo
-    settings (each model's recipe is in its spec, ``recipes["markers"]``).
-    What each model reaches on it, per seed (no finished ResNet50 run has
-    learned it), is
-    in docs/results.md, "The markers testbed". At 48x48 the U-Nets' maps
-    are 48x48, VGG16's 3x3 and ResNet50's 2x2.
+    epochs stop on the plateau. So each model trains longer, most on more
+    images, than on the demo: its recipe, and why, is in its spec
+    (``recipes["markers"]``, kerascam/specs). What each model reaches on
+    it, per seed, is in docs/results.md, "The markers testbed". At 48x48
+    the U-Nets' maps are 48x48, VGG16's 3x3 and ResNet50's 2x2.
     """
     return dataclasses.replace(demo(), dataset="markers", model_overrides=model_recipes("markers"))
 

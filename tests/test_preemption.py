@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import ROOT, skip_saved_model_export
 from kerascam import configs
 from kerascam.cli import run_cli, train_main
 from kerascam.training import TrainingError, train
@@ -33,12 +33,8 @@ CLI = ["--model", "unet", "--preset", "smoke", "--epochs", "1", "--steps-per-epo
        "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _no_saved_model(monkeypatch):
-    """The SavedModel export (half of a run's time here) is not what these tests are about."""
-    from kerascam import export
-
-    monkeypatch.setattr(export, "export_saved_model", lambda model, path: os.makedirs(path, exist_ok=True))
+# The SavedModel export (half of a run's time here) is not what these tests are about.
+pytestmark = pytest.mark.usefixtures("no_saved_model")
 
 
 def _weights(run_dir):
@@ -72,15 +68,13 @@ def straight(tmp_path_factory):
     Neither changes the weights (both only run the model in inference): the
     interrupted runs below, which have neither, must end the same.
     """
-    from kerascam import export
-
     calls = []
     summaries = types.ModuleType("kerascam.summaries")
     summaries.write_cam_summaries = lambda writer, model, images, step, **kw: calls.append((writer, images, step, kw))
     workdir = tmp_path_factory.mktemp("straight")
     config = dataclasses.replace(CONFIG, target_accuracy=1.0, cam_summaries=3)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(export, "export_saved_model", lambda model, path: None)
+        skip_saved_model_export(patch)
         patch.setitem(sys.modules, "kerascam.summaries", summaries)
         summary = train(config, workdir, verbose=0)
     return types.SimpleNamespace(run_dir=workdir / "unet", config=config, summary=summary, cam_calls=calls)

@@ -20,12 +20,8 @@ CONFIG = dataclasses.replace(
 )
 
 
-@pytest.fixture(autouse=True)
-def _no_saved_model(monkeypatch):
-    """The SavedModel export is not what these tests are about."""
-    from kerascam import export
-
-    monkeypatch.setattr(export, "export_saved_model", lambda model, path: os.makedirs(path, exist_ok=True))
+# The SavedModel export is not what these tests are about.
+pytestmark = pytest.mark.usefixtures("no_saved_model")
 
 
 @pytest.mark.parametrize("name", ["unet", "resnet50"])

@@ -24,14 +24,6 @@ def read_history(run_dir):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture
-def no_saved_model(monkeypatch):
-    """For tests about training, not the SavedModel export (about half of a smoke run's time)."""
-    from kerascam import export
-
-    monkeypatch.setattr(export, "export_saved_model", lambda model, path: os.makedirs(path, exist_ok=True))
-
-
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke U-Net trained for its one epoch, the start of several tests: each takes a copy."""

@@ -174,18 +174,19 @@ def _application_size_check(name):
 # run has learned it) is in docs/results.md, "The markers testbed".
 # Speeds: "shapes" at 48x48 on this project's 2-core CPU, "imagenet2012" at 224x224
 # on one H200 (where they come from: kerascam.training.checkpoints).
+# The U-Net and its twin share one markers recipe, so that their maps are
+# compared after the same training.
+_UNETS_ON_MARKERS = {"epochs": 6, "learning_rate": 2e-3, "train_examples": 24000}
 register(ModelSpec(
     name="unet", family="unet", build=_unet_builder("unet"), check_image_size=_unet_check_image_size,
     target_layers=("dec1_relu2",), fusion_layers=_unet_fusion_layers, randomization_blocks=blocks.UNET,
-    recipes={"demo": {"epochs": 4, "learning_rate": 2e-3},
-             "markers": {"epochs": 6, "learning_rate": 2e-3, "train_examples": 24000}},
+    recipes={"demo": {"epochs": 4, "learning_rate": 2e-3}, "markers": dict(_UNETS_ON_MARKERS)},
     images_per_second={"shapes": 204, "imagenet2012": 1300},
 ))
 register(ModelSpec(
     name="unet_ablated", family="unet", build=_unet_builder("unet_ablated"), check_image_size=_unet_check_image_size,
     target_layers=("dec1_relu2",), fusion_layers=_unet_fusion_layers, randomization_blocks=blocks.UNET,
-    recipes={"demo": {"epochs": 5, "learning_rate": 2e-3},
-             "markers": {"epochs": 6, "learning_rate": 2e-3, "train_examples": 24000}},
+    recipes={"demo": {"epochs": 5, "learning_rate": 2e-3}, "markers": dict(_UNETS_ON_MARKERS)},
     # Not measured on shapes: the U-Net's rate.
     images_per_second={"shapes": 204, "imagenet2012": 1200},
 ))
