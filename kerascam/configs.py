@@ -74,6 +74,10 @@ class TrainConfig:
             epoch) whose accuracy is at least this, in (0, 1]; None: off.
         cam_summaries: CAM overlays of this many fixed validation images
             written to TensorBoard after every epoch (0: none).
+        saved_model: Export ``saved_model/`` beside ``model.keras`` (False:
+            ``model.keras`` only; ``kerascam.export.export_saved_model``
+            writes it later). Not an architecture field: a run may resume
+            with either.
         model_overrides: Per-model field overrides, e.g. a smaller learning
             rate for VGG16, which has no batch normalization.
     """
@@ -110,6 +114,7 @@ class TrainConfig:
     checkpoint_every: Optional[int] = None
     target_accuracy: Optional[float] = None
     cam_summaries: int = 0
+    saved_model: bool = True
     model_overrides: dict = dataclasses.field(default_factory=dict)
 
     def for_model(self, model, **flags):

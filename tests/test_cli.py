@@ -187,10 +187,13 @@ def test_every_train_flag_sets_a_field_of_the_config():
     flags = {option.flag: option.field for option in cli.TRAIN_FLAGS if option.field}
     assert flags["--low-res-epochs"] == "low_resolution_epochs" and flags["--image-size"] == "image_size"
     assert set(flags.values()) <= fields, set(flags.values()) - fields
-    args = cli.train_parser().parse_args(["--jit", "--seed", "0", "--low-res-size", "16", "--workdir", "w"])
+    args = cli.train_parser().parse_args(["--jit", "--seed", "0", "--low-res-size", "16", "--no-saved-model", "--workdir", "w"])
     given = {option.field: option.value(args) for option in cli.TRAIN_FLAGS if option.field}
     # Not given: None (the preset's value stays); a switch left off is None, not False; 0 stays 0.
-    assert {k: v for k, v in given.items() if v is not None} == {"jit": True, "seed": 0, "low_resolution_size": 16}
+    assert {k: v for k, v in given.items() if v is not None} == {"jit": True, "seed": 0, "low_resolution_size": 16,
+                                                                 "saved_model": False}
+    args = cli.train_parser().parse_args(["--workdir", "w"])
+    assert {option.field: option.value(args) for option in cli.TRAIN_FLAGS if option.field}["saved_model"] is None
 
 
 def test_every_evaluate_flag_sets_a_field_of_the_config():

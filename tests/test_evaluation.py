@@ -24,20 +24,25 @@ SMOKE_48 = dict(image_size=SIZE, steps_per_epoch=1)
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """The four smoke models, one step each at 48x48, trained two at a time by train.py --jobs 2."""
+    """The four smoke models, one step each at 48x48, trained two at a time by train.py --jobs 2.
+
+    Without SavedModels, which no evaluation reads (ResNet50's export alone
+    was about a third of this fixture's time).
+    """
     path = tmp_path_factory.mktemp("runs")
     result = run_python(["train.py", "--model", "all", "--preset", "smoke", "--image-size", str(SIZE), "--steps-per-epoch", "1",
-                         "--jobs", "2", "--workdir", str(path)])
+                         "--jobs", "2", "--no-saved-model", "--workdir", str(path)])
     assert result.returncode == 0, result.stderr
     threads = threads_per_job(2)  # 1 on this project's 2 cores
     assert f"2 at a time, each in its own process with {threads} thread" in result.stdout
     for name in MODEL_NAMES:  # a line per epoch and model instead of progress bars
         assert f"{name} epoch 1/1: loss " in result.stdout and f"{name} done: val_accuracy" in result.stdout
+        assert (path / name / "model.keras").exists() and not (path / name / "saved_model").exists()
     assert result.stderr == ""  # TensorFlow's start-up noise stays quiet in the child processes too
     return path
 
 
-def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path):
+def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path, no_saved_model):
     from kerascam.export import load_keras
 
     config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_48)

@@ -76,6 +76,27 @@ def test_incompatible_workdir_is_refused(smoke_run, tmp_path):
         train(dataclasses.replace(SMOKE, model="unet", image_size=64), tmp_path, verbose=0)
 
 
+def test_no_saved_model_writes_model_keras_only_and_drops_the_older_export(smoke_run, tmp_path):
+    from kerascam.cli import run_cli, train_main
+    from kerascam.export import load_keras
+    from kerascam.training.record import SAVED_MODEL_NOT_ASKED
+
+    copy_of(smoke_run, tmp_path)
+    run_dir = tmp_path / "unet"
+    assert (run_dir / "saved_model" / "saved_model.pb").exists()
+    before = load_keras(str(run_dir / "model.keras")).get_weights()
+    # One more epoch on the smoke run: its SavedModel would hold the first epoch's weights.
+    assert run_cli(train_main, ["--model", "unet", "--preset", "smoke", "--epochs", "2", "--no-saved-model", "--quiet",
+                                "--workdir", str(tmp_path)], "train.py") == 0
+    after = load_keras(str(run_dir / "model.keras")).get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # trained on, re-exported
+    assert not (run_dir / "saved_model").exists()
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["epochs_completed"] == 2 and summary["config"]["saved_model"] is False
+    assert summary["saved_model_skipped"] == SAVED_MODEL_NOT_ASKED
+    assert "saved_model_skipped" not in json.loads((smoke_run / "unet" / "run.json").read_text())
+
+
 def test_training_batches_are_fixed_by_seed_and_epoch():
     examples = load_split(SMOKE, "train").examples
     first = lambda **kw: next(iter(pipeline.training_batches(examples, 8, **kw)))  # noqa: E731

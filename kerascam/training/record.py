@@ -1,6 +1,7 @@
 """The last steps of a run: its exports (``model.keras``, the SavedModel) and ``run.json``."""
 
 import os
+import shutil
 import time
 
 import keras
@@ -36,11 +37,17 @@ SAVED_MODEL_ON_JAX = ("the SavedModel export runs on Keras' TensorFlow backend: 
                       "and call kerascam.export.export_saved_model")
 
 
+# run.json's "saved_model_skipped" of a run trained with --no-saved-model.
+SAVED_MODEL_NOT_ASKED = "--no-saved-model: kerascam.export.export_saved_model writes it from model.keras"
+
+
 def export_model(model, config, num_classes, run_dir):
     """Writes ``model.keras`` and ``saved_model/`` (float32, whatever the training precision).
 
-    Under Keras' JAX backend ``model.keras`` alone (it loads under
-    TensorFlow too); the SavedModel is TensorFlow's (``SAVED_MODEL_ON_JAX``).
+    ``model.keras`` alone with ``config.saved_model`` False, and under Keras'
+    JAX backend (it loads under TensorFlow too; the SavedModel is
+    TensorFlow's, ``SAVED_MODEL_ON_JAX``); then a ``saved_model/`` left by an
+    earlier session of the run, which holds older weights, is removed.
 
     Returns:
         The model exported.
@@ -49,7 +56,9 @@ def export_model(model, config, num_classes, run_dir):
         model = float32_copy(model, config, num_classes)
     with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
         export.save_keras(model, os.path.join(run_dir, "model.keras"))
-    if backend.name() == "jax":
+    if backend.name() == "jax" or not config.saved_model:
+        # A SavedModel of an earlier session holds other weights than model.keras now.
+        shutil.rmtree(os.path.join(run_dir, "saved_model"), ignore_errors=True)
         return model
     with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
         export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
@@ -101,6 +110,8 @@ def write_run_summary(run_dir, results, *, started, resumed, replicas):
     }
     if backend.name() == "jax":
         summary["saved_model_skipped"] = SAVED_MODEL_ON_JAX
+    elif not results.get("config", {}).get("saved_model", True):
+        summary["saved_model_skipped"] = SAVED_MODEL_NOT_ASKED
     with no_space_is_one_line(summary_path):
         io.write_json(summary_path, summary)
     return summary
