@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_python
 
@@ -40,7 +41,19 @@ def _weights(path):
     return [data[f"arr_{i}"] for i in range(len([k for k in data.files if k.startswith("arr_")]))], data
 
 
-def test_two_workers_train_in_step_and_match_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The weights of the workers' run in one process, without a strategy: what both tests compare with.
+
+    RESUMING_WORKER's: its checkpoints at every step and no SavedModel leave the weights as WORKER's.
+    """
+    path = tmp_path_factory.mktemp("single")
+    result = run_python(["-c", RESUMING_WORKER, str(path / "runs"), str(path / "single.npz"), "default"], timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return _weights(path / "single.npz")[0]
+
+
+def test_two_workers_train_in_step_and_match_one_process(tmp_path, single):
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     workers = []
@@ -58,26 +71,25 @@ def test_two_workers_train_in_step_and_match_one_process(tmp_path):
         for worker in workers:
             worker.kill()
 
-    single = run_python(["-c", WORKER, str(tmp_path / "single"), str(tmp_path / "single.npz"), "default"], timeout=240)
-    assert single.returncode == 0, single.stderr[-3000:]
-
     w0, d0 = _weights(tmp_path / "worker0.npz")
     w1, d1 = _weights(tmp_path / "worker1.npz")
-    ws, _ = _weights(tmp_path / "single.npz")
     assert int(d0["replicas"]) == 2 and bool(d0["chief"]) and not bool(d1["chief"])
-    for a, b, c in zip(w0, w1, ws):
+    for a, b, c in zip(w0, w1, single, strict=True):
         np.testing.assert_array_equal(a, b)  # the workers stay in step
         np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)  # same global batch as one process
     # Only the chief wrote the run folder's files.
     run_dir = tmp_path / "multi" / "unet"
     assert (run_dir / "model.keras").exists() and (run_dir / "history.csv").exists()
+    assert (run_dir / "saved_model" / "saved_model.pb").exists()  # exported under the strategy
     assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 3
 
 
-# A checkpoint at every step; verbose, to tell where it resumed.
-RESUMING_WORKER = WORKER.replace("epochs=2, steps_per_epoch=3)", "epochs=2, steps_per_epoch=3, checkpoint_every=1)").replace(
-    "verbose=0", "verbose=1"
-)
+# A checkpoint at every step; verbose, to tell where it resumed; no SavedModel
+# (the first test's chief writes one under this strategy). Checkpoints and
+# exports leave the weights alone: the same single-process run is the reference.
+RESUMING_WORKER = WORKER.replace(
+    "epochs=2, steps_per_epoch=3)", "epochs=2, steps_per_epoch=3, checkpoint_every=1, saved_model=False)"
+).replace("verbose=0", "verbose=1")
 assert RESUMING_WORKER.count("checkpoint_every=1") == 1 and "verbose=1" in RESUMING_WORKER
 
 
@@ -96,7 +108,7 @@ def _start_workers(tmp_path, kill_worker_1_after_step=None):
     return workers
 
 
-def test_a_lost_worker_and_a_restart_of_both_end_like_an_uninterrupted_run(tmp_path):
+def test_a_lost_worker_and_a_restart_of_both_end_like_an_uninterrupted_run(tmp_path, single):
     # Worker 1 dies (SIGKILL) right after global step 4 of 6, before the
     # checkpoint of that step; worker 0 then fails in its next collective.
     lost = _start_workers(tmp_path, kill_worker_1_after_step=4)
@@ -119,13 +131,9 @@ def test_a_lost_worker_and_a_restart_of_both_end_like_an_uninterrupted_run(tmp_p
         assert worker.returncode == 0, output[-3000:]
         assert "resuming from" in output and "ckpt-3 (epoch 1)" in output
 
-    single = run_python(["-c", RESUMING_WORKER, str(tmp_path / "single"), str(tmp_path / "single.npz"), "default"],
-                        timeout=240)
-    assert single.returncode == 0, single.stderr[-3000:]
     w0, _ = _weights(tmp_path / "worker0.npz")
     w1, _ = _weights(tmp_path / "worker1.npz")
-    ws, _ = _weights(tmp_path / "single.npz")
-    for a, b, c in zip(w0, w1, ws, strict=True):
+    for a, b, c in zip(w0, w1, single, strict=True):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(a, c, rtol=1e-4, atol=1e-5)
 
