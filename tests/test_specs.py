@@ -87,7 +87,7 @@ def test_the_markers_dataset_trains_with_the_markers_recipe(monkeypatch, tmp_pat
     expected = {  # model: (dataset, side, epochs, learning rate, VGG16 batch norm, training images)
         "unet": ("markers", 48, 6, 2e-3, False, 24000),
         "unet_ablated": ("markers", 48, 6, 2e-3, False, 24000),
-        "resnet50": ("markers", 48, 12, 1e-3, False, 6000),
+        "resnet50": ("markers", 48, 8, 1e-3, False, 24000),
         "vgg16": ("markers", 48, 6, 1e-4, True, 24000),
     }
     assert [configs.default_mixed_precision("markers", m) for m in MODEL_NAMES] == ["none", "none", "auto", "auto"]
