@@ -199,7 +199,7 @@ TRAIN_FLAGS = (
     Flag("--cam-summaries", type=non_negative_int, metavar="N",
          help="TensorBoard CAM overlays of the first N validation images after every epoch (default: 0)"),
     Flag("--no-saved-model", "saved_model", convert=lambda skip: False if skip else None, action="store_true",
-         help="write model.keras only, no saved_model/ (its export takes 5-15 s per model on a CPU; "
+         help="write model.keras only, no saved_model/ (its export takes 4-15 s per model on a CPU; "
               "kerascam.export.export_saved_model writes it later)"),
     Flag("--quiet", None, action="store_true", help="no progress bars"),
     Flag("--debug", None, action="store_true", help="show tracebacks"),
