@@ -86,6 +86,10 @@ def test_no_saved_model_writes_model_keras_only_and_drops_the_older_export(smoke
     run_dir = tmp_path / "unet"
     assert (run_dir / "saved_model" / "saved_model.pb").exists()
     before = load_keras(str(run_dir / "model.keras")).get_weights()
+    # The finished run again: nothing to train, and its SavedModel holds these weights: kept.
+    assert run_cli(train_main, ["--model", "unet", "--preset", "smoke", "--no-saved-model", "--quiet",
+                                "--workdir", str(tmp_path)], "train.py") == 0
+    assert (run_dir / "saved_model" / "saved_model.pb").exists()
     # One more epoch on the smoke run: its SavedModel would hold the first epoch's weights.
     assert run_cli(train_main, ["--model", "unet", "--preset", "smoke", "--epochs", "2", "--no-saved-model", "--quiet",
                                 "--workdir", str(tmp_path)], "train.py") == 0

@@ -41,13 +41,24 @@ SAVED_MODEL_ON_JAX = ("the SavedModel export runs on Keras' TensorFlow backend: 
 SAVED_MODEL_NOT_ASKED = "--no-saved-model: kerascam.export.export_saved_model writes it from model.keras"
 
 
+def _older_than_the_newest_checkpoint(path, run_dir):
+    """Whether the file ``path`` exists and was written before the newest file in ``run_dir/checkpoints``."""
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    if not os.path.isfile(path) or not os.path.isdir(checkpoints):
+        return False
+    newest = max((os.path.getmtime(os.path.join(checkpoints, name)) for name in os.listdir(checkpoints)), default=0.0)
+    return os.path.getmtime(path) < newest
+
+
 def export_model(model, config, num_classes, run_dir):
     """Writes ``model.keras`` and ``saved_model/`` (float32, whatever the training precision).
 
     ``model.keras`` alone with ``config.saved_model`` False, and under Keras'
     JAX backend (it loads under TensorFlow too; the SavedModel is
-    TensorFlow's, ``SAVED_MODEL_ON_JAX``); then a ``saved_model/`` left by an
-    earlier session of the run, which holds older weights, is removed.
+    TensorFlow's, ``SAVED_MODEL_ON_JAX``); then a ``saved_model/`` exported
+    before the run's newest checkpoint, which holds older weights than
+    ``model.keras``, is removed, and one exported from these weights (a
+    finished run run again) is kept.
 
     Returns:
         The model exported.
@@ -57,8 +68,8 @@ def export_model(model, config, num_classes, run_dir):
     with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
         export.save_keras(model, os.path.join(run_dir, "model.keras"))
     if backend.name() == "jax" or not config.saved_model:
-        # A SavedModel of an earlier session holds other weights than model.keras now.
-        shutil.rmtree(os.path.join(run_dir, "saved_model"), ignore_errors=True)
+        if _older_than_the_newest_checkpoint(os.path.join(run_dir, "saved_model", "saved_model.pb"), run_dir):
+            shutil.rmtree(os.path.join(run_dir, "saved_model"), ignore_errors=True)
         return model
     with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
         export.export_saved_model(model, os.path.join(run_dir, "saved_model"))
