@@ -34,24 +34,6 @@ def _private_cache(tmp_path_factory):
         os.environ["KERASCAM_CACHE"] = previous
 
 
-def skip_saved_model_export(patch):
-    """Makes training write an empty saved_model/ folder instead of the SavedModel.
-
-    For tests about training, not the export: the export (explain signatures
-    traced for each method) is about half of a smoke run's time.
-    ``patch`` is a ``pytest.MonkeyPatch`` (the fixture, or a context for a
-    module-scoped fixture).
-    """
-    from kerascam import export
-
-    patch.setattr(export, "export_saved_model", lambda model, path, *args, **kwargs: os.makedirs(path, exist_ok=True))
-
-
-@pytest.fixture
-def no_saved_model(monkeypatch):
-    skip_saved_model_export(monkeypatch)
-
-
 def run_python(args, timeout=300, **kwargs):
     """Runs a Python command in a fresh process from the repository root.
 

@@ -301,7 +301,7 @@ def test_load_split_reports_the_skipped_files(tmp_path):
     assert describe_skipped(()) == ""
 
 
-def test_training_goes_on_and_names_the_skipped_files_at_the_end(tmp_path, capsys, no_saved_model):
+def test_training_goes_on_and_names_the_skipped_files_at_the_end(tmp_path, capsys):
     import json
 
     from kerascam.cli import run_cli, train_main
@@ -313,7 +313,7 @@ def test_training_goes_on_and_names_the_skipped_files_at_the_end(tmp_path, capsy
     _write(os.path.join(tmp_path, "data", "validation", "a", "cut.png"), _png(np.zeros((5, 5, 3), np.uint8))[:20])
     code = run_cli(train_main, [
         "--model", "unet", "--preset", "smoke", "--dataset", f"folder:{tmp_path / 'data'}",
-        "--batch-size", "2", "--workdir", str(tmp_path / "runs"), "--quiet",
+        "--batch-size", "2", "--no-saved-model", "--workdir", str(tmp_path / "runs"), "--quiet",
     ], "train.py")
     out, err = capsys.readouterr()
     assert code == 0, err

@@ -42,10 +42,10 @@ def workdir(tmp_path_factory):
     return path
 
 
-def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path, no_saved_model):
+def test_models_trained_side_by_side_equal_those_trained_alone(workdir, tmp_path):
     from kerascam.export import load_keras
 
-    config = dataclasses.replace(configs.smoke(), model="unet_ablated", **SMOKE_48)
+    config = dataclasses.replace(configs.smoke(), model="unet_ablated", saved_model=False, **SMOKE_48)
     train(config, tmp_path, verbose=0)
     alone = load_keras(str(tmp_path / "unet_ablated" / "model.keras")).get_weights()
     assert io.read_json(str(tmp_path / "unet_ablated" / "run.json"))["threads"]["intra_op"] == 0  # the default pools

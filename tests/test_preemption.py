@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, skip_saved_model_export
+from conftest import ROOT
 from kerascam import configs
 from kerascam.cli import run_cli, train_main
 from kerascam.training import TrainingError, train
@@ -28,13 +28,11 @@ from kerascam.training import TrainingError, train
 # One epoch of five steps, a checkpoint every two: global steps 2, 4 and 5
 # (the epoch's end). One epoch keeps the tests cheap; the resume across epoch
 # ends is test_training.py's test_killed_run_resumes_from_its_checkpoint.
-CONFIG = dataclasses.replace(configs.smoke(), model="unet", epochs=1, steps_per_epoch=5, checkpoint_every=2)
+# Without the SavedModel export (half of a run's time here), which these tests are not about.
+CONFIG = dataclasses.replace(configs.smoke(), model="unet", epochs=1, steps_per_epoch=5, checkpoint_every=2,
+                             saved_model=False)
 CLI = ["--model", "unet", "--preset", "smoke", "--epochs", "1", "--steps-per-epoch", "5", "--checkpoint-every", "2",
-       "--quiet"]
-
-
-# The SavedModel export (half of a run's time here) is not what these tests are about.
-pytestmark = pytest.mark.usefixtures("no_saved_model")
+       "--no-saved-model", "--quiet"]
 
 
 def _weights(run_dir):
@@ -74,7 +72,6 @@ def straight(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("straight")
     config = dataclasses.replace(CONFIG, target_accuracy=1.0, cam_summaries=3)
     with pytest.MonkeyPatch.context() as patch:
-        skip_saved_model_export(patch)
         patch.setitem(sys.modules, "kerascam.summaries", summaries)
         summary = train(config, workdir, verbose=0)
     return types.SimpleNamespace(run_dir=workdir / "unet", config=config, summary=summary, cam_calls=calls)

@@ -40,10 +40,10 @@ def copy_of(run, tmp_path):
     return tmp_path
 
 
-def test_a_few_steps_lower_the_loss(tmp_path, no_saved_model):
+def test_a_few_steps_lower_the_loss(tmp_path):
     config = dataclasses.replace(
         SMOKE, model="unet", epochs=8, steps_per_epoch=None, train_examples=16, batch_size=8,
-        learning_rate=1e-2, augment=False,
+        learning_rate=1e-2, augment=False, saved_model=False,
     )
     summary = train(config, tmp_path, verbose=0)
     rows = read_history(tmp_path / "unet")
@@ -126,7 +126,8 @@ def test_random_flip_eager_equals_dataset_map():
     assert 0 < flipped < 8  # both outcomes occur
 
 
-TRAIN_CMD = ["train.py", "--model", "unet", "--preset", "smoke", "--epochs", "3", "--steps-per-epoch", "3"]
+TRAIN_CMD = ["train.py", "--model", "unet", "--preset", "smoke", "--epochs", "3", "--steps-per-epoch", "3",
+             "--no-saved-model"]
 
 
 def _final_weights(run_dir):
@@ -135,7 +136,7 @@ def _final_weights(run_dir):
     return load_keras(os.path.join(run_dir, "model.keras")).get_weights()
 
 
-def test_killed_run_resumes_from_its_checkpoint(tmp_path, no_saved_model):
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
     process = subprocess.Popen(
         [sys.executable, *TRAIN_CMD, "--workdir", str(killed)], cwd=ROOT,
@@ -163,7 +164,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path, no_saved_model):
     # The run never interrupted, in this process (the config TRAIN_CMD gives):
     # same seed, same per-epoch data order and flips, so the same weights
     # (float round-off of threaded CPU kernels is the only difference allowed).
-    train(dataclasses.replace(SMOKE, model="unet", epochs=3, steps_per_epoch=3), straight, verbose=0)
+    train(dataclasses.replace(SMOKE, model="unet", epochs=3, steps_per_epoch=3, saved_model=False), straight, verbose=0)
     for a, b in zip(_final_weights(killed / "unet"), _final_weights(straight / "unet")):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
@@ -283,14 +284,14 @@ def _checkpoint_arrays(run_dir):
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_and_exports_a_float32_model(tmp_path, policy, no_saved_model):
+def test_mixed_precision_trains_and_exports_a_float32_model(tmp_path, policy):
     import keras
 
     from kerascam.export import load_keras
 
     config = dataclasses.replace(
         SMOKE, model="unet", epochs=8, steps_per_epoch=None, train_examples=16, batch_size=8,
-        learning_rate=1e-2, augment=False, mixed_precision=policy,
+        learning_rate=1e-2, augment=False, mixed_precision=policy, saved_model=False,
     )
     train(config, tmp_path, verbose=0)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
@@ -307,12 +308,13 @@ def test_mixed_precision_trains_and_exports_a_float32_model(tmp_path, policy, no
         train(dataclasses.replace(config, mixed_precision=None, epochs=9), tmp_path, verbose=0)
 
 
-def test_xla_gives_the_same_training_as_without(tmp_path, no_saved_model):
+def test_xla_gives_the_same_training_as_without(tmp_path):
     import keras
 
     from kerascam.models import build_model
 
-    config = dataclasses.replace(SMOKE, model="unet", epochs=1, steps_per_epoch=3, optimizer="sgd", augment=False)
+    config = dataclasses.replace(SMOKE, model="unet", epochs=1, steps_per_epoch=3, optimizer="sgd", augment=False,
+                                 saved_model=False)
     train(config, tmp_path / "eager", verbose=0)
     train(dataclasses.replace(config, jit=True), tmp_path / "xla", verbose=0)
     plain, compiled = _final_weights(tmp_path / "eager" / "unet"), _final_weights(tmp_path / "xla" / "unet")
