@@ -85,6 +85,42 @@ def load_keras(path):
         raise ValueError(f"{path}: cannot load model: {reason}") from e
 
 
+def saved_model_holds(model, path):
+    """Whether the SavedModel folder ``path`` holds exactly ``model``'s weights.
+
+    Compares the exported variables (read from ``path/variables``, no graph
+    loaded) with ``model.get_weights()`` as multisets of arrays, bit for bit,
+    so neither file times nor variable names decide.
+
+    Returns:
+        True or False; None where it cannot tell: TensorFlow is not
+        installed, or ``path`` holds no readable variables.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    import collections
+    import hashlib
+
+    import numpy as np
+
+    def digest(array):
+        array = np.ascontiguousarray(array)
+        return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
+
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    except (tf.errors.OpError, ValueError):
+        return None
+    # Each variable is listed once under "variables/" (and again under other
+    # trackable paths, which would count it twice).
+    names = [n for n in reader.get_variable_to_shape_map()
+             if n.startswith("variables/") and n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")]
+    exported = collections.Counter(digest(reader.get_tensor(n)) for n in names)
+    return exported == collections.Counter(digest(w) for w in model.get_weights())
+
+
 def explain_signature_name(method, *, uint8=False):
     """The name of the SavedModel signature that explains with ``method``.
 

@@ -13,6 +13,7 @@ from kerascam.export import (
     load_keras,
     normalize_maps_in_graph,
     save_keras,
+    saved_model_holds,
 )
 from kerascam.models import build_model
 
@@ -52,6 +53,23 @@ def test_saved_model_replaces_an_existing_export(tmp_path, model):
     export_saved_model(model, tmp_path / "saved_model", methods=())
     assert (tmp_path / "saved_model" / "saved_model.pb").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+
+
+def test_saved_model_holds_tells_the_exported_weights_from_others(tmp_path, model):
+    path = tmp_path / "saved_model"
+    assert saved_model_holds(model, path) is None  # nothing exported: cannot tell
+    export_saved_model(model, path, methods=())
+    assert saved_model_holds(model, path) is True
+    weights = model.get_weights()
+    # One weight of one kernel moved by the smallest float32 step: other weights.
+    changed = [w.copy() for w in weights]
+    changed[0].flat[0] = np.nextafter(changed[0].flat[0], np.float32(np.inf))
+    model.set_weights(changed)
+    assert saved_model_holds(model, path) is False
+    model.set_weights(weights)
+    assert saved_model_holds(model, path) is True
+    # The same architecture freshly initialised holds other weights too.
+    assert saved_model_holds(build_model("unet", 32, 3, unet_filters=2), path) is False
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "missing"])

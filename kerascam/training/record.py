@@ -41,13 +41,23 @@ SAVED_MODEL_ON_JAX = ("the SavedModel export runs on Keras' TensorFlow backend: 
 SAVED_MODEL_NOT_ASKED = "--no-saved-model: kerascam.export.export_saved_model writes it from model.keras"
 
 
-def _older_than_the_newest_checkpoint(path, run_dir):
-    """Whether the file ``path`` exists and was written before the newest file in ``run_dir/checkpoints``."""
-    checkpoints = os.path.join(run_dir, "checkpoints")
-    if not os.path.isfile(path) or not os.path.isdir(checkpoints):
+def _stale_export(model, path, run_dir):
+    """Whether the SavedModel folder ``path`` exists and holds other weights than ``model``.
+
+    Its variables decide (`kerascam.export.saved_model_holds`); only where
+    they cannot be read (no TensorFlow) do file times: older than the newest
+    file in ``run_dir/checkpoints`` is stale.
+    """
+    if not os.path.isdir(path):
+        return False
+    holds = export.saved_model_holds(model, path)
+    if holds is not None:
+        return not holds
+    checkpoints, pb = os.path.join(run_dir, "checkpoints"), os.path.join(path, "saved_model.pb")
+    if not os.path.isfile(pb) or not os.path.isdir(checkpoints):
         return False
     newest = max((os.path.getmtime(os.path.join(checkpoints, name)) for name in os.listdir(checkpoints)), default=0.0)
-    return os.path.getmtime(path) < newest
+    return os.path.getmtime(pb) < newest
 
 
 def export_model(model, config, num_classes, run_dir):
@@ -55,10 +65,10 @@ def export_model(model, config, num_classes, run_dir):
 
     ``model.keras`` alone with ``config.saved_model`` False, and under Keras'
     JAX backend (it loads under TensorFlow too; the SavedModel is
-    TensorFlow's, ``SAVED_MODEL_ON_JAX``); then a ``saved_model/`` exported
-    before the run's newest checkpoint, which holds older weights than
-    ``model.keras``, is removed, and one exported from these weights (a
-    finished run run again) is kept.
+    TensorFlow's, ``SAVED_MODEL_ON_JAX``); then a ``saved_model/`` that
+    holds other weights than ``model.keras`` (exported before the run
+    trained on) is removed, and one that holds these weights (a finished
+    run run again) is kept, whatever the files' times.
 
     Returns:
         The model exported.
@@ -68,7 +78,7 @@ def export_model(model, config, num_classes, run_dir):
     with no_space_is_one_line(os.path.join(run_dir, "model.keras")):
         export.save_keras(model, os.path.join(run_dir, "model.keras"))
     if backend.name() == "jax" or not config.saved_model:
-        if _older_than_the_newest_checkpoint(os.path.join(run_dir, "saved_model", "saved_model.pb"), run_dir):
+        if _stale_export(model, os.path.join(run_dir, "saved_model"), run_dir):
             shutil.rmtree(os.path.join(run_dir, "saved_model"), ignore_errors=True)
         return model
     with no_space_is_one_line(os.path.join(run_dir, "saved_model")):
