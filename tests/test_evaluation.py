@@ -233,6 +233,63 @@ def test_sharded_evaluation_merges_into_the_unsharded_table(workdir, tmp_path):
     assert json.dumps(again["score_ground_truth"], sort_keys=True) == json.dumps(whole["score_ground_truth"], sort_keys=True)
 
 
+def test_evaluations_of_different_models_join_into_the_table_of_one(workdir, tmp_path, capsys):
+    """A model evaluated later (here ResNet50) joins the others' evaluation: the
+    joined table is the one evaluation of all four would have written."""
+    from kerascam.evaluation.join import join, join_tables, main as join_main
+
+    scores = tuple(s for s in MAP_SCORES if s != "reference")  # the paper's score cannot be joined
+    base = dict(num_images=5, batch_size=2, num_figures=1, methods=("gradcam++", "scorecam", "noise"), scores=scores)
+    runs = {}
+    for name, models in (("all", MODEL_NAMES), ("three", ("unet", "unet_ablated", "vgg16")), ("later", ("resnet50",))):
+        runs[name] = _linked_workdir(workdir, tmp_path / name, models)
+        evaluate(EvalConfig(workdir=str(runs[name]), **base), progress=False)
+    joined = join(str(tmp_path / "joined"), [str(runs["later"] / "eval"), str(runs["three"] / "eval")])
+    whole = io.read_json(str(runs["all"] / "eval" / "table.json"))
+    assert {k for k in joined if k not in ("settings", "seconds", "seconds_by_stage")} == \
+        {k for k in whole if k not in ("settings", "seconds", "seconds_by_stage")}
+    for key, entry in whole.items():
+        if key in ("settings", "seconds", "seconds_by_stage"):
+            continue
+        assert json.dumps(joined[key], sort_keys=True, default=str) == json.dumps(entry, sort_keys=True, default=str), key
+    assert list(joined["score_ground_truth"]) == list(MODEL_NAMES)
+    assert joined["paired_unet_minus_ablated"]["score_ground_truth"]["gradcam++"]["n"] == 5
+    assert joined["settings"] == dict(whole["settings"], reference="none (joined evaluations)", joined=2)
+    written = io.read_json(str(tmp_path / "joined" / "table.json"))
+    assert written["score_ground_truth"]["resnet50"] == whole["score_ground_truth"]["resnet50"]
+    markdown = (tmp_path / "joined" / "table.md").read_text()
+    assert "| model | gradcam++ | scorecam | noise |" in markdown
+    assert "| resnet50 |" in markdown and "| vgg16 |" in markdown
+
+    # What cannot be joined is refused in one line.
+    three = io.read_json(str(runs["three"] / "eval" / "table.json"))
+    later = io.read_json(str(runs["later"] / "eval" / "table.json"))
+    every = io.read_json(str(runs["all"] / "eval" / "table.json"))
+
+    def refused(named, match):
+        with pytest.raises(ValueError, match=match):
+            join_tables(named)
+
+    refused([("a", three), ("b", every)], "unet is in both a and b")
+    refused([("a", three), ("b", dict(later, settings=dict(later["settings"], images=4)))], r"other settings.*\(images")
+    other_images = json.loads(json.dumps(later))
+    other_images["chance"]["score_ground_truth"]["mean"] += 0.01
+    refused([("a", three), ("b", other_images)], "did not score the same images")
+    refused([("a", three), ("b", dict(later, score_reference=later["score_ground_truth"]))], "paper's score")
+    split_twins = json.loads(json.dumps(three)), json.loads(json.dumps(later))
+    for key, entry in split_twins[0].items():  # the twin moved to the other evaluation
+        if key not in ("settings", "seconds", "seconds_by_stage", "chance", "paired_unet_minus_ablated") \
+                and isinstance(entry, dict) and "unet_ablated" in entry:
+            split_twins[1][key]["unet_ablated"] = entry.pop("unet_ablated")
+    refused([("a", split_twins[0]), ("b", split_twins[1])], "compared image by image")
+    with pytest.raises(SystemExit) as exit_:
+        join_main([str(tmp_path / "out"), str(runs["three"] / "eval"), str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{tmp_path / 'nowhere'} holds no table.json" in error
+    assert not (tmp_path / "out").exists()
+
+
 def _linked_workdir(trained, path, models):
     """A workdir of its own (its own eval/) whose model folders link to the trained ones."""
     path.mkdir()
