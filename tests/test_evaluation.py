@@ -239,7 +239,7 @@ def test_evaluations_of_different_models_join_into_the_table_of_one(workdir, tmp
     from kerascam.evaluation.join import join, join_tables, main as join_main
 
     scores = tuple(s for s in MAP_SCORES if s != "reference")  # the paper's score cannot be joined
-    base = dict(num_images=5, batch_size=2, num_figures=1, methods=("gradcam++", "scorecam", "noise"), scores=scores)
+    base = dict(num_images=5, batch_size=2, num_figures=1, methods=("gradcam++", "noise", "edges"), scores=scores)
     runs = {}
     for name, models in (("all", MODEL_NAMES), ("three", ("unet", "unet_ablated", "vgg16")), ("later", ("resnet50",))):
         runs[name] = _linked_workdir(workdir, tmp_path / name, models)
@@ -258,7 +258,7 @@ def test_evaluations_of_different_models_join_into_the_table_of_one(workdir, tmp
     written = io.read_json(str(tmp_path / "joined" / "table.json"))
     assert written["score_ground_truth"]["resnet50"] == whole["score_ground_truth"]["resnet50"]
     markdown = (tmp_path / "joined" / "table.md").read_text()
-    assert "| model | gradcam++ | scorecam | noise |" in markdown
+    assert "| model | gradcam++ | noise | edges |" in markdown  # evaluate.py's order, not table.json's
     assert "| resnet50 |" in markdown and "| vgg16 |" in markdown
 
     # What cannot be joined is refused in one line.
