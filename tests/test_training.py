@@ -106,6 +106,27 @@ def test_no_saved_model_writes_model_keras_only_and_drops_an_export_of_other_wei
     assert "saved_model_skipped" not in json.loads((smoke_run / "unet" / "run.json").read_text())
 
 
+def test_without_tensorflow_an_export_older_than_the_newest_checkpoint_is_stale(tmp_path, monkeypatch):
+    """Where the export's variables cannot be read (no TensorFlow), file times decide."""
+    from kerascam import export
+    from kerascam.training import record
+
+    monkeypatch.setattr(export, "saved_model_holds", lambda model, path: None)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "ckpt-1.index").write_bytes(b"")
+    saved = tmp_path / "saved_model"
+    assert not record._stale_export(None, str(saved), str(tmp_path))  # no export: nothing to remove
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"")
+    os.utime(saved / "saved_model.pb", (1000, 1000))
+    os.utime(tmp_path / "checkpoints" / "ckpt-1.index", (2000, 2000))
+    assert record._stale_export(None, str(saved), str(tmp_path))
+    os.utime(saved / "saved_model.pb", (3000, 3000))
+    assert not record._stale_export(None, str(saved), str(tmp_path))
+    monkeypatch.setattr(export, "saved_model_holds", lambda model, path: False)  # readable: the weights decide
+    assert record._stale_export(None, str(saved), str(tmp_path))
+
+
 def test_training_batches_are_fixed_by_seed_and_epoch():
     examples = load_split(SMOKE, "train").examples
     first = lambda **kw: next(iter(pipeline.training_batches(examples, 8, **kw)))  # noqa: E731
