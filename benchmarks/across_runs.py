@@ -19,7 +19,8 @@ the sticker. Runs on the ``markers`` testbed add its rows: the paired lead
 in the evidence's share of the markers' mass, how often each model's map
 names the evidence marker first, whether the edge and noise maps score
 chance there, and how often each model's decision follows the evidence (by
-intervention). The last column counts the
+intervention) and how well each model's maps rank the parts by the logit
+drop their removal causes (over the model's own noise map). The last column counts the
 runs in which a row's claim holds (a difference of the stated sign with
 p < 0.05, Holm-adjusted over the run's paired tests where its table has
 the adjustment; the U-Net's sticker preference the highest of the four models;
@@ -121,6 +122,19 @@ def _marker_rows(table):
     if all(blind):
         rows[f"edge / noise map, evidence's share (%, chance {100 * share_chance:.0f})"] = (
             _percents(blind), all(c["low"] <= share_chance <= c["high"] for c in blind))
+    # How well the map's mass per part ranks the parts by the logit drop their
+    # removal causes, over the same model's noise map (whose rho is far from 0,
+    # since the parts differ in area); descriptive: no per-image pairing here.
+    spearman = table.get("part_spearman", {})
+    for method in PAPER_METHODS + ("layercam-fused",):
+        gains = []
+        for m in MODELS:
+            cell, noise = (_defined(spearman.get(m, {}).get(c)) for c in (method, "noise"))
+            gains.append(cell["mean"] - noise["mean"] if cell and noise else None)
+        if any(g is not None for g in gains):
+            rows[f"map follows the intervention's logit drops (Spearman per part − noise map's), {method}: "
+                 "U-Net / ablated / ResNet50 / VGG16"] = (
+                " / ".join("—" if g is None else f"{g:+.2f}" for g in gains), None)
     # Whether removing the evidence marker moves the logit most (one value per model).
     follows = [_defined(next(iter(table.get("follows_evidence", {}).get(m, {}).values()), None)) for m in MODELS]
     if any(follows):

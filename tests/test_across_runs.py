@@ -90,6 +90,9 @@ def test_markers_rows_hold_where_the_unet_leads_and_class_blind_maps_score_chanc
                                      "noise": {**_cell(0.32), "low": 0.31, "high": 0.35}}},
             "chance": {"decoy_first": _cell(1 / 3), "decoy_share": _cell(0.3278)},
             "follows_evidence": {"unet": {"gradcam": _cell(0.67)}, "vgg16": {"gradcam": _cell(0.05)}},
+            # Over each model's own noise map; a model without its noise cell shows —.
+            "part_spearman": {"unet": {"gradcam": _cell(0.15), "noise": _cell(-0.31)},
+                              "vgg16": {"gradcam": _cell(-0.01)}},
             "paired_unet_minus_ablated": {"decoy_share": {"gradcam": {
                 "mean_difference": 0.25, "p_value": 1e-3, "p_holm": 0.2, "low": 0, "high": 0, "n": 10}}},
         }
@@ -107,6 +110,8 @@ def test_markers_rows_hold_where_the_unet_leads_and_class_blind_maps_score_chanc
     assert row["edge / noise map, evidence's share (%, chance 33)"].endswith("| 33.0 / 32.0 | 33.0 / 32.0 | 1 of 2 |")
     assert row["decision follows the evidence, U-Net / ablated / ResNet50 / VGG16 (%)"].endswith(
         "| 67.0 / — / — / 5.0 | 67.0 / — / — / 5.0 |  |")
+    assert row["map follows the intervention's logit drops (Spearman per part − noise map's), gradcam: "
+               "U-Net / ablated / ResNet50 / VGG16"].endswith("| +0.46 / — / — / — | +0.46 / — / — / — |  |")
     # Significant unadjusted, not after Holm: does not hold.
     assert row["U-Net − ablated, evidence's share of the markers' mass (points), gradcam"].endswith(
         "| +25.00 (p 0.2) | +25.00 (p 0.2) | 0 of 2 |")
