@@ -255,6 +255,19 @@ def test_evaluations_of_different_models_join_into_the_table_of_one(workdir, tmp
     assert list(joined["score_ground_truth"]) == list(MODEL_NAMES)
     assert joined["paired_unet_minus_ablated"]["score_ground_truth"]["gradcam++"]["n"] == 5
     assert joined["settings"] == dict(whole["settings"], reference="none (joined evaluations)", joined=2)
+    # A joined table joins again: VGG16 taken out of the three, then joined back.
+    twins = io.read_json(str(runs["three"] / "eval" / "table.json"))
+    vgg16_only = json.loads(json.dumps(twins))
+    for key, entry in twins.items():
+        if key not in ("settings", "seconds", "seconds_by_stage", "chance", "paired_unet_minus_ablated") \
+                and isinstance(entry, dict) and "vgg16" in entry:
+            vgg16_only[key] = {"vgg16": entry.pop("vgg16")}
+    vgg16_only["paired_unet_minus_ablated"] = {}
+    later = io.read_json(str(runs["later"] / "eval" / "table.json"))
+    twins_and_resnet50, _, _ = join_tables([("twins", twins), ("later", later)])
+    again, models, _ = join_tables([("joined", twins_and_resnet50), ("vgg16", vgg16_only)])
+    assert models == list(MODEL_NAMES) and again["settings"]["joined"] == 3
+    assert json.dumps(again["score_ground_truth"], sort_keys=True) == json.dumps(whole["score_ground_truth"], sort_keys=True)
     written = io.read_json(str(tmp_path / "joined" / "table.json"))
     assert written["score_ground_truth"]["resnet50"] == whole["score_ground_truth"]["resnet50"]
     markdown = (tmp_path / "joined" / "table.md").read_text()
@@ -271,6 +284,7 @@ def test_evaluations_of_different_models_join_into_the_table_of_one(workdir, tmp
             join_tables(named)
 
     refused([("a", three), ("b", every)], "unet is in both a and b")
+    refused([("a", three), ("b", {"score_ground_truth": {}})], "b: not the table.json of an evaluation")
     refused([("a", three), ("b", dict(later, settings=dict(later["settings"], images=4)))], r"other settings.*\(images")
     other_images = json.loads(json.dumps(later))
     other_images["chance"]["score_ground_truth"]["mean"] += 0.01

@@ -38,7 +38,7 @@ from kerascam.specs import MODEL_NAMES
 # Top-level entries of table.json that are not keyed by model.
 _SHARED = ("chance", "settings", "seconds", "seconds_by_stage", "paired_unet_minus_ablated")
 # Settings that name what was joined rather than how it was scored.
-_OWN_SETTINGS = ("reference",)
+_OWN_SETTINGS = ("reference", "joined")
 
 
 def _curves(entry):
@@ -95,6 +95,9 @@ def join_tables(named):
     """
     if len(named) < 2:
         raise ValueError("joining needs at least two evaluations")
+    for name, table in named:
+        if not isinstance(table, dict) or not isinstance(table.get("settings"), dict):
+            raise ValueError(f"{name}: not the table.json of an evaluation (it has no settings)")
     (first_name, first), rest = named[0], named[1:]
     models = {name: models_of(table) for name, table in named}
     methods = _columns(first, models[first_name])
@@ -139,7 +142,7 @@ def join_tables(named):
         if key.startswith("_") or key in _SHARED:
             continue
         if _curves(first[key]):
-            if any(table[key]["x"] != first[key]["x"] for _, table in rest):
+            if any(not _curves(table[key]) or table[key]["x"] != first[key]["x"] for _, table in rest):
                 raise ValueError(f"the evaluations' {key} differ in their x values")
             joined[key] = {"x": first[key]["x"],
                            "curves": {m: c for _, table in named for m, c in table[key]["curves"].items()}}
@@ -166,7 +169,8 @@ def join_tables(named):
         for stage, value in table.get("seconds_by_stage", {}).items():
             stages[stage] = round(stages.get(stage, 0.0) + value, 1)
     joined["seconds_by_stage"] = stages
-    joined["settings"] = dict(first["settings"], reference="none (joined evaluations)", joined=len(named))
+    joined["settings"] = dict(first["settings"], reference="none (joined evaluations)",
+                              joined=sum(table["settings"].get("joined", 1) for _, table in named))
     return joined, order, methods
 
 
