@@ -20,8 +20,8 @@ in the evidence's share of the markers' mass, how often each model's map
 names the evidence marker first, whether the edge and noise maps score
 chance there, and how often each model's decision follows the evidence (by
 intervention) and how well each model's maps rank the parts by the logit
-drop their removal causes (over the model's own noise map). The last column counts the
-runs in which a row's claim holds (a difference of the stated sign with
+drop their removal causes (over the model's own noise map). The last
+column counts the runs in which a row's claim holds (a difference of the stated sign with
 p < 0.05, Holm-adjusted over the run's paired tests where its table has
 the adjustment; the U-Net's sticker preference the highest of the four models;
 intervals that do not overlap for the pointing games and the evidence

@@ -61,3 +61,21 @@ def test_hit_rates_get_wilson_and_paired_tests_get_holm_and_d_z():
     row = next(line for line in text.splitlines() if line.startswith("| gradcam | +2"))
     assert row.count("< 1e-6") == 2  # p and Holm's p, never 1e-50
     assert "e-" not in row.replace("< 1e-6", "")
+
+
+def test_join_keeps_each_models_curves_and_refuses_other_steps():
+    from kerascam.evaluation.join import join_tables
+
+    def table(model, curve, x=(0.0, 0.5, 1.0)):
+        cell = {"mean": 0.4, "low": 0.3, "high": 0.5, "n": 3, "undefined": 0}
+        return {"settings": {"scores": "faithfulness", "images": 3}, "chance": {},
+                "insertion_auc": {model: {"gradcam": cell, "noise": cell}},
+                "faithfulness_curves": {"x": list(x), "curves": {model: {"gradcam": curve}}}}
+
+    joined, models, methods = join_tables([("b", table("vgg16", [3, 2, 1])), ("a", table("unet", [1, 2, 3]))])
+    assert models == ["unet", "vgg16"] and methods == ["gradcam", "noise"]  # the registry's and evaluate.py's order
+    assert joined["faithfulness_curves"] == {"x": [0.0, 0.5, 1.0],
+                                             "curves": {"unet": {"gradcam": [1, 2, 3]}, "vgg16": {"gradcam": [3, 2, 1]}}}
+    assert list(joined["insertion_auc"]) == ["unet", "vgg16"] and joined["paired_unet_minus_ablated"] == {}
+    with pytest.raises(ValueError, match="faithfulness_curves differ in their x values"):
+        join_tables([("b", table("vgg16", [3, 2, 1])), ("a", table("unet", [1, 2, 3], x=(0.0, 1.0, 2.0)))])

@@ -24,9 +24,10 @@ per-image records and figures stay with each evaluation.
 """
 
 import argparse
-import math
 import os
 import sys
+
+import numpy as np
 
 from kerascam import io
 from kerascam.evaluation import tables
@@ -53,32 +54,35 @@ def _is_cells(entry):
                     for row in entry.values()))
 
 
+def _in_order(names, known):
+    """``names`` in the order of ``known``, then the others by name."""
+    names = set(names)
+    return [n for n in known if n in names] + sorted(names - set(known))
+
+
 def models_of(table):
     """The models of one table (the keys of its fields' cells), in the registry's order, then others."""
     found = set()
     for key, entry in table.items():
         if key not in _SHARED and not key.startswith("_") and _is_cells(entry):
             found.update(entry)
-    return [m for m in MODEL_NAMES if m in found] + sorted(found - set(MODEL_NAMES))
+    return _in_order(found, MODEL_NAMES)
 
 
 def _columns(table, models):
     """The table's columns (methods and model-free maps), from its first field's row of ``models[0]``."""
     for key, entry in table.items():
         if key not in _SHARED and not key.startswith("_") and _is_cells(entry) and models[0] in entry:
-            columns = set(entry[models[0]])  # table.json keeps them sorted by name: evaluate.py's order again
-            return [c for c in available_columns() if c in columns] + sorted(columns - set(available_columns()))
+            # table.json keeps them sorted by name: evaluate.py's order again.
+            return _in_order(entry[models[0]], available_columns())
     return []
 
 
 def _same_cell(a, b):
-    def close(x, y):
-        if isinstance(x, float) or isinstance(y, float):
-            return (x is None) == (y is None) and (x is None or math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
-                                                  or (math.isnan(x) and math.isnan(y)))
-        return x == y
-
-    return set(a) == set(b) and all(close(a[k], b[k]) for k in a)
+    """Whether two cells (floats, NaN where undefined, and counts) are equal up to rounding."""
+    keys = sorted(a)
+    return set(a) == set(b) and np.allclose([a[k] for k in keys], [b[k] for k in keys], rtol=1e-9, atol=1e-12,
+                                            equal_nan=True)
 
 
 def join_tables(named):
@@ -96,8 +100,8 @@ def join_tables(named):
     if len(named) < 2:
         raise ValueError("joining needs at least two evaluations")
     for name, table in named:
-        if not isinstance(table, dict) or not isinstance(table.get("settings"), dict):
-            raise ValueError(f"{name}: not the table.json of an evaluation (it has no settings)")
+        if not isinstance(table, dict) or "scores" not in table.get("settings", {}):
+            raise ValueError(f"{name}: not the table.json of an evaluation (its settings name no scores)")
     (first_name, first), rest = named[0], named[1:]
     models = {name: models_of(table) for name, table in named}
     methods = _columns(first, models[first_name])
@@ -137,6 +141,12 @@ def join_tables(named):
         raise ValueError(f"{tables.PAIRED[0]} ({paired_models[0]}) and {tables.PAIRED[1]} ({paired_models[1]}) "
                          "are compared image by image and must be evaluated together")
 
+    order = _in_order(owner, MODEL_NAMES)  # the registry's order, whatever the order of the evaluations
+
+    def per_model(rows):
+        merged = {m: row for table_rows in rows for m, row in table_rows.items()}
+        return {m: merged[m] for m in order if m in merged}
+
     joined = {}
     for key in first:
         if key.startswith("_") or key in _SHARED:
@@ -144,21 +154,14 @@ def join_tables(named):
         if _curves(first[key]):
             if any(not _curves(table[key]) or table[key]["x"] != first[key]["x"] for _, table in rest):
                 raise ValueError(f"the evaluations' {key} differ in their x values")
-            joined[key] = {"x": first[key]["x"],
-                           "curves": {m: c for _, table in named for m, c in table[key]["curves"].items()}}
+            joined[key] = {"x": first[key]["x"], "curves": per_model(table[key]["curves"] for _, table in named)}
         elif isinstance(first[key], dict):
             for name, table in named:
                 if not set(table[key]) <= set(models[name]):
                     raise ValueError(f"{name}: {key} is not kept per model, so it cannot be joined")
-            joined[key] = {m: row for _, table in named for m, row in table[key].items()}
+            joined[key] = per_model(table[key] for _, table in named)
         else:
             joined[key] = first[key]
-    order = [m for m in MODEL_NAMES if m in owner] + sorted(set(owner) - set(MODEL_NAMES))
-    for key, entry in joined.items():  # the registry's order, whatever the order of the evaluations
-        if _curves(entry):
-            entry["curves"] = {m: entry["curves"][m] for m in order if m in entry["curves"]}
-        elif isinstance(entry, dict):
-            joined[key] = {m: entry[m] for m in order if m in entry}
     joined["paired_unet_minus_ablated"] = next(
         (table.get("paired_unet_minus_ablated", {}) for name, table in named if name == paired_models[0]), {})
     joined["chance"] = first.get("chance", {})
